@@ -1,0 +1,82 @@
+"""Load released expert weights (CLIP, VideoMAE) into the experts of a fresh model."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+from torch import nn
+
+from ..errors import CheckpointError
+from ..models.adapter import Adapter
+from ..models.experts import Expert, VideoMAEExpert
+from ..models.layers import resize_pos_table
+from . import hf, openai_clip, videomae
+from .io import StateDict, load_strict, read_state_dict, resize_tables, strip_prefixes
+
+log = logging.getLogger(__name__)
+
+# (format name, expert kind, detector, converter)
+FORMATS: list[tuple[str, str, Callable[[StateDict], bool], Callable]] = [
+    ("OpenAI CLIP", "spatial", openai_clip.is_openai_clip, openai_clip.convert),
+    ("Hugging Face CLIP", "spatial", hf.is_hf_clip, hf.convert_clip),
+    ("Hugging Face VideoMAE", "temporal", hf.is_hf_videomae, hf.convert_videomae),
+    ("VideoMAE", "temporal", videomae.is_videomae, videomae.convert),
+]
+
+
+def detect_format(sd: StateDict, path) -> tuple[str, str, Callable]:
+    for name, kind, detect, convert in FORMATS:
+        if detect(sd):
+            return name, kind, convert
+    raise CheckpointError(f"{path}: not a known expert checkpoint (OpenAI CLIP, Hugging Face CLIP/VideoMAE, "
+                          f"VideoMAE); first keys: {sorted(sd)[:8]}")
+
+
+def load_expert_weights(model: nn.Module, path: str | Path, expert: str | None = None) -> str:
+    """Load a CLIP or VideoMAE checkpoint into the matching expert of ``model`` (or into a bare Expert).
+
+    The format is detected from the keys; position tables are resized to the expert's grid. Every
+    frozen weight must be present (adapters are new; the final norm is optional); unknown keys raise
+    CheckpointError. Returns the name of the expert that was loaded.
+    """
+    sd = strip_prefixes(read_state_dict(path), ("module.",))
+    fmt, kind, convert = detect_format(sd, path)
+    if expert is not None and expert != kind:
+        raise CheckpointError(f"{path}: is a {fmt} checkpoint (a {kind} expert), not a {expert} expert")
+    if isinstance(model, Expert):
+        target = model
+    else:
+        experts = getattr(model, "experts", {})
+        if kind not in experts:
+            raise CheckpointError(f"{path}: {fmt} weights are for a {kind} expert, which this model does not have "
+                                  f"(experts: {list(experts)})")
+        target = experts[kind]
+    converted, unexpected = convert(sd)
+    if unexpected:
+        raise CheckpointError(f"{path}: {fmt} checkpoint has keys that fit no {kind} expert weight: "
+                              f"{sorted(unexpected)[:20]}")
+    pos = converted.pop("pos_embed", None) if isinstance(target, VideoMAEExpert) else None
+    converted = resize_tables(converted, target.pos_tables())
+    optional = [name + "." for name, m in target.named_modules() if isinstance(m, Adapter)] + ["norm."]
+    load_strict(target, converted, path, optional=optional)
+    if pos is not None:
+        target.load_pos_embed(_fit_videomae_table(pos, target.grid, path))
+    if not any(k.startswith("norm.") for k in converted):
+        log.info("%s: no final norm in the checkpoint; the %s expert's norm starts at identity", path, kind)
+    log.info("loaded %s weights into the %s expert from %s", fmt, kind, path)
+    return kind
+
+
+def _fit_videomae_table(table, grid: tuple[int, int], path):
+    """Resize a learned VideoMAE table ``(T'·N', D)`` to ``grid`` = (T, N) trilinearly (square space)."""
+    T, N = grid
+    rows = table.shape[0]
+    side = round(N ** 0.5)
+    for src_t in (T, *range(1, rows + 1)):
+        if rows % src_t == 0:
+            src_side = round((rows // src_t) ** 0.5)
+            if src_side * src_side == rows // src_t:
+                return resize_pos_table(table, (src_t, src_side, src_side), (T, side, side))
+    raise CheckpointError(f"{path}: learned pos_embed of {rows} rows does not form a (time, square) grid")

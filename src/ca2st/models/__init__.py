@@ -1,0 +1,7 @@
+"""Models: experts, adapters, exchanges, heads, the composed model and its presets."""
+
+from .config import ExchangeSpec, ModelConfig
+from .multiexpert import MultiExpertModel
+from .registry import build_model, get_config, list_models
+
+__all__ = ["ExchangeSpec", "ModelConfig", "MultiExpertModel", "build_model", "get_config", "list_models"]

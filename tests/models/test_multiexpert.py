@@ -1,0 +1,204 @@
+import pytest
+import torch
+
+import ca2st
+from ca2st.errors import ConfigError
+from ca2st.models.adapter import Adapter
+from ca2st.models.summary import summarize
+
+from helpers import randomize_, tiny_overrides
+
+
+def tiny(name="cast_b16", **kw):
+    return ca2st.build_model(name, **tiny_overrides(**kw))
+
+
+def video(batch=2, frames=4, size=32):
+    return torch.randn(batch, 3, frames, size, size)
+
+
+def test_shapes_single_head_and_features():
+    model = tiny().eval()
+    x = video()
+    assert model(x).shape == (2, 7)
+    feats = model.forward_features(x)
+    assert set(feats) == {"spatial", "temporal"}
+    assert all(f.shape == (2, 64) for f in feats.values())
+    assert model.experts["spatial"].grid == (2, 4) and model.experts["temporal"].grid == (2, 4)
+
+
+def test_composition_head_returns_verb_and_noun():
+    model = tiny("cast_b16_ek100", composition_classes={"verb": 5, "noun": 9}).eval()
+    out = model(video())
+    assert set(out) == {"verb", "noun"}
+    assert out["verb"].shape == (2, 5) and out["noun"].shape == (2, 9)
+    assert model.head.tasks["noun"].sources == ("spatial",)
+    assert model.head.tasks["verb"].sources == ("temporal",)
+
+
+def test_clip_sees_the_second_frame_of_each_tubelet():
+    model = tiny().eval()
+    x = video(1)
+    base = model.experts["spatial"].embed(x)
+    changed = x.clone()
+    changed[:, :, 0::2] += 1  # frames 0 and 2: only the temporal expert sees them
+    torch.testing.assert_close(model.experts["spatial"].embed(changed), base)
+    changed = x.clone()
+    changed[:, :, 3] += 1  # frame 3 = second frame of tubelet 1 = CLIP slot 1
+    out = model.experts["spatial"].embed(changed)
+    torch.testing.assert_close(out[:, 0], base[:, 0])
+    assert not torch.allclose(out[:, 1], base[:, 1])
+
+
+def test_identity_at_initialisation_pooled_features_equal_the_experts_own():
+    model = tiny().eval()
+    with torch.no_grad():  # random (non-zero) frozen expert weights; adapters and up-projections stay at init
+        for expert in model.experts.values():
+            for name, p in expert.named_parameters():
+                if not p.requires_grad:
+                    p.normal_(0, 0.2)
+    x = video()
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        for kind, expert in model.experts.items():
+            torch.testing.assert_close(feats[kind], expert.pool(expert(x)))
+        # and the experts with adapters at init equal the plain experts (no adapters at all)
+        plain = ca2st.build_model("cast_b16", **tiny_overrides(adapter_ratio=0.0)).eval()
+        missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False)
+        assert not missing and all("adapter" in k or "exchanges" in k or "head" in k for k in unexpected)
+        for kind in model.experts:
+            torch.testing.assert_close(plain.experts[kind].pool(plain.experts[kind](x)), feats[kind])
+        # the single head starts at its bias (last adapters are zero)
+        torch.testing.assert_close(model(x), model.head.fc.bias.expand(2, -1))
+
+
+def test_frozen_weights_get_no_gradient_while_adapters_and_exchanges_do():
+    model = randomize_(tiny())
+    model.freeze_experts()
+    model.train()
+    out = model(video())
+    out.square().mean().backward()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    # CAST property: after the last layer only the CLIP class token is pooled, so the last T2S
+    # attention (which updates CLIP patch tokens only) cannot influence the output.
+    dead = "exchanges.1.spatial_temporal.attn_a."
+    for name, p in model.named_parameters():
+        if name in trainable:
+            assert p.grad is not None, name
+            assert (torch.count_nonzero(p.grad) == 0) == name.startswith(dead), name
+        else:
+            assert p.grad is None, name
+    expected_frozen = ["experts.spatial.patch_embed.weight", "experts.spatial.blocks.0.attn.qkv.weight",
+                       "experts.temporal.blocks.1.mlp.fc1.weight", "experts.temporal.blocks.0.attn.q_bias",
+                       "experts.spatial.pos_embed", "experts.spatial.norm_pre.weight"]
+    assert not trainable & set(expected_frozen)
+    for prefix in ("experts.spatial.blocks.0.attn_adapter.", "experts.temporal.blocks.1.mlp_adapter.",
+                   "exchanges.0.spatial_temporal.attn_a.q_pos", "experts.spatial.norm.", "experts.temporal.norm.",
+                   "head.fc."):
+        assert any(n.startswith(prefix) for n in trainable), prefix
+
+
+def test_gradient_flows_through_frozen_experts_into_early_adapters():
+    model = tiny("cast_b16_ek100")
+    model.train()
+    out = model(video())
+    (out["verb"].sum() + out["noun"].sum()).backward()
+    # with zero-initialised up-projections, the first layer's adapter still learns through frozen layers
+    assert torch.count_nonzero(model.experts["spatial"].blocks[0].mlp_adapter.fc2.weight.grad) > 0
+
+
+@pytest.mark.parametrize("name,trainable,total", [
+    ("cast_b16", 45_378_832, 217_402_384), ("cast_b16_ek100", 44_784_781, 216_808_333)])
+def test_official_parameter_counts(name, trainable, total):
+    s = summarize(name)
+    assert s.trainable_params == trainable
+    assert s.total_params == total
+
+
+def test_ssv2_head_count():
+    assert summarize("cast_b16", num_classes=174).trainable_params == 45_205_038
+
+
+def test_flops_of_the_base_model():
+    # every matmul of the forward, CLIP's per-frame attention included
+    assert summarize("cast_b16").gflops == pytest.approx(781.0, abs=0.1)
+
+
+def test_bf16_autocast_runs_and_stays_close_to_fp32():
+    model = randomize_(tiny(), std=0.05).eval()
+    x = video()
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+    assert out.dtype == torch.bfloat16
+    assert torch.isfinite(out.float()).all()
+    torch.testing.assert_close(out.float(), ref, atol=0.1 * ref.abs().max().item(), rtol=0)
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(1)
+    model = randomize_(tiny(drop_path_rate=0.0))
+    x = video()
+    model(x).sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    model.grad_checkpointing = True
+    model(x).sum().backward()
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, grads[n], atol=1e-6, rtol=1e-5)
+
+
+def test_drop_path_is_stochastic_in_training_only():
+    model = randomize_(tiny(drop_path_rate=0.5))
+    x = video()
+    model.eval()
+    torch.testing.assert_close(model(x), model(x))
+    model.train()
+    torch.manual_seed(0)
+    a = model(x)
+    torch.manual_seed(1)
+    assert not torch.allclose(a, model(x))
+
+
+def test_other_frames_and_resolution():
+    model = tiny(num_frames=8, img_size=48).eval()
+    assert model(video(1, 8, 48)).shape == (1, 7)
+    assert model.experts["temporal"].grid == (4, 9)
+    assert model.exchanges[0]["spatial_temporal"].attn_a.q_pos.shape == (4, 32)
+
+
+def test_wrong_input_shape_has_a_clear_message():
+    model = tiny()
+    with pytest.raises(ValueError, match=r"video must have shape \(B, 3, 4, 32, 32\)"):
+        model(video(1, 8, 32))
+
+
+def test_bad_options_raise_config_error():
+    with pytest.raises(ConfigError, match="unknown model option"):
+        ca2st.build_model("cast_b16", nonsense=1)
+    with pytest.raises(ConfigError, match="unknown model 'cast_b99'"):
+        ca2st.build_model("cast_b99")
+    with pytest.raises(ConfigError, match="not divisible by num_heads"):
+        ca2st.build_model("cast_b16", embed_dim=100, num_heads=12)
+    with pytest.raises(ConfigError, match="multiple of tubelet_size"):
+        ca2st.build_model("cast_b16", num_frames=15)
+
+
+def test_adapters_are_the_only_trainable_expert_modules():
+    model = tiny()
+    for kind, expert in model.experts.items():
+        for name, p in expert.named_parameters():
+            owner = expert.get_submodule(name.rsplit(".", 1)[0]) if "." in name else expert
+            in_adapter = any(isinstance(m, Adapter) and name.startswith(n + ".")
+                             for n, m in expert.named_modules())
+            assert p.requires_grad == (in_adapter or owner is expert.norm), f"{kind}.{name}"
+
+
+def test_torch_compile_runs():
+    model = tiny().eval()
+    x = video(1)
+    compiled = torch.compile(model)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), atol=1e-4, rtol=1e-4)
