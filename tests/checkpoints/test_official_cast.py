@@ -4,7 +4,7 @@ from safetensors.torch import save_file
 
 import ca2st
 from ca2st.checkpoints.official_cast import infer_config, to_official_state_dict
-from ca2st.errors import CheckpointError
+from ca2st.errors import CheckpointError, ConfigError
 
 
 def load_fixture(fixtures_dir, name):
@@ -95,7 +95,7 @@ def test_wrong_head_count_is_caught_by_a_shape_check(fixtures_dir, tmp_path):
     fixture = load_fixture(fixtures_dir, "a")
     path = tmp_path / "a.pth"
     torch.save(fixture["checkpoint"], path)
-    with pytest.raises(Exception, match="divisible"):
+    with pytest.raises(ConfigError, match=r"a.pth: .*not divisible by num_heads 7.*pass num_heads="):
         ca2st.load_official_cast(path, num_heads=7)
 
 

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..models import MultiExpertModel, build_model
 from . import openai_clip, videomae
 from .io import Renamer, StateDict, load_strict, read_state_dict, resize_tables, strip_prefixes
@@ -94,7 +94,10 @@ def load_official_cast(path: str | Path, **overrides: Any) -> MultiExpertModel:
     sd = strip_prefixes(read_state_dict(path), ("module.", "backbone."))
     cfg = infer_config(sd, path)
     cfg.update(overrides)
-    model = build_model("cast_b16_ek100" if cfg["composition"] else "cast_b16", **cfg)
+    try:
+        model = build_model("cast_b16_ek100" if cfg["composition"] else "cast_b16", **cfg)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err} (checkpoints do not store the head count: pass num_heads=...)") from err
     names = renamer(model.config.composition)
     converted, unmatched = names.convert(sd)
     converted = resize_tables(converted, model.pos_tables())
