@@ -1,0 +1,1 @@
+"""Data: decoding, sampling, transforms, audio features, datasets."""
