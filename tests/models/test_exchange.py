@@ -62,7 +62,9 @@ def test_position_table_shapes_follow_the_window():
 
 
 @pytest.mark.parametrize("window,q_grid,kv_grid,match", [
-    ("time", (4, 9), (2, 9), "equal grids"), ("space", (4, 9), (2, 9), "equal time slots"),
+    ("time", (4, 9), (2, 9), "equal time slots"), ("space", (4, 9), (2, 9), "equal time slots"),
+    ("time", (4, 9), (4, 16), "4x4 and 3x3 positions needs one to divide the other"),
+    ("time", (4, 8), (4, 16), "needs square grids"),
     ("diagonal", (4, 9), (4, 9), "window must be one of")])
 def test_incompatible_windows_are_rejected(window, q_grid, kv_grid, match):
     with pytest.raises(ValueError, match=match):
@@ -70,26 +72,25 @@ def test_incompatible_windows_are_rejected(window, q_grid, kv_grid, match):
 
 
 def make_exchange(**kw):
-    args = dict(a="spatial", b="temporal", dim=32, bottleneck_ratio=0.5, num_heads=4, window_a="time",
-                window_b="space", grid_a=(3, 4), grid_b=(3, 4), special_a=1, special_b=0)
+    args = dict(a="spatial", b="temporal", dims=(32, 32), width=16, num_heads=4, windows=("time", "space"),
+                grids=((3, 4), (3, 4)), specials=(1, 0))
     args.update(kw)
     return Exchange(**args)
 
 
-def test_exchange_is_identity_at_initialisation():
+def test_exchange_is_zero_at_initialisation():
     ex = make_exchange()
     xa, xb = torch.randn(2, 3, 5, 32), torch.randn(2, 3, 4, 32)
-    ya, yb = ex(xa, xb)
-    torch.testing.assert_close(ya, xa)
-    torch.testing.assert_close(yb, xb)
+    da, db = ex(xa, xb)
+    assert torch.count_nonzero(da) == 0 and torch.count_nonzero(db) == 0
 
 
 def test_special_tokens_skip_attention_but_pass_through_the_bottleneck():
     ex = randomize_(make_exchange()).eval()
     xa, xb = torch.randn(2, 3, 5, 32), torch.randn(2, 3, 4, 32)
     ya, yb = ex(xa, xb)
-    na = ex.norm_a(ex.down_a(xa))
-    expected_cls = xa[:, :, :1] + ex.up_a(F.gelu(na[:, :, :1]))
+    na = ex.norm_a(ex.proj_a.down(xa))
+    expected_cls = ex.proj_a.up(F.gelu(na[:, :, :1]))
     torch.testing.assert_close(ya[:, :, :1], expected_cls)
     # patch outputs depend on the other stream, the class token does not
     ya2, _ = ex(xa, xb + 1)

@@ -10,39 +10,43 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..models.adapter import Adapter
-from ..models.experts import Expert, VideoMAEExpert
+from ..models.experts import ASTExpert, CLIPExpert, Expert, VideoMAEExpert
+from ..models.experts.resnet import ResNetExpert
 from ..models.layers import resize_pos_table
-from . import hf, openai_clip, videomae
+from . import ast, hf, openai_clip, torchvision_resnet, videomae
 from .io import StateDict, load_strict, read_state_dict, resize_tables, strip_prefixes
 
 log = logging.getLogger(__name__)
 
-# (format name, expert kind, detector, converter)
-FORMATS: list[tuple[str, str, Callable[[StateDict], bool], Callable]] = [
-    ("OpenAI CLIP", "spatial", openai_clip.is_openai_clip, openai_clip.convert),
-    ("Hugging Face CLIP", "spatial", hf.is_hf_clip, hf.convert_clip),
-    ("Hugging Face VideoMAE", "temporal", hf.is_hf_videomae, hf.convert_videomae),
-    ("VideoMAE", "temporal", videomae.is_videomae, videomae.convert),
+# (format name, expert kind, expert class, detector, converter); the first detector that matches wins.
+FORMATS: list[tuple[str, str, type, Callable[[StateDict], bool], Callable]] = [
+    ("AST", "audio", ASTExpert, ast.is_official_ast, ast.convert_official),
+    ("Hugging Face AST", "audio", ASTExpert, ast.is_hf_ast, ast.convert_hf),
+    ("OpenAI CLIP", "spatial", CLIPExpert, openai_clip.is_openai_clip, openai_clip.convert),
+    ("Hugging Face CLIP", "spatial", CLIPExpert, hf.is_hf_clip, hf.convert_clip),
+    ("torchvision ResNet-50", "spatial", ResNetExpert, torchvision_resnet.is_resnet, torchvision_resnet.convert),
+    ("Hugging Face VideoMAE", "temporal", VideoMAEExpert, hf.is_hf_videomae, hf.convert_videomae),
+    ("VideoMAE", "temporal", VideoMAEExpert, videomae.is_videomae, videomae.convert),
 ]
 
 
-def detect_format(sd: StateDict, path) -> tuple[str, str, Callable]:
-    for name, kind, detect, convert in FORMATS:
+def detect_format(sd: StateDict, path) -> tuple[str, str, type, Callable]:
+    for name, kind, cls, detect, convert in FORMATS:
         if detect(sd):
-            return name, kind, convert
-    raise CheckpointError(f"{path}: not a known expert checkpoint (OpenAI CLIP, Hugging Face CLIP/VideoMAE, "
-                          f"VideoMAE); first keys: {sorted(sd)[:8]}")
+            return name, kind, cls, convert
+    raise CheckpointError(f"{path}: not a known expert checkpoint (OpenAI CLIP, Hugging Face CLIP/VideoMAE/AST, "
+                          f"VideoMAE, AST, torchvision ResNet-50); first keys: {sorted(sd)[:8]}")
 
 
 def load_expert_weights(model: nn.Module, path: str | Path, expert: str | None = None) -> str:
-    """Load a CLIP or VideoMAE checkpoint into the matching expert of ``model`` (or into a bare Expert).
+    """Load a CLIP, VideoMAE, AST or ResNet-50 checkpoint into the matching expert of ``model`` (or a bare Expert).
 
     The format is detected from the keys; position tables are resized to the expert's grid. Every
     frozen weight must be present (adapters are new; the final norm is optional); unknown keys raise
     CheckpointError. Returns the name of the expert that was loaded.
     """
     sd = strip_prefixes(read_state_dict(path), ("module.",))
-    fmt, kind, convert = detect_format(sd, path)
+    fmt, kind, cls, convert = detect_format(sd, path)
     if expert is not None and expert != kind:
         raise CheckpointError(f"{path}: is a {fmt} checkpoint (a {kind} expert), not a {expert} expert")
     if isinstance(model, Expert):
@@ -53,6 +57,9 @@ def load_expert_weights(model: nn.Module, path: str | Path, expert: str | None =
             raise CheckpointError(f"{path}: {fmt} weights are for a {kind} expert, which this model does not have "
                                   f"(experts: {list(experts)})")
         target = experts[kind]
+    if not isinstance(target, cls):
+        raise CheckpointError(f"{path}: {fmt} weights need a {cls.__name__} {kind} expert, but this model's is a "
+                              f"{type(target).__name__}")
     converted, unexpected = convert(sd)
     if unexpected:
         raise CheckpointError(f"{path}: {fmt} checkpoint has keys that fit no {kind} expert weight: "

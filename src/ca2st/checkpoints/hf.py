@@ -47,7 +47,7 @@ def is_hf_videomae(sd: StateDict) -> bool:
     return any(k.endswith("embeddings.patch_embeddings.projection.weight") for k in sd)
 
 
-def _fuse(sd: StateDict, pattern: str, parts: tuple[str, str, str], fused: str) -> StateDict:
+def fuse_qkv(sd: StateDict, pattern: str, parts: tuple[str, str, str], fused: str) -> StateDict:
     """Concatenate per-layer q/k/v tensors ``pattern.format(part)`` into one ``fused`` tensor."""
     out = dict(sd)
     regex = re.compile(pattern.format(part=re.escape(parts[0])))
@@ -64,7 +64,7 @@ def _fuse(sd: StateDict, pattern: str, parts: tuple[str, str, str], fused: str) 
 def convert_clip(sd: StateDict) -> tuple[StateDict, list[str]]:
     sd = {k[len("vision_model."):] if k.startswith("vision_model.") else k: v for k, v in sd.items()}
     for kind in ("weight", "bias"):
-        sd = _fuse(sd, r"encoder\.layers\.(\d+)\.self_attn\.{part}\." + kind, ("q_proj", "k_proj", "v_proj"),
+        sd = fuse_qkv(sd, r"encoder\.layers\.(\d+)\.self_attn\.{part}\." + kind, ("q_proj", "k_proj", "v_proj"),
                    "encoder.layers.{}.self_attn.qkv." + kind)
     out, unmatched = CLIP_RENAMER.convert(sd)
     return out, [k for k in unmatched if not k.startswith(CLIP_IGNORED)]
@@ -72,7 +72,7 @@ def convert_clip(sd: StateDict) -> tuple[StateDict, list[str]]:
 
 def convert_videomae(sd: StateDict) -> tuple[StateDict, list[str]]:
     sd = {k[len("videomae."):] if k.startswith("videomae.") else k: v for k, v in sd.items()}
-    sd = _fuse(sd, r"encoder\.layer\.(\d+)\.attention\.attention\.{part}\.weight", ("query", "key", "value"),
+    sd = fuse_qkv(sd, r"encoder\.layer\.(\d+)\.attention\.attention\.{part}\.weight", ("query", "key", "value"),
                "encoder.layer.{}.attention.attention.qkv.weight")
     for part, name in (("query", "q_bias"), ("value", "v_bias")):
         for key in [k for k in sd if k.endswith(f".attention.attention.{part}.bias")]:

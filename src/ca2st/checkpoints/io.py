@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -141,26 +142,34 @@ def _listing(keys: Iterable[str], limit: int = 20) -> str:
 def resize_tables(sd: StateDict, tables: Mapping[str, tuple[str, tuple[int, ...]]]) -> StateDict:
     """Resize position tables whose grid differs from the model's (see ``resize_pos_table``).
 
-    ``tables`` maps a key to (kind, model grid): ``time`` (T rows), ``space`` (N rows, a square grid)
-    or ``cls+space`` (one class row, then a square grid).
+    ``tables`` maps a key to (kind, model grid): ``time`` (T rows), ``space`` (N rows, a square grid),
+    ``cls+space`` (one class row, then a square grid) or ``audio`` (CLS and DIST rows, then AST's
+    frequency × time grid, resized along time only: the frequency rows must match).
     """
     out = dict(sd)
-    for key, (kind, (rows,)) in tables.items():
+    for key, (kind, grid) in tables.items():
         if key not in out:
             continue
         table = out[key]
-        prefix = 1 if kind == "cls+space" else 0
+        prefix = {"cls+space": 1, "audio": 2}.get(kind, 0)
         src_rows = table.shape[0] - prefix
-        if src_rows == rows:
+        if src_rows == math.prod(grid):
             continue
         if kind == "time":
-            out[key] = resize_pos_table(table, (src_rows,), (rows,))
-            continue
-        src_side, dst_side = round(src_rows ** 0.5), round(rows ** 0.5)
-        if src_side * src_side != src_rows or dst_side * dst_side != rows:
-            raise CheckpointError(f"position table {key}: cannot resize {src_rows} positions to {rows} "
-                                  "(both must be square grids)")
-        out[key] = resize_pos_table(table, (src_side, src_side), (dst_side, dst_side), prefix)
+            out[key] = resize_pos_table(table, (src_rows,), grid)
+        elif kind == "audio":
+            freq = grid[0]
+            if src_rows % freq:
+                raise CheckpointError(f"position table {key}: {src_rows} patches do not form {freq} frequency rows "
+                                      "(the checkpoint was made for other mel bins or strides)")
+            out[key] = resize_pos_table(table, (freq, src_rows // freq), grid, prefix, mode="bilinear")
+        else:
+            rows = grid[0]
+            src_side, dst_side = math.isqrt(src_rows), math.isqrt(rows)
+            if src_side * src_side != src_rows or dst_side * dst_side != rows:
+                raise CheckpointError(f"position table {key}: cannot resize {src_rows} positions to {rows} "
+                                      "(both must be square grids)")
+            out[key] = resize_pos_table(table, (src_side, src_side), (dst_side, dst_side), prefix)
     return out
 
 

@@ -24,8 +24,9 @@ def _rules(composition: bool) -> list[tuple[str, str]]:
                                    ("T_Adapter", _T, "attn_adapter"), ("T_MLP_Adapter", _T, "mlp_adapter")):
         rules += [(f"blocks.{{i}}.{official}.D_fc{n}.", f"{expert}blocks.{{i}}.{slot}.fc{n}.") for n in (1, 2)]
     # B-CA: side a = spatial (CLIP), side b = temporal (VideoMAE); T2S updates a, S2T updates b.
-    for official, ours in (("cross_s_down.", "down_a."), ("cross_t_down.", "down_b."), ("ln_s_cross.", "norm_a."),
-                           ("ln_t_cross.", "norm_b."), ("cross_s_up.", "up_a."), ("cross_t_up.", "up_b."),
+    for official, ours in (("cross_s_down.", "proj_a.down."), ("cross_t_down.", "proj_b.down."),
+                           ("ln_s_cross.", "norm_a."), ("ln_t_cross.", "norm_b."),
+                           ("cross_s_up.", "proj_a.up."), ("cross_t_up.", "proj_b.up."),
                            ("t2s_cross.clip_time_pos", "attn_a.q_pos"), ("t2s_cross.vmae_time_pos", "attn_a.kv_pos"),
                            ("t2s_cross.t2s_q.weight", "attn_a.q.weight"), ("t2s_cross.t2s_q_bias", "attn_a.q.bias"),
                            ("t2s_cross.t2s_kv.weight", "attn_a.kv.weight"), ("t2s_cross.t2s_kv_bias", "attn_a.kv.bias"),

@@ -8,21 +8,21 @@ from typing import Any
 
 from ..errors import ConfigError
 
-EXPERT_KINDS = ("spatial", "temporal")
+EXPERT_KINDS = ("spatial", "temporal", "audio")
+SPATIAL_ARCHS = ("clip", "resnet50")
+FUSIONS = ("sequential", "parallel")
 
 
 @dataclass(frozen=True)
 class ExchangeSpec:
-    """A B-CA between experts ``a`` and ``b``: a attends b in ``window_a``, b attends a in ``window_b``.
-
-    ``layers`` lists the layer indices that carry it; ``None`` means every layer.
-    """
+    """A B-CA between experts ``a`` and ``b``: a attends b in ``window_a``, b attends a in ``window_b``,
+    in the listed layers."""
 
     a: str
     b: str
     window_a: str
     window_b: str
-    layers: tuple[int, ...] | None = None
+    layers: tuple[int, ...]
 
     @property
     def name(self) -> str:
@@ -34,7 +34,7 @@ class ModelConfig:
     """Architecture of a multi-expert model. Every field can be overridden by ``build_model``."""
 
     experts: tuple[str, ...] = ("spatial", "temporal")
-    exchanges: tuple[ExchangeSpec, ...] = (ExchangeSpec("spatial", "temporal", "time", "space"),)
+    spatial_arch: str = "clip"  # or "resnet50": torchvision's ResNet-50 interleaved with the temporal expert
     embed_dim: int = 768
     depth: int = 12
     num_heads: int = 12
@@ -44,6 +44,13 @@ class ModelConfig:
     patch_size: int = 16
     num_frames: int = 16
     tubelet_size: int = 2
+    audio_frames: int = 400  # log-mel frames L of the audio input (B, L, num_mel_bins)
+    num_mel_bins: int = 128
+    audio_stride: int = 10  # AST patch stride on both spectrogram axes
+    audio_layers: int | tuple[int, ...] | None = None  # None: all layers; n: the last n; or explicit indices
+    fusion: str = "sequential"  # exchanges of a layer one after another, or "parallel": averaged updates
+    share_bottleneck: bool = False  # each expert reuses one down/up projection per layer across its exchanges
+    time_encoding: bool = False  # absolute-time MLP codes added inside the audio exchanges
     adapter_ratio: float = 0.25
     bottleneck_ratio: float = 0.5
     num_classes: int = 400
@@ -55,8 +62,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         self.experts = tuple(self.experts)
-        self.exchanges = tuple(e if isinstance(e, ExchangeSpec) else ExchangeSpec(**{
-            **e, "layers": None if e.get("layers") is None else tuple(e["layers"])}) for e in self.exchanges)
+        if isinstance(self.audio_layers, list):
+            self.audio_layers = tuple(self.audio_layers)
         self.validate()
 
     def validate(self) -> None:
@@ -78,15 +85,50 @@ class ModelConfig:
         if self.num_frames % self.tubelet_size:
             raise ConfigError(f"model config: num_frames {self.num_frames} is not a multiple of "
                               f"tubelet_size {self.tubelet_size}")
-        for spec in self.exchanges:
-            if spec.a not in self.experts or spec.b not in self.experts:
-                raise ConfigError(f"model config: exchange {spec.name} joins an expert the model does not have "
-                                  f"(experts: {list(self.experts)})")
-            bad = [i for i in spec.layers or () if not 0 <= i < self.depth]
-            if bad:
-                raise ConfigError(f"model config: exchange {spec.name} names layers {bad} outside 0..{self.depth - 1}")
+        if len(set(self.experts)) != len(self.experts) or len(self.experts) < 2:
+            raise ConfigError(f"model config: experts must name at least two different experts, got {self.experts}")
+        for name, value, allowed in (("spatial_arch", self.spatial_arch, SPATIAL_ARCHS),
+                                     ("fusion", self.fusion, FUSIONS)):
+            if value not in allowed:
+                raise ConfigError(f"model config: {name} must be one of {list(allowed)}, got {value!r}")
+        if "audio" in self.experts and self.audio_frames < 16:
+            raise ConfigError(f"model config: audio_frames must be at least 16 (one patch), got {self.audio_frames}")
+        self.audio_layer_indices()
         if not self.composition and (not isinstance(self.num_classes, int) or self.num_classes <= 0):
             raise ConfigError(f"model config: num_classes must be a positive integer, got {self.num_classes!r}")
+
+    def audio_layer_indices(self) -> tuple[int, ...]:
+        """Layers that carry the audio exchanges."""
+        value = self.audio_layers
+        if value is None:
+            return tuple(range(self.depth))
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not 0 <= value <= self.depth:
+                raise ConfigError(f"model config: audio_layers={value} must lie in 0..{self.depth} (the last n layers)")
+            return tuple(range(self.depth - value, self.depth))
+        layers = tuple(value)
+        bad = [i for i in layers if not isinstance(i, int) or not 0 <= i < self.depth]
+        if bad:
+            raise ConfigError(f"model config: audio_layers names layers {bad} outside 0..{self.depth - 1}")
+        return layers
+
+    def exchange_plan(self) -> tuple[ExchangeSpec, ...]:
+        """The exchanges and their layers, in the order a layer runs them: S&T, then A&S, then A&T.
+
+        S&T: spatial queries temporal along time, temporal queries spatial along space (CAST), in every
+        layer (or, with a ResNet spatial expert, after each of its four stages). Audio exchanges attend
+        globally, in ``audio_layers``.
+        """
+        plan = []
+        if "spatial" in self.experts and "temporal" in self.experts:
+            st_layers = tuple(range(self.depth))
+            if self.spatial_arch == "resnet50":
+                st_layers = resnet_stage_layers(self.depth)
+            plan.append(ExchangeSpec("spatial", "temporal", "time", "space", st_layers))
+        for other in ("spatial", "temporal"):
+            if "audio" in self.experts and other in self.experts:
+                plan.append(ExchangeSpec("audio", other, "global", "global", self.audio_layer_indices()))
+        return tuple(plan)
 
     @property
     def heads_in_exchanges(self) -> int:
@@ -110,3 +152,11 @@ class ModelConfig:
         if unknown:
             raise ConfigError(f"unknown model option(s) {unknown}; valid options: {sorted(known)}")
         return cls(**data)
+
+
+def resnet_stage_layers(depth: int) -> tuple[int, ...]:
+    """Temporal layers after which the four ResNet stages run: 2, 5, 8, 11 for depth 12 (every depth/4-th)."""
+    if depth % 4:
+        raise ConfigError(f"model config: a ResNet-50 spatial expert needs a depth divisible by 4, got {depth}")
+    step = depth // 4
+    return tuple(step * (k + 1) - 1 for k in range(4))

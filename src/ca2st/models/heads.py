@@ -2,28 +2,53 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import torch
 from torch import nn
 
 from .adapter import Adapter
+from .layers import Mlp, QuickGELU
+
+
+def make_fuser(kind: str, in_dim: int, dim: int, ratio: float) -> nn.Module:
+    """A per-expert map into the fused feature space.
+
+    ``adapter``: CAST's last adapter (no skip, zero at initialisation); ``mlp``: the audio branch,
+    Linear–QuickGELU–Linear with truncated-normal weights; ``linear``: a projection of a wider feature
+    (ResNet-50's 2048 channels).
+    """
+    if kind == "adapter":
+        return Adapter(dim, ratio)
+    if kind == "mlp":
+        mlp = Mlp(in_dim, int(dim * ratio), QuickGELU, out_dim=dim)
+        for lin in (mlp.fc1, mlp.fc2):
+            nn.init.trunc_normal_(lin.weight, std=0.02)
+            nn.init.zeros_(lin.bias)
+        return mlp
+    if kind == "linear":
+        return nn.Linear(in_dim, dim)
+    raise ValueError(f"unknown fuser {kind!r}")
 
 
 class ClassifierHead(nn.Module):
-    """``fc(dropout(sum of fuse_e(feature_e)))`` over the source experts.
+    """``fc(dropout(sum over sources of fuse_e(feature_e)))``; with no fusers the single source feature
+    goes straight to ``fc``."""
 
-    With ``fuse_ratio`` each source passes through its own adapter without skip (CAST's "last
-    adapters", zero at initialisation); without it the single source feature goes straight to ``fc``.
-    """
-
-    def __init__(self, sources: Sequence[str], dim: int, num_classes: int, fuse_ratio: float = 0.0,
-                 drop: float = 0.0, init_std: float = 0.02):
+    def __init__(self, sources: Mapping[str, int], fusers: Mapping[str, str] | None, dim: int, num_classes: int,
+                 ratio: float = 0.25, drop: float = 0.0, init_std: float = 0.02):
         super().__init__()
         self.sources = tuple(sources)
-        self.fuse = nn.ModuleDict({s: Adapter(dim, fuse_ratio) for s in self.sources}) if fuse_ratio else None
+        if fusers:
+            self.fuse = nn.ModuleDict({s: make_fuser(fusers[s], sources[s], dim, ratio) for s in self.sources})
+            in_dim = dim
+        else:
+            if len(self.sources) != 1:
+                raise ValueError("a head over several experts needs fusers")
+            self.fuse = None
+            in_dim = sources[self.sources[0]]
         self.drop = nn.Dropout(drop)
-        self.fc = nn.Linear(dim, num_classes)
+        self.fc = nn.Linear(in_dim, num_classes)
         nn.init.trunc_normal_(self.fc.weight, std=init_std)
         nn.init.zeros_(self.fc.bias)
 

@@ -78,19 +78,19 @@ def sincos_table(num_positions: int, dim: int) -> torch.Tensor:
 
 
 def resize_pos_table(table: torch.Tensor, src_grid: tuple[int, ...], dst_grid: tuple[int, ...],
-                     num_prefix: int = 0) -> torch.Tensor:
+                     num_prefix: int = 0, mode: str | None = None) -> torch.Tensor:
     """Resize a position table laid out as ``num_prefix`` free rows then a row-major grid.
 
     The rule (used for every table in ca2st): prefix rows (class tokens) are kept; the grid is
     interpolated with ``align_corners=False`` — linearly along a 1-D axis (time), bicubically on a
-    2-D grid (space), trilinearly on a 3-D grid (time × space).
+    2-D grid (space), trilinearly on a 3-D grid (time × space); ``mode`` overrides the choice.
     """
     if tuple(src_grid) == tuple(dst_grid):
         return table
     prefix, grid = table[:num_prefix], table[num_prefix:]
     if grid.shape[0] != math.prod(src_grid):
         raise ValueError(f"table of {grid.shape[0]} grid rows does not match grid {src_grid}")
-    mode = {1: "linear", 2: "bicubic", 3: "trilinear"}[len(src_grid)]
+    mode = mode or {1: "linear", 2: "bicubic", 3: "trilinear"}[len(src_grid)]
     dim = grid.shape[-1]
     x = grid.float().T.reshape(1, dim, *src_grid)
     x = F.interpolate(x, size=tuple(dst_grid), mode=mode, align_corners=False)

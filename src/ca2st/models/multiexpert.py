@@ -1,8 +1,9 @@
 """The one composed model: frozen experts, per-layer B-CA exchanges, a head.
 
-Per layer: every expert's ``attend``; the layer's exchanges in order; every expert's
-``feed_forward``. Then each expert pools its stream and the head maps the pooled features to logits.
-CAST, CAVA and CA²ST are configurations of this class (see ``registry.py``).
+Per layer: every expert's ``attend``; the layer's exchanges (S&T, then A&S, then A&T), one after
+another or in parallel; every expert's ``feed_forward``. Then each expert pools its stream and the
+head maps the pooled features to logits. CAST, CAVA and CA²ST are configurations of this class
+(see ``registry.py``).
 """
 
 from __future__ import annotations
@@ -12,23 +13,33 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
-from .config import ModelConfig
+from .config import ModelConfig, resnet_stage_layers
 from .exchange import Exchange
-from .experts import CLIPExpert, Expert, VideoMAEExpert
+from .experts import ASTExpert, CLIPExpert, Expert, VideoMAEExpert
+from .experts.resnet import ResNetExpert
 from .heads import ClassifierHead, CompositionHead
+from .time_encoding import TimeCodes, default_times
 
-# Which expert feeds which composition task (EPIC-KITCHENS: nouns from appearance, verbs from motion).
-COMPOSITION_SOURCES = {"noun": ("spatial",), "verb": ("temporal",)}
+# Which experts feed which composition task: nouns from appearance, verbs from motion, both with sound.
+COMPOSITION_SOURCES = {"noun": ("spatial", "audio"), "verb": ("temporal", "audio")}
+AUDIO_HOP_SECONDS = 0.01  # log-mel frame shift
 
 
 def build_expert(kind: str, cfg: ModelConfig, drop_path_rates: list[float]) -> Expert:
     common = dict(embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio,
-                  img_size=cfg.img_size, patch_size=cfg.patch_size, num_frames=cfg.num_frames,
                   adapter_ratio=cfg.adapter_ratio, drop_path_rates=drop_path_rates)
+    video = dict(img_size=cfg.img_size, num_frames=cfg.num_frames)
+    if kind == "spatial" and cfg.spatial_arch == "resnet50":
+        return ResNetExpert(frame_stride=cfg.tubelet_size, frame_offset=cfg.tubelet_size - 1,
+                            stage_layers=resnet_stage_layers(cfg.depth), **video)
     if kind == "spatial":
-        return CLIPExpert(frame_stride=cfg.tubelet_size, frame_offset=cfg.tubelet_size - 1, **common)
+        return CLIPExpert(patch_size=cfg.patch_size, frame_stride=cfg.tubelet_size, frame_offset=cfg.tubelet_size - 1,
+                          **video, **common)
     if kind == "temporal":
-        return VideoMAEExpert(tubelet_size=cfg.tubelet_size, **common)
+        return VideoMAEExpert(patch_size=cfg.patch_size, tubelet_size=cfg.tubelet_size, **video, **common)
+    if kind == "audio":
+        return ASTExpert(num_mel_bins=cfg.num_mel_bins, num_frames=cfg.audio_frames, patch_size=cfg.patch_size,
+                         stride=cfg.audio_stride, **common)
     raise ConfigError(f"unknown expert {kind!r}")
 
 
@@ -41,38 +52,58 @@ class MultiExpertModel(nn.Module):
         depth = config.depth
         rates = [config.drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linspace(0, rate, depth)
         self.experts = nn.ModuleDict({kind: build_expert(kind, config, rates) for kind in config.experts})
+        width = int(config.embed_dim * config.bottleneck_ratio)
         self.exchanges = nn.ModuleList()
         for i in range(depth):
             layer = nn.ModuleDict()
-            for spec in config.exchanges:
-                if spec.layers is None or i in spec.layers:
-                    ea, eb = self.experts[spec.a], self.experts[spec.b]
-                    layer[spec.name] = Exchange(
-                        spec.a, spec.b, config.embed_dim, config.bottleneck_ratio, config.heads_in_exchanges,
-                        spec.window_a, spec.window_b, ea.grid, eb.grid, ea.num_special, eb.num_special, rates[i])
+            shared = {}
+            for spec in config.exchange_plan():
+                if i not in spec.layers:
+                    continue
+                ea, eb = self.experts[spec.a], self.experts[spec.b]
+                ex = Exchange(spec.a, spec.b, (ea.dim_at(i), eb.dim_at(i)), width, config.heads_in_exchanges,
+                              (spec.window_a, spec.window_b), (ea.grid_at(i), eb.grid_at(i)),
+                              (ea.num_special, eb.num_special), rates[i],
+                              shared if config.share_bottleneck else None)
+                for kind in (spec.a, spec.b):
+                    shared.setdefault(kind, ex.projection(kind))
+                layer[spec.name] = ex
             self.exchanges.append(layer)
+        self.time_codes = None
+        if config.time_encoding and "audio" in self.experts:
+            self.time_codes = TimeCodes(width, self.experts["audio"].freq_time)
         self.head = self._build_head(config)
         self.grad_checkpointing = config.grad_checkpointing
         self.freeze_experts()
 
+    def _fusers(self, sources) -> dict[str, str]:
+        return {s: "mlp" if s == "audio" else "adapter" if self.experts[s].feature_dim == self.config.embed_dim
+                else "linear" for s in sources}
+
     def _build_head(self, cfg: ModelConfig) -> nn.Module:
+        dims = {kind: e.feature_dim for kind, e in self.experts.items()}
         if cfg.composition:
             tasks = {}
             for task, num in cfg.composition_classes.items():
-                sources = tuple(s for s in COMPOSITION_SOURCES.get(task, ()) if s in self.experts)
+                sources = {s: dims[s] for s in COMPOSITION_SOURCES.get(task, ()) if s in dims}
                 if not sources:
-                    raise ConfigError(f"composition task {task!r} has no source expert in {list(self.experts)}")
-                tasks[task] = ClassifierHead(sources, cfg.embed_dim, num, drop=cfg.head_drop_rate)
+                    raise ConfigError(f"composition task {task!r} has no source expert in {list(dims)}")
+                fusers = self._fusers(sources) if len(sources) > 1 else None
+                tasks[task] = ClassifierHead(sources, fusers, cfg.embed_dim, num, cfg.adapter_ratio, cfg.head_drop_rate)
             return CompositionHead(tasks)
-        return ClassifierHead(tuple(self.experts), cfg.embed_dim, cfg.num_classes, fuse_ratio=cfg.adapter_ratio,
-                              drop=cfg.head_drop_rate)
+        return ClassifierHead(dims, self._fusers(dims), cfg.embed_dim, cfg.num_classes, cfg.adapter_ratio,
+                              cfg.head_drop_rate)
 
     def freeze_experts(self) -> None:
-        """Freeze expert weights; adapters, final norms, exchanges and the head stay trainable."""
+        """Freeze expert weights; adapters, final norms, exchanges, time codes and the head stay trainable."""
         for expert in self.experts.values():
             expert.requires_grad_(False)
             for module in expert.trainable_modules():
                 module.requires_grad_(True)
+
+    @property
+    def needs_audio(self) -> bool:
+        return "audio" in self.experts
 
     def embed(self, video: torch.Tensor | None, audio: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         inputs = {"video": video, "audio": audio}
@@ -80,29 +111,68 @@ class MultiExpertModel(nn.Module):
         for kind, expert in self.experts.items():
             x = inputs[expert.modality]
             if x is None:
-                raise ConfigError(f"this model's {kind} expert needs {expert.modality} input, but none was given")
+                raise ConfigError(f"this model's {kind} expert needs {expert.modality} input, but none was given: "
+                                  f"call model(video, audio) with audio as (B, frames, mel bins) log-mel features")
             streams[kind] = expert.embed(x)
         return streams
 
-    def forward_layer(self, i: int, streams: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def codes(self, times: torch.Tensor | None, batch: int, device) -> dict[str, torch.Tensor]:
+        """Time codes per expert for the audio exchanges (empty without time encoding)."""
+        if self.time_codes is None:
+            return {}
+        slots = next(e.grid[0] for k, e in self.experts.items() if k != "audio")
+        if times is None:
+            times = default_times(batch, slots, self.config.audio_frames * AUDIO_HOP_SECONDS, device)
+        elif times.dim() != 3 or tuple(times.shape[1:]) != (1 + slots, 2):
+            raise ValueError(f"times must have shape (B, {1 + slots}, 2): the audio window then the {slots} video "
+                             f"time slots as (start, end) seconds, got {tuple(times.shape)}")
+        video, audio = self.time_codes(times.to(device=device, dtype=torch.float32))
+        return {"audio": audio, **{k: video for k in self.experts if k != "audio"}}
+
+    def forward_layer(self, i: int, streams: dict[str, torch.Tensor],
+                      codes: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         streams = {kind: expert.attend(i, streams[kind]) for kind, expert in self.experts.items()}
-        for exchange in self.exchanges[i].values():
-            streams[exchange.a], streams[exchange.b] = exchange(streams[exchange.a], streams[exchange.b])
+        if self.config.fusion == "parallel":
+            updates: dict[str, list[torch.Tensor]] = {}
+            for ex in self.exchanges[i].values():
+                da, db = ex(streams[ex.a], streams[ex.b], *self._pair_codes(ex, codes))
+                updates.setdefault(ex.a, []).append(da)
+                updates.setdefault(ex.b, []).append(db)
+            for kind, deltas in updates.items():
+                streams[kind] = streams[kind] + sum(deltas[1:], deltas[0]) / len(deltas)
+        else:
+            for ex in self.exchanges[i].values():
+                da, db = ex(streams[ex.a], streams[ex.b], *self._pair_codes(ex, codes))
+                streams[ex.a], streams[ex.b] = streams[ex.a] + da, streams[ex.b] + db
         return {kind: expert.feed_forward(i, streams[kind]) for kind, expert in self.experts.items()}
 
-    def forward_features(self, video: torch.Tensor | None, audio: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Pooled, normalised feature ``(B, D)`` of every expert, keyed by expert kind."""
+    @staticmethod
+    def _pair_codes(ex: Exchange, codes: dict[str, torch.Tensor]):
+        if "audio" not in (ex.a, ex.b):  # time codes live in the audio exchanges only
+            return None, None
+        return codes.get(ex.a), codes.get(ex.b)
+
+    def forward_features(self, video: torch.Tensor | None, audio: torch.Tensor | None = None,
+                         times: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Pooled, normalised feature of every expert, keyed by expert kind.
+
+        ``times`` (optional, time-encoding models): ``(B, 1 + T, 2)`` seconds, the audio window then
+        each video time slot; by default audio and video are taken as aligned over the audio window.
+        """
         self._check_video(video)
         streams = self.embed(video, audio)
+        batch = next(iter(streams.values())).shape[0]
+        codes = self.codes(times, batch, next(iter(streams.values())).device)
         for i in range(self.config.depth):
             if self.grad_checkpointing and torch.is_grad_enabled():
-                streams = checkpoint(self.forward_layer, i, streams, use_reentrant=False)
+                streams = checkpoint(self.forward_layer, i, streams, codes, use_reentrant=False)
             else:
-                streams = self.forward_layer(i, streams)
+                streams = self.forward_layer(i, streams, codes)
         return {kind: expert.pool(streams[kind]) for kind, expert in self.experts.items()}
 
-    def forward(self, video: torch.Tensor | None, audio: torch.Tensor | None = None):
-        return self.head(self.forward_features(video, audio))
+    def forward(self, video: torch.Tensor | None, audio: torch.Tensor | None = None,
+                times: torch.Tensor | None = None):
+        return self.head(self.forward_features(video, audio, times))
 
     def _check_video(self, video: torch.Tensor | None) -> None:
         if video is None or not any(e.modality == "video" for e in self.experts.values()):

@@ -5,14 +5,10 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..errors import ConfigError
-from .config import ExchangeSpec, ModelConfig
+from .config import ModelConfig
 from .multiexpert import MultiExpertModel
 
 _PRESETS: dict[str, Callable[[], ModelConfig]] = {}
-
-# CAST's S&T exchange: spatial queries temporal along time (T2S), temporal queries spatial along space (S2T).
-SPATIAL_TEMPORAL = ExchangeSpec("spatial", "temporal", "time", "space")
-
 
 def register(name: str):
     def wrap(fn: Callable[[], ModelConfig]) -> Callable[[], ModelConfig]:
@@ -36,13 +32,35 @@ def build_model(name: str, **overrides: Any) -> MultiExpertModel:
     return MultiExpertModel(get_config(name, **overrides))
 
 
+def _with_composition(fn: Callable[[], ModelConfig]) -> Callable[[], ModelConfig]:
+    return lambda: fn().replace(composition=True)
+
+
 @register("cast_b16")
 def cast_b16() -> ModelConfig:
     """CAST ViT-B/16: CLIP spatial + VideoMAE temporal experts, S&T B-CA in all 12 layers, one head."""
-    return ModelConfig(experts=("spatial", "temporal"), exchanges=(SPATIAL_TEMPORAL,), num_classes=400)
+    return ModelConfig(experts=("spatial", "temporal"), num_classes=400)
 
 
-@register("cast_b16_ek100")
-def cast_b16_ek100() -> ModelConfig:
-    """CAST ViT-B/16 for EPIC-KITCHENS-100: noun head on the spatial feature, verb head on the temporal one."""
-    return cast_b16().replace(composition=True)
+@register("cava_b16")
+def cava_b16() -> ModelConfig:
+    """CAVA: CLIP spatial + AST audio experts, A&S B-CA (global windows) with time codes in all 12 layers."""
+    return ModelConfig(experts=("spatial", "audio"), audio_layers=None, time_encoding=True, num_classes=400)
+
+
+@register("ca2st_b16")
+def ca2st_b16() -> ModelConfig:
+    """CA²ST: spatial, temporal and audio experts; S&T in every layer, A&S then A&T in the last 3 layers,
+    each expert's projections shared across its exchanges of a layer, time codes on."""
+    return ModelConfig(experts=("spatial", "temporal", "audio"), audio_layers=3, share_bottleneck=True,
+                       time_encoding=True, num_classes=400)
+
+
+@register("cast_r50_b16")
+def cast_r50_b16() -> ModelConfig:
+    """CAST with a ResNet-50 spatial expert: its four stages interleaved with VideoMAE layers 2, 5, 8, 11."""
+    return ModelConfig(experts=("spatial", "temporal"), spatial_arch="resnet50", num_classes=400)
+
+
+for _name in ("cast_b16", "cava_b16", "ca2st_b16", "cast_r50_b16"):
+    register(f"{_name}_ek100")(_with_composition(_PRESETS[_name]))

@@ -24,7 +24,10 @@ class ModelSummary:
 def example_inputs(model, batch_size: int = 1, device="cpu") -> dict[str, torch.Tensor | None]:
     """Zero inputs of the shapes ``model`` expects."""
     c = model.config
-    return {"video": torch.zeros(batch_size, 3, c.num_frames, c.img_size, c.img_size, device=device)}
+    inputs = {"video": torch.zeros(batch_size, 3, c.num_frames, c.img_size, c.img_size, device=device)}
+    if model.needs_audio:
+        inputs["audio"] = torch.zeros(batch_size, c.audio_frames, c.num_mel_bins, device=device)
+    return inputs
 
 
 def count_flops(model, batch_size: int = 1) -> float:

@@ -83,9 +83,25 @@ class Expert(nn.Module):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Run the expert alone (with its adapters): the final stream before pooling."""
         x = self.embed(inputs)
-        for i in range(len(self.blocks)):
+        for i in range(self.depth):
             x = self.feed_forward(i, self.attend(i, x))
         return x
+
+    @property
+    def depth(self) -> int:
+        return len(self.blocks)
+
+    def grid_at(self, layer: int) -> tuple[int, int]:
+        """(time slots, positions) of the stream after ``attend`` of ``layer``."""
+        return self.grid
+
+    def dim_at(self, layer: int) -> int:
+        """Channel width of the stream after ``attend`` of ``layer``."""
+        return self.norm.normalized_shape[0]
+
+    @property
+    def feature_dim(self) -> int:
+        return self.norm.normalized_shape[0]
 
     def pos_tables(self) -> dict[str, tuple[str, tuple[int, ...]]]:
         """Position tables that checkpoint loaders may resize: name -> (kind, grid)."""
