@@ -1,10 +1,11 @@
-"""Command line: ``ca2st info NAME [key=value ...]``."""
+"""Command line: ``ca2st info NAME [key=value ...]``, ``ca2st data check ANNOTATION --root DIR``."""
 
 from __future__ import annotations
 
 import argparse
 import ast
 import logging
+import os
 import sys
 
 from .errors import Ca2stError, ConfigError
@@ -43,6 +44,111 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_data_check(args) -> int:
+    from .data.check import check_dataset
+
+    options = dict(classes=args.classes, mapping=args.mapping, split=args.split, subset=args.subset,
+                   video_template=args.video_template, audio_template=args.audio_template,
+                   num_classes=args.num_classes)
+    report = check_dataset(
+        args.annotation, args.root, format=args.format, audio=args.audio, audio_root=args.audio_root, fps=args.fps,
+        min_short_side=args.min_short_side or None, min_duration=args.min_duration, decode=not args.no_decode,
+        limit=args.limit, progress=not args.quiet, **options,
+    )
+    for problem in report.problems:
+        print(problem)
+    for line in report.summary():
+        print(line)
+    return 0 if report.ok else 1
+
+
+def cmd_train(args) -> int:
+    from .engine.config import load_config
+    from .engine.train import train
+
+    config, overrides = split_config_arg(args.config, args.overrides)
+    result = train(load_config(config, overrides))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(result.summary())
+    return 0
+
+
+def split_config_arg(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
+    """The optional YAML path may be left out: a first argument with '=' is an override."""
+    if config is not None and "=" in config and not os.path.exists(config):
+        return None, [config, *overrides]
+    return config, list(overrides)
+
+
+def cmd_eval(args) -> int:
+    from .engine.config import load_config
+    from .engine.runner import run_eval
+
+    config, overrides = split_config_arg(args.config, args.overrides)
+    result, files = run_eval(load_config(config, overrides), args.out)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(result.summary())
+        for name, path in files.items():
+            print(f"{name}: {path}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import format_table, run
+
+    results = run(args.out, args.cache)
+    print(format_table(results))
+    print(f"chance {100 * results['chance']:.1f}%; {results['seconds']:.0f} s; results in {args.out}/results.json, "
+          f"plot in {args.out}/results.png")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .engine.distributed import resolve_device
+    from .engine.runner import load_trained
+    from .predict import predict
+
+    experts = parse_overrides(args.expert)
+    device = resolve_device(args.device)
+    model = load_trained(args.checkpoint, experts, args.num_heads).to(device)
+    result = predict(model, args.video, labels=args.labels, topk=args.topk, sampler=args.sampler,
+                     sampling_rate=args.sampling_rate, num_clips=args.clips, num_crops=args.crops, window=args.window,
+                     stride=args.stride, device=device, precision=args.precision, progress=not args.quiet)
+    print(result.summary())
+    if args.out or args.window:
+        for name, path in result.save(args.out or ".").items():
+            print(f"{name}: {path}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .engine.evaluate import report
+
+    table = report(args.results, args.names)
+    print(table.summary())
+    if args.out:
+        table.to_csv(args.out)
+        print(f"csv: {args.out}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    import json
+
+    from . import bench
+
+    if args.train_step_only:
+        print(json.dumps(bench.train_step_stats(args.model, args.batch, args.precision, args.checkpointing,
+                                                args.steps, args.device, args.compile)))
+        return 0
+    result = bench.run(args)
+    print(bench.format_table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ca2st", description="CAST / CAVA / CA²ST video recognition")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -51,6 +157,94 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("name", help="preset name (e.g. cast_b16), or 'all'")
     info.add_argument("overrides", nargs="*", help="model options as key=value, e.g. num_classes=174")
     info.set_defaults(func=cmd_info)
+
+    train = sub.add_parser("train", help="train a model from a YAML recipe (DDP under torchrun)",
+                           description="Train a recipe: ca2st train configs/cast_ek100.yaml data.batch_size=4 "
+                                       "optim.epochs=10. Overrides are section.key=value.")
+    train.add_argument("config", nargs="?", help="YAML recipe (configs/*.yaml); omit to use only overrides")
+    train.add_argument("overrides", nargs="*", help="section.key=value, e.g. optim.lr=5e-4 model.drop_path_rate=0.1")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a checkpoint with multi-view testing",
+                        description="ca2st eval configs/cast_ek100.yaml checkpoint=runs/cast_ek100/checkpoint-best "
+                                    "(our checkpoint directory, or an official CAST checkpoint file).")
+    ev.add_argument("config", nargs="?", help="YAML recipe; its data.val is evaluated")
+    ev.add_argument("overrides", nargs="*", help="section.key=value; checkpoint=PATH is required")
+    ev.add_argument("--out", help="folder for results.json, per-class CSV and confusion plot "
+                                  "(default: OUTPUT_DIR/eval)")
+    ev.set_defaults(func=cmd_eval)
+
+    pr = sub.add_parser("predict", help="top-k classes of a video, or a timeline over a long one",
+                        description="ca2st predict clip.mp4 --checkpoint runs/x/checkpoint-best --labels classes.txt; "
+                                    "--window 4 --stride 2 slides over a long video and writes a JSON/CSV timeline "
+                                    "and a PNG plot.")
+    pr.add_argument("video")
+    pr.add_argument("--checkpoint", required=True, help="our checkpoint directory, or an official CAST checkpoint")
+    pr.add_argument("--labels", help="class names: one per line, or a JSON list / dict")
+    pr.add_argument("--topk", type=int, default=5)
+    pr.add_argument("--window", type=float, help="window length in seconds (sliding-window timeline)")
+    pr.add_argument("--stride", type=float, help="window stride in seconds (default: the window)")
+    pr.add_argument("--sampler", default="dense", choices=("dense", "segment"),
+                    help="frame sampling (dense stride for Kinetics-like models, segment for SSV2/EK100)")
+    pr.add_argument("--sampling-rate", type=int, default=4)
+    pr.add_argument("--clips", type=int, default=1, help="temporal views per window")
+    pr.add_argument("--crops", type=int, default=1, help="spatial views (1 or 3)")
+    pr.add_argument("--expert", nargs="*", default=[], help="expert weights, e.g. spatial=ViT-B-16.pt "
+                                                            "(default: the paths the checkpoint recorded)")
+    pr.add_argument("--num-heads", type=int, default=12, help="heads of an official CAST checkpoint")
+    pr.add_argument("--device", default="auto")
+    pr.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    pr.add_argument("--out", help="folder for the JSON/CSV (and timeline PNG)")
+    pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=cmd_predict)
+
+    rp = sub.add_parser("report", help="combine results.json files into the papers' balanced table")
+    rp.add_argument("results", nargs="+", help="results.json files (or the folders holding them)")
+    rp.add_argument("--names", nargs="*", help="dataset names for the columns (default: from the results)")
+    rp.add_argument("--out", help="write the table as CSV")
+    rp.set_defaults(func=cmd_report)
+
+    demo = sub.add_parser("demo", help="the embedded default: synthetic audio-visual data, tiny experts, "
+                                       "CAST / CAVA / CA²ST against single experts (a few minutes on a CPU)")
+    demo.add_argument("--out", default="runs/demo", help="output folder (results.json, results.md, results.png)")
+    demo.add_argument("--cache", help="folder for the generated videos (default: OUT/data; reused when present)")
+    demo.set_defaults(func=cmd_demo)
+
+    from .bench import add_arguments as bench_arguments
+    bench = sub.add_parser("bench", help="forward and training-step speed and memory, as ratios to the machine's "
+                                         "matmul ceiling (see benchmarks/bench_model.py)")
+    bench_arguments(bench)
+    bench.set_defaults(func=cmd_bench)
+
+    data = sub.add_parser("data", help="dataset tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    check = data_sub.add_parser(
+        "check", help="scan the videos of an annotation file and report missing, broken or unusual files",
+        description="Probe every video an annotation file names (and decode its first and last frame); report "
+                    "missing and undecodable files, missing audio (--audio), frame rate, duration, short side and "
+                    "segments outside their video. Exit status 1 if anything is wrong, 2 if the annotation file "
+                    "itself is malformed.")
+    check.add_argument("annotation", help="annotation file (CSV, list or JSON)")
+    check.add_argument("--root", help="folder the video paths are relative to")
+    check.add_argument("--format", help="annotation format (guessed when omitted): cast_ek100, cast_ssv2, cast_k400, "
+                                        "path_label, epic100, ssv2, kinetics, kinetics_sound, ucf101, vggsound, "
+                                        "epic_sounds, hd_epic, hd_epic_sounds, activitynet")
+    check.add_argument("--audio", action="store_true", help="require an audio track (audio-visual models)")
+    check.add_argument("--audio-root", help="folder of separate audio files (default: --root)")
+    check.add_argument("--classes", help="class-map file (SSV2 labels.json, Kinetics/VGG-Sound class list, ...)")
+    check.add_argument("--mapping", help="class-mapping CSV (HD-EPIC to EPIC-KITCHENS-100 classes)")
+    check.add_argument("--split", help="VGG-Sound split to keep (train/test)")
+    check.add_argument("--subset", help="ActivityNet subset to keep (training/validation)")
+    check.add_argument("--num-classes", type=int, help="class count for the path_label format")
+    check.add_argument("--video-template", help="video path template, e.g. '{participant_id}/videos/{video_id}.MP4'")
+    check.add_argument("--audio-template", help="separate audio path template, e.g. '{id}.wav'")
+    check.add_argument("--fps", type=float, help="expected frame rate (1%% tolerance)")
+    check.add_argument("--min-short-side", type=int, default=224, help="smallest acceptable short side (0: any)")
+    check.add_argument("--min-duration", type=float, help="shortest acceptable video, in seconds")
+    check.add_argument("--limit", type=int, help="check only the first N files")
+    check.add_argument("--no-decode", action="store_true", help="probe only; do not decode the first/last frames")
+    check.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    check.set_defaults(func=cmd_data_check)
     return parser
 
 

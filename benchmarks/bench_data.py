@@ -1,0 +1,133 @@
+"""Does data loading keep up with training? Clips/s of decode + sample + transform vs. one cast_b16 step.
+
+Writes short 320p H.264 videos (short side 320, as the K400 preprocessing), then loads K400-style training
+clips (16 frames, stride 4, RandAugment, random-resized crop to 224) through ``VideoDataset`` with 0, 1 and 2
+DataLoader workers, and times one training step of ``cast_b16`` (batch 1, fp32, forward + backward of the
+trainable parameters). Loading keeps up when ``clips/s × step seconds ≥ batch size``.
+
+    python benchmarks/bench_data.py [--videos 8] [--clips 24] [--workers 0 1 2] [--steps 2] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+import ca2st
+from ca2st.data.datasets import Annotations, Sample, VideoDataset
+
+
+def make_videos(folder: Path, count: int, seconds: float, fps: int = 25, width: int = 568, height: int = 320):
+    rng = np.random.default_rng(0)
+    paths = []
+    for k in range(count):
+        path = folder / f"v{k}.mp4"
+        with av.open(str(path), "w") as out:
+            s = out.add_stream("libx264", rate=fps)
+            s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+            s.options = {"preset": "veryfast", "crf": "23"}
+            base = rng.integers(0, 255, (height // 8, width // 8, 3), dtype=np.uint8)
+            for i in range(int(seconds * fps)):
+                img = np.kron(np.roll(base, i, axis=1), np.ones((8, 8, 1), dtype=np.uint8))
+                for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    out.mux(p)
+            for p in s.encode():
+                out.mux(p)
+        paths.append(path)
+    return paths
+
+
+def loader_rate(dataset, workers: int, clips: int, batch: int) -> float:
+    loader = DataLoader(dataset, batch_size=batch, num_workers=workers, shuffle=False,
+                        persistent_workers=False, prefetch_factor=2 if workers else None)
+    it = iter(loader)
+    next(it)  # start-up (worker spawn, first decode) is not counted
+    done, t0 = 0, time.perf_counter()
+    for video, *_ in it:
+        done += video.shape[0]
+        if done >= clips:
+            break
+    return done / (time.perf_counter() - t0)
+
+
+def train_step_seconds(device: str, steps: int, frames: int) -> float:
+    model = ca2st.build_model("cast_b16").to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    video = torch.randn(1, 3, frames, 224, 224, device=device)
+    target = torch.zeros(1, dtype=torch.long, device=device)
+
+    def step():
+        out = model(video)
+        logits = out if torch.is_tensor(out) else next(iter(out.values()))
+        loss = torch.nn.functional.cross_entropy(logits, target[: logits.shape[0]])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    step()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - t0) / steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--videos", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--clips", type=int, default=24, help="clips timed per worker setting")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--steps", type=int, default=2, help="timed training steps (after one warm-up)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--no-model", action="store_true", help="skip the training-step timing")
+    ap.add_argument("--step-seconds", type=float,
+                    help="use this training-step time (batch 1) instead of measuring one, e.g. a GPU figure")
+    args = ap.parse_args()
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, device {args.device}")
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        paths = make_videos(Path(tmp), args.videos, args.seconds)
+        print(f"wrote {len(paths)} videos 568x320 H.264, {args.seconds:g} s at 25 fps, "
+              f"in {time.perf_counter() - t0:.1f} s")
+        samples = [Sample(p.stem, str(p), 0) for p in paths]
+        ann = Annotations(samples * max(1, -(-args.clips * 2 // len(samples))), 400, "bench", sampler="dense")
+        ds = VideoDataset(ann, train=True, num_frames=16, sampling_rate=4)
+        rates = {}
+        for w in args.workers:
+            rates[w] = loader_rate(ds, w, args.clips, args.batch)
+            print(f"loading: {w} workers: {rates[w]:.2f} clips/s (decode + sample + RandAugment + crop, batch "
+                  f"{args.batch})")
+    if args.no_model and args.step_seconds is None:
+        return
+    if args.step_seconds is not None:
+        step, how = args.step_seconds, "given"
+    else:
+        step, how = train_step_seconds(args.device, args.steps, 16), f"measured, fp32, fwd+bwd, {args.device}"
+    need = 1 / step
+    print(f"cast_b16 training step (batch 1, {how}): {step:.3f} s -> needs {need:.2f} clips/s")
+    for w, r in rates.items():
+        ratio = r / need
+        verdict = "keeps up" if ratio >= 1 else "is the bottleneck"
+        print(f"  {w} workers: loading/training ratio {ratio:.2f} -> loading {verdict}")
+    if 1 in rates and rates[1] > 0:
+        print(f"  at {rates[1]:.2f} clips/s per worker, about {math.ceil(need / rates[1])} workers keep up")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Model speed and memory, measured as ratios within one run (``ca2st bench``, ``benchmarks/bench_model.py``).
+
+In one process: the fp32 and bf16 matmul ceilings (a 4096³ ``torch.mm``), the forward latency of a
+preset (min and median after warm-up, under ``inference_mode``), its FLOPs and the achieved fraction
+of the ceiling. Then, each in a fresh subprocess so that peak memory is its own: one training step's
+latency and peak memory, with and without activation checkpointing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable
+
+import torch
+
+from .models import build_model
+from .models.summary import count_flops, example_inputs
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], object], runs: int, warmup: int, device: str) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def matmul_ceiling(dtype: torch.dtype, device: str, size: int = 4096, runs: int = 3) -> float:
+    """GFLOP/s of the best of ``runs`` ``size³`` matrix products."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = min(timed(lambda: torch.mm(a, b), runs, 1, device))
+    return 2 * size ** 3 / best / 1e9
+
+
+def _autocast(precision: str, device: str):
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def forward_latency(model, inputs: dict, precision: str, runs: int, device: str) -> list[float]:
+    def run():
+        with torch.inference_mode(), _autocast(precision, device):
+            model(**inputs)
+    return timed(run, runs, 2, device)
+
+
+def train_step_stats(name: str, batch: int, precision: str, checkpointing: bool, steps: int, device: str,
+                     compile_model: bool = False, **overrides) -> dict:
+    """One training step (forward, cross-entropy, backward, AdamW) of a fresh model: best latency and peak memory."""
+    torch.manual_seed(0)
+    model = build_model(name, grad_checkpointing=checkpointing, **overrides).to(device).train()
+    inputs = example_inputs(model, batch, device)
+    inputs = {k: torch.randn_like(v) for k, v in inputs.items()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    forward = torch.compile(model) if compile_model else model
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def step():
+        with _autocast(precision, device):
+            out = forward(**inputs)
+        logits = out if isinstance(out, torch.Tensor) else torch.cat(list(out.values()), dim=1)
+        loss = torch.nn.functional.cross_entropy(logits.float(), torch.zeros(batch, dtype=torch.long, device=device))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    times = timed(step, steps, 1, device)
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2 ** 30
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
+    return {"step_s": min(times), "peak_gib": peak, "precision": precision, "checkpointing": checkpointing}
+
+
+def _subprocess_step(args, precision: str, checkpointing: bool) -> dict:
+    cmd = [sys.executable, "-m", "ca2st", "bench", "--train-step-only", "--model", args.model, "--batch",
+           str(args.batch), "--precision", precision, "--steps", str(args.steps), "--device", args.device]
+    if checkpointing:
+        cmd.append("--checkpointing")
+    if args.compile:
+        cmd.append("--compile")
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"training-step subprocess failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(args) -> dict:
+    device = args.device
+    result = {"model": args.model, "batch": args.batch, "device": device,
+              "machine": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine(),
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "compile": args.compile,
+              "date": time.strftime("%Y-%m-%d %H:%M")}
+    ceilings = {"fp32": matmul_ceiling(torch.float32, device), "bf16": matmul_ceiling(torch.bfloat16, device)}
+    result["ceiling_gflops"] = ceilings
+    with torch.device("meta"):
+        meta = build_model(args.model)
+    flops = count_flops(meta, args.batch)
+    result["gflop"] = flops / 1e9
+    model = build_model(args.model).to(device).eval()
+    inputs = {k: torch.randn_like(v) for k, v in example_inputs(model, args.batch, device).items()}
+    forward = torch.compile(model) if args.compile else model
+    result["forward"] = {}
+    for precision in PRECISIONS:
+        times = forward_latency(forward, inputs, precision, args.runs, device)
+        best = min(times)
+        result["forward"][precision] = {
+            "min_s": best, "median_s": statistics.median(times), "gflops": flops / best / 1e9,
+            "ratio_to_ceiling": flops / best / 1e9 / ceilings[precision]}
+    del model, forward
+    result["train"] = {}
+    if not args.skip_train:
+        for precision in PRECISIONS:
+            for ckpt in (False, True):
+                stats = _subprocess_step(args, precision, ckpt)
+                stats["ratio_to_forward"] = stats["step_s"] / result["forward"][precision]["min_s"]
+                result["train"][f"{precision}{'_ckpt' if ckpt else ''}"] = stats
+    return result
+
+
+def format_table(r: dict) -> str:
+    lines = [f"{r['model']} batch {r['batch']} on {r['device']} ({r['machine']}, {r['threads']} threads, "
+             f"torch {r['torch']}{', compiled' if r['compile'] else ''}) — {r['gflop']:.1f} GFLOP per forward",
+             f"matmul ceiling: fp32 {r['ceiling_gflops']['fp32']:.1f} GFLOP/s, bf16 {r['ceiling_gflops']['bf16']:.1f} GFLOP/s",
+             f"{'forward':<14}{'min s':>9}{'median s':>10}{'GFLOP/s':>9}{'of ceiling':>12}"]
+    for p, f in r["forward"].items():
+        lines.append(f"{p:<14}{f['min_s']:>9.3f}{f['median_s']:>10.3f}{f['gflops']:>9.1f}{f['ratio_to_ceiling']:>11.1%}")
+    if r["train"]:
+        lines.append(f"{'train step':<14}{'s':>9}{'x forward':>10}{'peak GiB':>9}")
+        for key, t in r["train"].items():
+            lines.append(f"{key:<14}{t['step_s']:>9.3f}{t['ratio_to_forward']:>10.2f}{t['peak_gib']:>9.2f}")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="cast_b16")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=5, help="timed forward runs after warm-up (at least 5)")
+    parser.add_argument("--steps", type=int, default=2, help="timed training steps after one warm-up step")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--skip-train", action="store_true", help="forward figures only")
+    parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--train-step-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help=argparse.SUPPRESS)
+    parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)

@@ -1,0 +1,121 @@
+"""Annotation parsers (one module per format) producing :class:`Sample` records, and :class:`VideoDataset`.
+
+``parse_annotations(path, format, **options)`` dispatches on the format name (see :data:`FORMATS`) or, without
+one, guesses it from the file (:func:`guess_format`). Options are the parser's keyword arguments, e.g.
+``classes=`` (an explicit class-map file), ``video_template=``, ``audio_template=``, ``split=``, ``mapping=``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Callable
+
+from ...errors import ConfigError, DataError
+from .activitynet import parse_activitynet
+from .cast import parse_cast_ek100, parse_cast_k400, parse_cast_ssv2, parse_path_label
+from .common import Annotations, Sample, load_class_map, load_class_mapping, parse_timestamp
+from .epic_kitchens import parse_epic100
+from .epic_sounds import parse_epic_sounds
+from .hd_epic import parse_hd_epic, parse_hd_epic_sounds
+from .kinetics import parse_kinetics, parse_kinetics_sound
+from .ssv2 import parse_ssv2
+from .ucf101 import parse_ucf101
+from .vggsound import parse_vggsound
+from .video_dataset import VideoDataset
+
+__all__ = [
+    "Sample",
+    "Annotations",
+    "FORMATS",
+    "parse_annotations",
+    "guess_format",
+    "load_class_map",
+    "load_class_mapping",
+    "parse_timestamp",
+    "VideoDataset",
+]
+
+FORMATS: dict[str, Callable[..., Annotations]] = {
+    "cast_ek100": parse_cast_ek100,
+    "cast_ssv2": parse_cast_ssv2,
+    "cast_k400": parse_cast_k400,
+    "path_label": parse_path_label,
+    "epic100": parse_epic100,
+    "ssv2": parse_ssv2,
+    "kinetics": parse_kinetics,
+    "kinetics_sound": parse_kinetics_sound,
+    "ucf101": parse_ucf101,
+    "vggsound": parse_vggsound,
+    "epic_sounds": parse_epic_sounds,
+    "hd_epic": parse_hd_epic,
+    "hd_epic_sounds": parse_hd_epic_sounds,
+    "activitynet": parse_activitynet,
+}
+
+
+def guess_format(path: str | Path) -> str:
+    """The format of an annotation file from its content (header columns, JSON shape, row shape).
+
+    ``'<file> <label>'`` lists are ambiguous between SSV2 and K400 and give ``'path_label'`` (needs
+    ``num_classes``); pass the format explicitly (``cast_ssv2``, ``cast_k400``) to get the dataset defaults.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: annotation file not found")
+    if p.suffix.lower() == ".pkl":
+        raise DataError(f"{p}: pickles are not read; export it to CSV (HD-EPIC: format 'hd_epic')")
+    if p.suffix.lower() == ".json":
+        try:
+            data = json.loads(p.read_text(encoding="utf-8-sig"))
+        except json.JSONDecodeError as err:
+            raise DataError(f"{p}:{err.lineno}: malformed JSON: {err.msg}") from None
+        if isinstance(data, dict) and "database" in data:
+            return "activitynet"
+        if isinstance(data, list):
+            return "ssv2"
+        raise DataError(f"{p}: unknown JSON annotation layout; pass the format")
+    with p.open(encoding="utf-8-sig") as f:
+        first = next((ln.strip() for ln in f if ln.strip()), "")
+    header = {c.strip() for c in first.split(",")}
+    if "narration_id" in header:
+        return "epic100"
+    if "unique_narration_id" in header:
+        return "hd_epic"
+    if "annotation_id" in header and "class_id" in header:
+        return "epic_sounds"
+    if {"video_id", "class_id", "start_sample"} <= header:
+        return "hd_epic_sounds"
+    if {"youtube_id", "time_start"} <= header:
+        return "kinetics"
+    parts = first.split(",")
+    if len(parts) == 3 and parts[1].strip().isdigit() and parts[2].strip().isdigit():
+        return "cast_ek100"
+    if len(parts) == 4 and parts[1].strip().replace(".", "", 1).isdigit():
+        return "vggsound"
+    words = first.split()
+    if len(words) == 2 and words[1].isdigit():
+        return "ucf101" if "/v_" in words[0] and words[0].endswith(".avi") else "path_label"
+    if len(words) == 1 and "/v_" in words[0]:
+        return "ucf101"
+    raise DataError(f"{p}: cannot tell the annotation format from its first line {first[:80]!r}; pass the format "
+                    f"(one of {', '.join(FORMATS)})")
+
+
+def parse_annotations(path: str | Path, format: str | None = None, **options) -> Annotations:
+    """Parse ``path`` with the named format's parser (guessed when ``format`` is None).
+
+    Options the parser does not take raise :class:`ConfigError`; ``None`` values are dropped, so callers can
+    pass every command-line option through.
+    """
+    name = format or guess_format(path)
+    if name not in FORMATS:
+        raise ConfigError(f"unknown annotation format {name!r}: use one of {', '.join(FORMATS)}")
+    fn = FORMATS[name]
+    accepted = set(inspect.signature(fn).parameters) - {"path"}
+    options = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ConfigError(f"format {name!r} takes no option(s) {unknown}; it takes {sorted(accepted)}")
+    return fn(path, **options)

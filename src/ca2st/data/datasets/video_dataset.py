@@ -1,0 +1,331 @@
+"""``VideoDataset``: annotation samples → ``(video, audio, target, meta)``, with an explicit bad-input policy.
+
+Per item: probe the file, turn the sample's segment into a frame range, sample clip indices, decode exactly
+those frames (once, even when several test clips share them), transform, and — only with ``with_audio`` — read
+the audio window and compute log-mel features.
+
+Bad-input policy (``on_error``):
+
+* ``'error'`` (default): any :class:`DataError` propagates, naming the file and the reason.
+* ``'skip'`` (training only): the item is replaced by the next good sample ``(i + 1) % n, (i + 2) % n, ...``
+  (at most ``max_skips`` tries), a deterministic choice; every skip is logged and counted, in
+  ``dataset.stats`` (per process) and in ``meta['skipped']`` (so the counts survive DataLoader workers).
+* ``'exclude'`` (evaluation only): the item is **not** replaced; a zero placeholder with ``meta['excluded'] = 1``
+  and ``meta['error']`` is returned so the evaluator drops it and reports it with the metrics.
+  Evaluation never substitutes another sample.
+
+Missing audio track with ``with_audio`` (``missing_audio``): ``'error'`` raises; ``'silence'`` uses a silent
+waveform of the window's length, logs and counts it (``stats['silent_audio']``, ``meta['silent_audio']``).
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from ...errors import ConfigError, DataError
+from ..sampling import build_sampler, frame_range, time_intervals
+from ..transforms import EvalTransform, TrainTransform, to_tchw
+from .common import Annotations, Sample
+
+__all__ = ["VideoDataset"]
+
+log = logging.getLogger(__name__)
+
+AUDIO_RATE = 16000
+
+
+class VideoDataset(Dataset):
+    """A dataset over parsed annotations; any parser's :class:`Annotations` (or a list of :class:`Sample`).
+
+    Args:
+        annotations: parsed annotations; their ``sampler`` and ``flip`` defaults pick the sampler and the flip.
+        root: folder the sample paths are relative to. ``audio_root``: same for ``Sample.audio_path``.
+        train: training mode (random clip, :class:`TrainTransform`) or evaluation (deterministic views).
+        num_frames, sampling_rate: clip length and dense stride (the sampler kind comes from the annotations
+            unless ``sampler`` is given).
+        num_clips, num_crops: evaluation views. With more than one view the item holds all views stacked:
+            video ``(V, C, T, S, S)``, audio ``(V, L, 128)``, clip-major (view = clip · num_crops + crop).
+        transform: callable ``(uint8 (T, C, H, W), generator) -> float (C, T, S, S)`` (training) or
+            ``-> (crops, C, T, S, S)`` (evaluation); default built from ``size``, the flip rule and ``num_crops``.
+        with_audio: decode audio and return ``(L, 128)`` log-mel frames (``audio_frames`` long); otherwise the
+            audio slot is an empty tensor and no audio is read.
+        audio_window: ``'sample'`` — the sample's whole clip or segment (the official AST input), cropped to
+            ``audio_frames`` at a random position (training) or at ``(clip + 0.5) / num_clips`` (evaluation);
+            ``'clip'`` — the sampled clip's own time window, centred.
+        spec_augment: optional callable ``(spec, generator) -> spec`` applied in training (e.g. SpecAugment).
+        on_error: ``'error'``, ``'skip'`` (training) or ``'exclude'`` (evaluation); see the module docstring.
+        missing_audio: ``'error'`` or ``'silence'``.
+        seed: base seed; item ``i`` of epoch ``e`` uses a generator seeded from ``(seed, e, i)``.
+
+    An item is ``(video, audio, target, meta)``: video float ``(C, T, S, S)`` (or ``(V, C, T, S, S)``); audio
+    ``(L, 128)`` / ``(V, L, 128)`` or an empty tensor; target a long scalar or ``{'verb': .., 'noun': ..}``
+    (-1 for unlabelled or excluded samples); meta a dict of ``index`` (the sample loaded), ``requested``,
+    ``id``, ``path``, ``times`` (frame times in seconds, ``(T,)`` / ``(V, T)``), ``window`` (seconds covered by
+    the audio features with audio, else by the clip), ``intervals`` (the time-encoding input
+    ``(1 + T/2, 2)``: window, then one pair per tubelet), ``skipped``, ``excluded``, ``silent_audio``,
+    ``error``. Everything collates with the default ``collate_fn``.
+    """
+
+    def __init__(
+        self,
+        annotations: Annotations | Sequence[Sample],
+        root: str | Path | None = None,
+        *,
+        train: bool = False,
+        num_frames: int = 16,
+        sampling_rate: int = 4,
+        sampler: Callable | None = None,
+        num_clips: int = 1,
+        num_crops: int = 1,
+        size: int = 224,
+        transform: Callable | None = None,
+        flip: bool | None = None,
+        with_audio: bool = False,
+        audio_root: str | Path | None = None,
+        audio_frames: int = 1024,
+        audio_window: str = "sample",
+        spec_augment: Callable | None = None,
+        on_error: str = "error",
+        missing_audio: str = "error",
+        max_skips: int = 10,
+        seed: int = 0,
+    ):
+        if isinstance(annotations, Annotations):
+            samples, kind, default_flip = annotations.samples, annotations.sampler, annotations.flip
+        else:
+            samples, kind, default_flip = list(annotations), "dense", True
+        if not samples:
+            raise DataError("the dataset has no samples (empty annotation file, or every row filtered out)")
+        allowed = ("error", "skip") if train else ("error", "exclude")
+        if on_error not in allowed:
+            hint = "" if train else ": evaluation never substitutes a sample"
+            raise ConfigError(f"on_error={on_error!r} is not allowed {'in training' if train else 'in evaluation'}"
+                              f"{hint}; use one of {allowed}")
+        if missing_audio not in ("error", "silence"):
+            raise ConfigError(f"missing_audio must be 'error' or 'silence', got {missing_audio!r}")
+        if audio_window not in ("sample", "clip"):
+            raise ConfigError(f"audio_window must be 'sample' or 'clip', got {audio_window!r}")
+        self.samples = list(samples)
+        self.root = Path(root) if root is not None else None
+        self.audio_root = Path(audio_root) if audio_root is not None else self.root
+        self.train = train
+        self.num_clips = 1 if train else num_clips
+        self.num_crops = 1 if train else num_crops
+        self.sampler = sampler or build_sampler(kind, num_frames, sampling_rate=sampling_rate,
+                                                num_clips=self.num_clips)
+        self.num_frames = getattr(self.sampler, "num_frames", num_frames)
+        self.size = size
+        flip = default_flip if flip is None else flip
+        if transform is None:
+            transform = TrainTransform(size, flip=flip) if train else EvalTransform(size, self.num_crops)
+        self.transform = transform
+        self.with_audio = with_audio
+        self.audio_frames = audio_frames
+        self.audio_window = audio_window
+        self.spec_augment = spec_augment
+        self.on_error = on_error
+        self.missing_audio = missing_audio
+        self.max_skips = max_skips
+        self.seed = seed
+        self.epoch = 0
+        self.stats: Counter = Counter()
+        self.bad: dict[int, str] = {}
+        self._probe_cache: dict[str, object] = {}
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def num_views(self) -> int:
+        return self.num_clips * self.num_crops
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the training randomness per epoch (call before each epoch, in every process)."""
+        self.epoch = int(epoch)
+
+    def generator(self, index: int) -> torch.Generator:
+        key = f"{self.seed}:{self.epoch}:{index}".encode()
+        return torch.Generator().manual_seed(zlib.crc32(key) * 2654435761 % (2**63))
+
+    def resolve(self, path: str, root: Path | None) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() or root is None else root / p
+
+    # ------------------------------------------------------------------ items
+
+    def __getitem__(self, index: int):
+        try:
+            return self._load(index)
+        except DataError as err:
+            if self.on_error == "error":
+                raise
+            self.bad[index] = str(err)
+            if self.on_error == "exclude":
+                self.stats["excluded"] += 1
+                log.warning("excluded sample %d from evaluation: %s", index, err)
+                return self._placeholder(index, str(err))
+            return self._replacement(index, err)
+
+    def _replacement(self, index: int, first_err: DataError):
+        n = len(self.samples)
+        err = first_err
+        for k in range(1, self.max_skips + 1):
+            self.stats["skipped"] += 1
+            log.warning("skipped sample %d (%s); trying sample %d instead", (index + k - 1) % n, err, (index + k) % n)
+            j = (index + k) % n
+            if j in self.bad:
+                err = DataError(self.bad[j])
+                continue
+            try:
+                video, audio, target, meta = self._load(j)
+            except DataError as e:
+                self.bad[j] = str(e)
+                err = e
+                continue
+            meta["skipped"] = k
+            meta["requested"] = index
+            return video, audio, target, meta
+        raise DataError(f"{self.max_skips} consecutive samples from index {index} are unusable; last: {err}")
+
+    def _probe(self, path: Path):
+        from ..decode import probe
+
+        key = str(path)
+        info = self._probe_cache.get(key)
+        if info is None:
+            info = probe(path)
+            if len(self._probe_cache) > 4096:
+                self._probe_cache.clear()
+            self._probe_cache[key] = info
+        return info
+
+    def _load(self, index: int):
+        from ..decode import read_frames
+
+        sample = self.samples[index]
+        where = f" (sample {sample.id}, {sample.source})" if sample.source else f" (sample {sample.id})"
+        path = self.resolve(sample.path, self.root)
+        if not path.is_file():
+            raise DataError(f"{path}: video file not found{where}")
+        info = self._probe(path)
+        if info.num_frames < 1:
+            raise DataError(f"{path}: the video stream has no frames{where}")
+        first, count = frame_range(info.num_frames, info.fps, sample.start, sample.end, unit=sample.unit,
+                                   path=str(path))
+        g = self.generator(index) if self.train else None
+        clips = self.sampler(count, info.fps, first=first, train=self.train, generator=g)
+        wanted = sorted({i for c in clips for i in c.indices})
+        frames = read_frames(path, wanted)
+        if frames.shape[0] != len(wanted):
+            raise DataError(f"{path}: decoded {frames.shape[0]} of {len(wanted)} requested frames{where}")
+        frames = to_tchw(frames)
+        pos = {f: k for k, f in enumerate(wanted)}
+        videos, times, windows = [], [], []
+        for clip in clips:
+            x = self.transform(frames[[pos[i] for i in clip.indices]], g)
+            videos.append(x if self.train else x.reshape(-1, *x.shape[-4:]))
+            times.append(torch.tensor(clip.times, dtype=torch.float32))
+            windows.append((clip.start, clip.end))
+        meta = {"index": index, "requested": index, "id": sample.id, "path": str(path), "skipped": 0,
+                "excluded": 0, "silent_audio": 0, "error": ""}
+        audio = torch.empty(0)
+        if self.with_audio:
+            seg = (first / info.fps, (first + count) / info.fps)
+            audio, windows, silent = self._audio(sample, path, info, seg, windows, g, where)
+            meta["silent_audio"] = int(silent)
+        if self.train:
+            video = videos[0]
+            meta["times"], meta["window"] = times[0], torch.tensor(windows[0], dtype=torch.float32)
+        else:
+            video = torch.cat(videos)  # (clips · crops, C, T, S, S)
+            meta["times"] = torch.stack(times).repeat_interleave(self.num_crops, 0)
+            meta["window"] = torch.tensor(windows, dtype=torch.float32).repeat_interleave(self.num_crops, 0)
+            if self.with_audio:
+                audio = audio.repeat_interleave(self.num_crops, 0)
+            if self.num_views == 1:
+                video, meta["times"], meta["window"] = video[0], meta["times"][0], meta["window"][0]
+                if self.with_audio:
+                    audio = audio[0]
+        if meta["times"].shape[-1] % 2 == 0:
+            meta["intervals"] = time_intervals(meta["times"], meta["window"])
+        return video, audio, _target(sample.label), meta
+
+    def _audio(self, sample: Sample, path: Path, info, seg, windows, g, where):
+        from ..audio import log_mel
+        from ..decode import has_audio, read_audio
+
+        apath = self.resolve(sample.audio_path, self.audio_root) if sample.audio_path else path
+        if apath != path and not apath.is_file():
+            present = False
+            reason = f"{apath}: audio file not found{where}"
+        else:
+            present = info.has_audio if apath == path else has_audio(apath)
+            reason = f"{apath}: the file has no audio track, but the model needs audio{where}"
+        if not present and self.missing_audio == "error":
+            raise DataError(reason + " (use missing_audio='silence' to feed silence instead)")
+        if self.audio_window == "sample":
+            spans = [seg] * len(windows)
+            positions = ([float(torch.rand((), generator=g))] if self.train
+                         else [(v + 0.5) / len(windows) for v in range(len(windows))])
+        else:
+            spans = windows
+            positions = [0.5] * len(windows)
+        feats, out_windows = [], []
+        cache: dict = {}
+        for (start, end), position in zip(spans, positions):
+            if (start, end) not in cache:
+                if present:
+                    wave = read_audio(apath, start, end, sample_rate=AUDIO_RATE)
+                else:
+                    wave = torch.zeros(max(int(round((end - start) * AUDIO_RATE)), 400))
+                cache[(start, end)] = wave
+            wave = cache[(start, end)]
+            spec = log_mel(wave, AUDIO_RATE, num_frames=self.audio_frames, crop_position=position)
+            if self.train and self.spec_augment is not None:
+                spec = self.spec_augment(spec, g)
+            feats.append(spec)
+            # the audio window actually covered, in seconds (for time encoding)
+            total = max(0, 1 + (wave.shape[0] - 400) // 160)
+            s0 = int(round(position * max(0, total - self.audio_frames)))
+            n = min(total, self.audio_frames)
+            out_windows.append((start + s0 * 0.01, start + (s0 + n) * 0.01 + 0.015))
+        if not present:
+            self.stats["silent_audio"] += 1
+            log.warning("%s; feeding silence", reason)
+        audio = torch.stack(feats)
+        return (audio[0] if self.train else audio), (out_windows if self.audio_window == "sample" else windows), \
+            not present
+
+    def _placeholder(self, index: int, message: str):
+        sample = self.samples[index]
+        t, s, v = self.num_frames, getattr(self.transform, "size", self.size), self.num_views
+        video = torch.zeros(3, t, s, s) if v == 1 else torch.zeros(v, 3, t, s, s)
+        audio = torch.empty(0)
+        if self.with_audio:
+            audio = torch.zeros(self.audio_frames, 128) if v == 1 else torch.zeros(v, self.audio_frames, 128)
+        times = torch.zeros(t) if v == 1 else torch.zeros(v, t)
+        window = torch.zeros(2) if v == 1 else torch.zeros(v, 2)
+        label = sample.label
+        target = _target({k: -1 for k in label} if isinstance(label, dict) else -1)
+        meta = {"index": index, "requested": index, "id": sample.id, "path": str(self.resolve(sample.path, self.root)),
+                "skipped": 0, "excluded": 1, "silent_audio": 0, "error": message, "times": times, "window": window}
+        if t % 2 == 0:
+            meta["intervals"] = time_intervals(times, window)
+        return video, audio, target, meta
+
+
+def _target(label):
+    if label is None:
+        return torch.tensor(-1)
+    if isinstance(label, dict):
+        return {k: torch.tensor(int(v)) for k, v in label.items()}
+    return torch.tensor(int(label))

@@ -1,0 +1,472 @@
+"""Decoding with PyAV: exact frames at given indices, an audio window as a mono waveform, and stream facts.
+
+Frame ``i`` is the ``i``-th frame (0-based) that a sequential decode of the first video stream returns, in
+presentation order. Two strategies give exactly that frame:
+
+* ``sequential``: decode from the start, keep the wanted frames, stop after the last one. Exact for every
+  container and codec.
+* ``seek``: demux (without decoding) the packets up to the last wanted frame, which lists the presentation
+  timestamps of frames ``0..i``; seek to the keyframe before each wanted timestamp and decode forward until that
+  timestamp comes out. Used only for MP4/MOV and Matroska/WebM streams other than VP8 (AVI timestamps are
+  synthetic and MPEG-4 packed B-frames shift them; seeking VP8 WebM broke in our measurements), only when the
+  plan decodes far fewer frames than the sequential one, and it falls back to ``sequential`` on any surprise
+  (missing or repeated timestamps, a seek that lands after its target, a decoding error).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from bisect import bisect_right
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import av
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .audio import resample
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["VideoInfo", "probe", "has_audio", "read_frames", "read_audio"]
+
+# Containers (FFmpeg demuxer names) whose video timestamps we trust for seeking, and codecs excluded there.
+_SEEK_FORMATS = ("mov", "mp4", "matroska", "webm")
+_NO_SEEK_CODECS = ("vp8",)
+_SEEK_COST = 12  # a seek costs about as much as decoding this many frames
+_SEEK_GAIN = 2.0  # seek only if the sequential plan decodes at least this many times more frames
+_REORDER_MARGIN = 32  # packets demuxed past the last target, so reordered (B-frame) timestamps are all seen
+_AUDIO_SEEK_AFTER = 30.0  # seconds: later windows are reached by seeking when timestamps are sample-exact
+_AUDIO_SEEK_PREROLL = 1.0  # seconds decoded before the window after a seek (decoder warm-up)
+_AUDIO_CONTEXT = 0.05  # seconds of audio decoded on each side of the window for the resampler
+
+
+class _Fallback(Exception):
+    """The seek plan cannot be trusted for this file; decode sequentially instead."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Facts about a media file. ``num_frames_source`` says how ``num_frames`` was obtained:
+    ``"container"`` (declared in the header), ``"packets"`` (video packets counted by demuxing) or
+    ``"decoded"`` (frames counted by decoding; exact by definition)."""
+
+    path: str
+    num_frames: int
+    num_frames_source: str
+    fps: float
+    duration: float
+    width: int
+    height: int
+    codec: str
+    container: str
+    has_audio: bool
+    audio_sample_rate: int | None = None
+    audio_channels: int | None = None
+    audio_codec: str | None = None
+    audio_duration: float | None = None
+
+
+# --------------------------------------------------------------------------------------------- opening
+
+
+def _check_path(path) -> str:
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: file not found")
+    if p.is_dir():
+        raise DataError(f"{p}: is a directory, not a media file")
+    if p.stat().st_size == 0:
+        raise DataError(f"{p}: empty file (0 bytes), not a media file")
+    return os.fspath(p)
+
+
+def _open(path: str):
+    try:
+        return av.open(path, metadata_errors="ignore")
+    except av.error.FFmpegError as e:
+        raise DataError(f"{path}: not a readable media file, or corrupt/truncated ({e})") from e
+
+
+def _video_stream(container, path: str):
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        raise DataError(f"{path}: no video stream (streams found: {', '.join(kinds)})")
+    stream = container.streams.video[0]
+    if stream.codec_context is None:
+        raise DataError(f"{path}: no decoder for the video codec of this file")
+    return stream
+
+
+def _audio_stream(container, path: str):
+    if not container.streams.audio:
+        raise DataError(f"{path}: no audio track (the file has only {_stream_kinds(container)})")
+    stream = container.streams.audio[0]
+    if stream.codec_context is None:
+        raise DataError(f"{path}: no decoder for the audio codec of this file")
+    return stream
+
+
+def _stream_kinds(container) -> str:
+    kinds = sorted({s.type for s in container.streams})
+    return " and ".join(f"{k} streams" for k in kinds) if kinds else "no streams"
+
+
+def _seconds(value, time_base) -> float | None:
+    if value is None or time_base is None:
+        return None
+    return float(value * time_base)
+
+
+# --------------------------------------------------------------------------------------------- probing
+
+
+def has_audio(path) -> bool:
+    """Whether the file has an audio track (read from the header; nothing is decoded)."""
+    path = _check_path(path)
+    with _open(path) as container:
+        return bool(container.streams.audio)
+
+
+def probe(path, count: str = "auto") -> VideoInfo:
+    """Stream facts of a video file.
+
+    ``count`` chooses how ``num_frames`` is found: ``"auto"`` uses the container's declared frame count
+    and counts demuxed video packets when it declares none (WebM, MKV); ``"packets"`` always counts packets;
+    ``"decode"`` decodes the whole stream (slow, exact by definition, detects truncation).
+    """
+    if count not in ("auto", "packets", "decode"):
+        raise ValueError(f"count must be 'auto', 'packets' or 'decode', got {count!r}")
+    path = _check_path(path)
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        ctx = stream.codec_context
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate else 0.0
+        duration = _seconds(stream.duration, stream.time_base)
+        if duration is None:
+            duration = container.duration / av.time_base if container.duration else 0.0
+        audio = container.streams.audio[0] if container.streams.audio else None
+        info = dict(path=path, fps=fps, duration=duration, width=ctx.width, height=ctx.height,
+                    codec=ctx.name, container=container.format.name, has_audio=audio is not None)
+        if audio is not None:
+            actx = audio.codec_context
+            adur = _seconds(audio.duration, audio.time_base)
+            if adur is None and container.duration:
+                adur = container.duration / av.time_base
+            info.update(audio_sample_rate=actx.sample_rate or audio.rate, audio_channels=actx.channels,
+                        audio_codec=actx.name, audio_duration=adur)
+        if count == "auto" and stream.frames > 0:
+            n, source = stream.frames, "container"
+        elif count == "decode":
+            stream.thread_type = "AUTO"
+            n, source = sum(1 for _ in _decode_frames(container, stream, path)), "decoded"
+        else:
+            n, source = sum(1 for p in container.demux(stream) if p.size and not p.is_discard), "packets"
+    if n == 0:
+        raise DataError(f"{path}: the video stream has zero frames")
+    if not fps and duration:
+        fps = n / duration
+    return VideoInfo(num_frames=n, num_frames_source=source, **{**info, "fps": fps})
+
+
+# --------------------------------------------------------------------------------------------- frames
+
+
+def _decode_frames(container, stream, path: str) -> Iterable:
+    """Decoded frames of ``stream``; FFmpeg errors become DataError naming the file."""
+    i = 0
+    try:
+        for frame in container.decode(stream):
+            yield frame
+            i += 1
+    except av.error.FFmpegError as e:
+        raise DataError(f"{path}: decoding failed after {i} frames: corrupt or truncated video ({e})") from e
+
+
+def _to_rgb(frame) -> np.ndarray:
+    return frame.to_ndarray(format="rgb24")
+
+
+def _expected_frames(container, stream) -> tuple[int, str]:
+    """The frame count the header declares, or estimates from its duration and frame rate (0 if unknown)."""
+    if stream.frames > 0:
+        return stream.frames, "declares"
+    rate = stream.average_rate or stream.guessed_rate
+    duration = _seconds(stream.duration, stream.time_base)
+    if duration is None and container.duration:
+        duration = container.duration / av.time_base
+    return (int(round(duration * rate)), "suggests") if rate and duration else (0, "")
+
+
+def _out_of_range(container, stream, path: str, index: int, count: int) -> DataError:
+    if count == 0:
+        return DataError(f"{path}: the video stream has zero decodable frames")
+    msg = f"{path}: frame index {index} is out of range: the video has {count} frames (valid 0..{count - 1})"
+    expected, verb = _expected_frames(container, stream)
+    if expected > count + max(2, count // 20):
+        msg += f"; the header {verb} {expected} frames, so the file looks truncated"
+    return DataError(msg)
+
+
+def _read_sequential(container, stream, path: str, wanted: Sequence[int]) -> dict[int, np.ndarray]:
+    targets = set(wanted)
+    last = max(wanted)
+    out: dict[int, np.ndarray] = {}
+    count = 0
+    for i, frame in enumerate(_decode_frames(container, stream, path)):
+        count = i + 1
+        if i in targets:
+            out[i] = _to_rgb(frame)
+        if i >= last:
+            break
+    if len(out) < len(targets):
+        missing = min(t for t in targets if t not in out)
+        raise _out_of_range(container, stream, path, missing, count)
+    return out
+
+
+def _seek_allowed(container, stream) -> bool:
+    names = container.format.name.split(",")
+    return any(n in _SEEK_FORMATS for n in names) and stream.codec_context.name not in _NO_SEEK_CODECS
+
+
+def _packet_table(container, stream, last: int) -> tuple[list[int], list[int], bool]:
+    """Presentation timestamps of frames ``0..`` (sorted packet pts), keyframe pts, and whether EOF was reached."""
+    pts, keys = [], []
+    complete = True
+    for packet in container.demux(stream):
+        if not packet.size or packet.is_discard:
+            continue
+        if packet.pts is None:
+            raise _Fallback("a video packet has no timestamp")
+        pts.append(packet.pts)
+        if packet.is_keyframe:
+            keys.append(packet.pts)
+        if len(pts) > last + _REORDER_MARGIN:
+            complete = False
+            break
+    pts.sort()
+    if len(set(pts)) != len(pts):
+        raise _Fallback("repeated video timestamps")
+    if not complete:
+        pts = pts[: last + 1 + _REORDER_MARGIN // 2]
+    return pts, sorted(keys), complete
+
+
+def _plan_seeks(targets: list[int], pts: list[int], keys: list[int]) -> tuple[list[tuple[int, int]], int]:
+    """Group sorted ``targets`` into (keyframe index, last target) decode runs; return the runs and their cost."""
+    index = {p: i for i, p in enumerate(pts)}
+    key_idx = sorted(index[k] for k in keys if k in index)
+    if not key_idx or key_idx[0] != 0:
+        raise _Fallback("the first frame is not a keyframe")
+    runs: list[list[int]] = []
+    for t in targets:
+        k = key_idx[bisect_right(key_idx, t) - 1]
+        if runs and (t - runs[-1][1] <= t - k + _SEEK_COST or k <= runs[-1][1]):
+            runs[-1][1] = t  # decoding on from the previous target is cheaper than seeking
+        else:
+            runs.append([k, t])
+    cost = sum(t - k + 1 + _SEEK_COST for k, t in runs)
+    return [tuple(r) for r in runs], cost
+
+
+def _read_seek(container, stream, path: str, targets: list[int], pts: list[int], runs) -> dict[int, np.ndarray]:
+    index = {p: i for i, p in enumerate(pts)}
+    wanted = set(targets)
+    out: dict[int, np.ndarray] = {}
+    for key, last in runs:
+        first = True
+        try:
+            container.seek(pts[key], stream=stream, backward=True, any_frame=False)
+            for frame in container.decode(stream):
+                i = index.get(frame.pts)
+                if i is None:
+                    if frame.pts is not None and frame.pts > pts[-1]:
+                        break
+                    raise _Fallback(f"decoded timestamp {frame.pts} is not in the packet table")
+                if first and i > key:
+                    raise _Fallback(f"seek to frame {key} landed on frame {i}")
+                first = False
+                if i in wanted:
+                    out[i] = _to_rgb(frame)
+                if i >= last:
+                    break
+        except av.error.FFmpegError as e:  # a real corruption is reported by the sequential pass
+            raise _Fallback(f"decoding after a seek failed ({e})") from e
+        missing = [t for t in wanted if key <= t <= last and t not in out]
+        if missing:
+            raise _Fallback(f"frames {missing[:4]} did not come out after the seek")
+    return out
+
+
+def read_frames(path, indices, *, method: str = "auto") -> torch.Tensor:
+    """Frames at 0-based ``indices`` of the first video stream, as uint8 RGB ``(T, H, W, 3)`` in the order asked.
+
+    Indices may repeat and be unsorted. ``method``: ``"auto"`` (seek when it is safe and pays off, otherwise
+    decode sequentially), ``"sequential"`` or ``"seek"`` (falls back to sequential when seeking is unsafe).
+    Raises DataError naming the file for a missing, unreadable, corrupt or truncated file, a file without video,
+    zero frames, or an index out of range (the message gives the frame count).
+    """
+    if method not in ("auto", "sequential", "seek"):
+        raise ValueError(f"method must be 'auto', 'sequential' or 'seek', got {method!r}")
+    idx = [int(i) for i in (indices.tolist() if hasattr(indices, "tolist") else indices)]
+    path = _check_path(path)
+    if not idx:
+        raise DataError(f"{path}: no frame indices requested")
+    if min(idx) < 0:
+        raise DataError(f"{path}: frame index {min(idx)} is negative; indices are 0-based frame numbers")
+    targets = sorted(set(idx))
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        stream.thread_type = "AUTO"
+        frames = None
+        # every seek run costs at least _SEEK_COST frames, so dense requests skip the packet scan
+        worth = method == "seek" or len(targets) * (_SEEK_COST + 1) * _SEEK_GAIN <= targets[-1] + 1
+        if method != "sequential" and worth and _seek_allowed(container, stream):
+            try:
+                pts, keys, complete = _packet_table(container, stream, targets[-1])
+                if targets[-1] >= len(pts):
+                    raise _Fallback("index beyond the demuxed packets")  # the sequential pass reports the count
+                runs, cost = _plan_seeks(targets, pts, keys)
+                if method == "seek" or cost * _SEEK_GAIN <= targets[-1] + 1:
+                    frames = _read_seek(container, stream, path, targets, pts, runs)
+                    logger.debug("%s: %d frames by %d seeks", path, len(targets), len(runs))
+            except _Fallback as why:
+                logger.debug("%s: decoding sequentially (%s)", path, why)
+                frames = None
+        if frames is None and method == "sequential":
+            frames = _read_sequential(container, stream, path, targets)
+    if frames is None:  # a fresh container: the demuxing and seeking above moved the first one
+        with _open(path) as container:
+            stream = _video_stream(container, path)
+            stream.thread_type = "AUTO"
+            frames = _read_sequential(container, stream, path, targets)
+    return torch.from_numpy(np.stack([frames[i] for i in idx]))
+
+
+# --------------------------------------------------------------------------------------------- audio
+
+
+def _frame_samples(frame) -> np.ndarray:
+    """A decoded audio frame as float64 ``(channels, samples)`` in [-1, 1]."""
+    fmt = frame.format
+    arr = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if not fmt.is_planar:
+        arr = arr.reshape(-1, channels).T
+    name = fmt.name.rstrip("p")
+    if name == "u8":
+        return (arr.astype(np.float64) - 128.0) / 128.0
+    if name in ("s16", "s32", "s64"):
+        return arr.astype(np.float64) / float(2 ** (8 * arr.dtype.itemsize - 1))
+    return arr.astype(np.float64)
+
+
+def read_audio(path, start: float | None = None, end: float | None = None, sample_rate: int = 16000) -> torch.Tensor:
+    """Mono float32 waveform in [-1, 1] of the first audio track between ``start`` and ``end`` seconds.
+
+    Time 0 is the first decoded sample (``None``: from the start / to the end of the track). Mono is the mean of
+    the channels; it is then resampled to ``sample_rate`` with a band-limited windowed-sinc resampler
+    (:func:`ca2st.data.audio.resample`), using decoded audio on both sides of the window so the edges are
+    exact. Output sample ``n`` is the sound at ``start + n / sample_rate``; the length is
+    ``round(end * sample_rate) - round(start * sample_rate)``, cut short if ``end`` passes the end of the track.
+    Raises DataError for a missing or unreadable file, no audio track, or a window outside the audio.
+    """
+    path = _check_path(path)
+    if start is not None and start < 0:
+        raise DataError(f"{path}: audio window start {start} s is negative")
+    if start is not None and end is not None and end <= start:
+        raise DataError(f"{path}: empty audio window [{start}, {end}] s (end must be after start)")
+    if end is not None and end <= 0:
+        raise DataError(f"{path}: audio window end {end} s is not after the start of the track")
+    with _open(path) as container:
+        stream = _audio_stream(container, path)
+        stream.thread_type = "AUTO"
+        rate = stream.codec_context.sample_rate or stream.rate
+        if not rate:
+            raise DataError(f"{path}: the audio track declares no sample rate")
+        t0 = 0.0 if start is None else float(start)
+        lo = max(0, int(math.floor((t0 - _AUDIO_CONTEXT) * rate)))  # first source sample needed
+        hi = None if end is None else int(math.ceil((float(end) + _AUDIO_CONTEXT) * rate))
+        mono, first, seen, eof = _decode_audio(container, stream, path, rate, lo, hi)
+    if seen == 0:
+        raise DataError(f"{path}: the audio track has no decodable samples")
+    if eof and int(round(t0 * rate)) >= seen:
+        raise DataError(f"{path}: audio window [{start}, {end}] s is outside the audio track, which is "
+                        f"{seen / rate:.3f} s long")
+    wave = torch.from_numpy(mono)
+    if rate != sample_rate:
+        g = math.gcd(rate, sample_rate)
+        step = rate // g  # start resampling on a block boundary so output samples fall on the target grid
+        offset = (first // step) * step
+        wave = torch.nn.functional.pad(wave, (first - offset, 0))
+        wave = resample(wave, rate, sample_rate)
+        origin = offset // step * (sample_rate // g)  # output index of wave[0]
+    else:
+        origin = first
+    limit = math.ceil(seen * sample_rate / rate) if eof else None  # output samples the track holds
+    n0 = int(round(t0 * sample_rate))
+    n1 = limit if end is None else int(round(float(end) * sample_rate))
+    if limit is not None and n1 > limit:
+        logger.debug("%s: audio window end %s s passes the track end (%.3f s); output cut short", path, end,
+                     seen / rate)
+        n1 = limit
+    return wave[n0 - origin:n1 - origin].clamp(-1.0, 1.0).contiguous()
+
+
+def _decode_audio(container, stream, path: str, rate: int, lo: int, hi: int | None):
+    """Mono float32 samples covering source samples ``[lo, hi)`` (``hi=None``: to the end), the index of the
+    first returned sample, the number of samples seen and whether the end of the track was reached.
+    Seeks for late windows when the stream's timestamps are sample-exact."""
+    tb = stream.time_base
+    if lo > _AUDIO_SEEK_AFTER * rate and tb is not None and tb.numerator == 1 and tb.denominator % rate == 0:
+        try:
+            return _decode_audio_from(container, stream, path, lo, hi, seek=True)
+        except _Fallback as why:
+            logger.debug("%s: decoding audio from the start (%s)", path, why)
+            container.seek(0, stream=stream, backward=True)
+    return _decode_audio_from(container, stream, path, lo, hi, seek=False)
+
+
+def _decode_audio_from(container, stream, path, lo, hi, seek: bool):
+    chunks = []
+    first = None
+    position = 0
+    eof = True
+    origin = stream.start_time or 0
+    if seek:
+        rate = stream.codec_context.sample_rate
+        target = max(0, lo - int(_AUDIO_SEEK_PREROLL * rate))
+        container.seek(origin + int(Fraction(target, rate) / stream.time_base), stream=stream, backward=True)
+    try:
+        for k, frame in enumerate(container.decode(stream)):
+            if seek and k == 0:
+                if frame.pts is None:
+                    raise _Fallback("audio frame without timestamp after seek")
+                position = int(round(float((frame.pts - origin) * stream.time_base) * frame.sample_rate))
+                if position > lo:
+                    raise _Fallback("audio seek landed after the window")
+            samples = _frame_samples(frame).mean(axis=0).astype(np.float32)
+            n = samples.shape[0]
+            if position + n > lo:
+                if first is None:
+                    first = max(lo, position)
+                chunks.append(samples[max(0, lo - position):])
+            position += n
+            if hi is not None and position >= hi:
+                eof = False
+                break
+    except av.error.FFmpegError as e:
+        raise DataError(f"{path}: audio decoding failed at sample {position}: corrupt or truncated ({e})") from e
+    if not chunks:
+        return np.zeros(0, dtype=np.float32), position, position, eof
+    mono = np.concatenate(chunks)
+    if hi is not None:
+        mono = mono[: max(0, hi - first)]
+    return mono, first, position, eof
