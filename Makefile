@@ -9,7 +9,7 @@ TORCH   = torch==2.14.1 torchvision==0.29.1
 .PHONY: demo test install install-test clean
 
 demo: $(VENV)/.runtime
-	$(VENV)/bin/ca2st info cast_b16
+	$(VENV)/bin/ca2st demo --out runs/demo
 
 test: $(VENV)/.test
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q

@@ -254,3 +254,15 @@ def test_expert_weights_into_a_cast_model_and_readable_errors(tmp_path):
     save_file({k: v.contiguous() for k, v in wide_sd.items()}, str(tmp_path / "wide.safetensors"))
     with pytest.raises(CheckpointError, match=r"shape mismatches: class_embedding \(64,\) vs model \(32,\)"):
         ca2st.load_expert_weights(model, tmp_path / "wide.safetensors")
+
+
+def test_own_format_loads_each_expert_of_a_whole_model_file(tmp_path):
+    source = randomize_(ca2st.build_model("cast_b16", **tiny_overrides(embed_dim=32, num_heads=4, img_size=32)))
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "whole.safetensors"))
+    target = ca2st.build_model("cast_b16", **tiny_overrides(embed_dim=32, num_heads=4, img_size=32))
+    assert ca2st.load_expert_weights(target, tmp_path / "whole.safetensors", expert="temporal") == "temporal"
+    assert ca2st.load_expert_weights(target, tmp_path / "whole.safetensors", expert="spatial") == "spatial"
+    for kind in ("spatial", "temporal"):
+        own = {k: v for k, v in target.experts[kind].state_dict().items() if "adapter" not in k and "norm." not in k}
+        ref = source.experts[kind].state_dict()
+        assert all(torch.equal(v, ref[k]) for k, v in own.items())

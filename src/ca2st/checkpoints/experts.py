@@ -18,8 +18,23 @@ from .io import StateDict, load_strict, read_state_dict, resize_tables, strip_pr
 
 log = logging.getLogger(__name__)
 
+def _own_format(kind: str):
+    """ca2st's own layout (``experts.<kind>.*``, e.g. a whole-model checkpoint): detector and converter."""
+    prefix = f"experts.{kind}."
+
+    def detect(sd: StateDict) -> bool:
+        return any(k.startswith(prefix) for k in sd)
+
+    def convert(sd: StateDict) -> tuple[StateDict, list[str]]:
+        return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}, []
+    return detect, convert
+
+
 # (format name, expert kind, expert class, detector, converter); the first detector that matches wins.
 FORMATS: list[tuple[str, str, type, Callable[[StateDict], bool], Callable]] = [
+    ("ca2st", "spatial", (CLIPExpert, ResNetExpert), *_own_format("spatial")),
+    ("ca2st", "temporal", VideoMAEExpert, *_own_format("temporal")),
+    ("ca2st", "audio", ASTExpert, *_own_format("audio")),
     ("AST", "audio", ASTExpert, ast.is_official_ast, ast.convert_official),
     ("Hugging Face AST", "audio", ASTExpert, ast.is_hf_ast, ast.convert_hf),
     ("OpenAI CLIP", "spatial", CLIPExpert, openai_clip.is_openai_clip, openai_clip.convert),
@@ -30,10 +45,15 @@ FORMATS: list[tuple[str, str, type, Callable[[StateDict], bool], Callable]] = [
 ]
 
 
-def detect_format(sd: StateDict, path) -> tuple[str, str, type, Callable]:
-    for name, kind, cls, detect, convert in FORMATS:
-        if detect(sd):
-            return name, kind, cls, convert
+def detect_format(sd: StateDict, path, expert: str | None = None) -> tuple[str, str, type, Callable]:
+    """The first format whose detector matches, preferring formats for ``expert`` (a whole-model file
+    holds several experts)."""
+    matches = [(name, kind, cls, convert) for name, kind, cls, detect, convert in FORMATS if detect(sd)]
+    for match in matches:
+        if expert is None or match[1] == expert:
+            return match
+    if matches:
+        return matches[0]
     raise CheckpointError(f"{path}: not a known expert checkpoint (OpenAI CLIP, Hugging Face CLIP/VideoMAE/AST, "
                           f"VideoMAE, AST, torchvision ResNet-50); first keys: {sorted(sd)[:8]}")
 
@@ -46,7 +66,7 @@ def load_expert_weights(model: nn.Module, path: str | Path, expert: str | None =
     CheckpointError. Returns the name of the expert that was loaded.
     """
     sd = strip_prefixes(read_state_dict(path), ("module.",))
-    fmt, kind, cls, convert = detect_format(sd, path)
+    fmt, kind, cls, convert = detect_format(sd, path, expert)
     if expert is not None and expert != kind:
         raise CheckpointError(f"{path}: is a {fmt} checkpoint (a {kind} expert), not a {expert} expert")
     if isinstance(model, Expert):
@@ -58,7 +78,8 @@ def load_expert_weights(model: nn.Module, path: str | Path, expert: str | None =
                                   f"(experts: {list(experts)})")
         target = experts[kind]
     if not isinstance(target, cls):
-        raise CheckpointError(f"{path}: {fmt} weights need a {cls.__name__} {kind} expert, but this model's is a "
+        need = cls.__name__ if isinstance(cls, type) else " or ".join(c.__name__ for c in cls)
+        raise CheckpointError(f"{path}: {fmt} weights need a {need} {kind} expert, but this model's is a "
                               f"{type(target).__name__}")
     converted, unexpected = convert(sd)
     if unexpected:

@@ -85,8 +85,8 @@ class ModelConfig:
         if self.num_frames % self.tubelet_size:
             raise ConfigError(f"model config: num_frames {self.num_frames} is not a multiple of "
                               f"tubelet_size {self.tubelet_size}")
-        if len(set(self.experts)) != len(self.experts) or len(self.experts) < 2:
-            raise ConfigError(f"model config: experts must name at least two different experts, got {self.experts}")
+        if len(set(self.experts)) != len(self.experts) or not self.experts:
+            raise ConfigError(f"model config: experts must name different experts, got {self.experts}")
         for name, value, allowed in (("spatial_arch", self.spatial_arch, SPATIAL_ARCHS),
                                      ("fusion", self.fusion, FUSIONS)):
             if value not in allowed:

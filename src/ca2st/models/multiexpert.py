@@ -184,6 +184,17 @@ class MultiExpertModel(nn.Module):
                              f"height, width) for this model, got {tuple(video.shape)}; build the model with "
                              f"num_frames/img_size matching the input")
 
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Layer groups in timm's format (used for layer-wise lr decay): the experts' stems, then one group
+        per layer holding each expert's block and the exchanges of that layer. The time-code MLPs join the
+        first layer that carries an audio exchange; final norms and the head come last."""
+        blocks = [(r"^experts\.\w+\.blocks\.(\d+)\.", None), (r"^exchanges\.(\d+)\.", None)]
+        audio_layers = [i for i, layer in enumerate(self.exchanges) if any("audio" in n for n in layer)]
+        if audio_layers:
+            blocks.append((r"^time_codes\.", (audio_layers[0],)))
+        stem = r"^experts\.\w+\.(?:patch_embed|class_embedding|pos_embed|norm_pre|cls_token|dist_token|conv1|bn1)"
+        return {"stem": stem, "blocks": blocks}
+
     def pos_tables(self) -> dict[str, tuple[str, tuple[int, ...]]]:
         """Every resizable position table of the model: full parameter name -> (kind, grid)."""
         tables = {}

@@ -1,0 +1,1 @@
+"""Training, evaluation, optimisation, checkpoints and distributed helpers."""

@@ -1,0 +1,416 @@
+"""Run a model on one video file: top-k classes, or a timeline of sliding windows over a long video.
+
+The views are built exactly as in evaluation (they go through :class:`~ca2st.data.datasets.VideoDataset` with
+the file's segment as one unlabelled sample): the sampler picks the frames (``'dense'``: ``num_frames`` frames
+``sampling_rate`` apart, ``num_clips`` evenly spaced clips; ``'segment'``: one frame from each of ``num_frames``
+equal parts), :class:`~ca2st.data.transforms.EvalTransform` resizes the short side to the model's ``img_size``
+and takes ``num_crops`` crops, and audio models get the segment's log-mel frames (``model.config.audio_frames``
+long, read with ``read_audio`` and ``log_mel``). The softmax is averaged over the views.
+
+With ``window`` (seconds) the video is cut into windows ``[k·stride, k·stride + window]`` (``stride`` defaults to
+``window``); when the last regular window stops short of the end, one more window ending at the end of the
+video is added, so the whole video is covered. A video shorter than ``window`` is one window. The video-level
+probabilities are then the mean over the windows.
+
+Composition (EPIC-style verb/noun) models give the top-k verbs and nouns and the top action pairs, scored by
+``p(verb) · p(noun)`` (the heads are independent; this is the same ranking the evaluation's action top-1 uses
+for the first pair).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .errors import ConfigError, DataError
+
+__all__ = ["predict", "Prediction", "load_labels", "sliding_windows"]
+
+SINGLE = "class"
+
+
+# --------------------------------------------------------------------------------------------- labels
+
+
+def _names_from_json(data, where: str):
+    if isinstance(data, list):
+        return [str(x) for x in data]
+    if isinstance(data, dict):
+        if data and all(isinstance(v, list) for v in data.values()):
+            return {str(k): [str(x) for x in v] for k, v in data.items()}
+        if data and all(isinstance(v, int) and not isinstance(v, bool) for v in data.values()):
+            pairs = {int(v): str(k) for k, v in data.items()}  # {name: index}
+        else:
+            try:
+                pairs = {int(k): str(v) for k, v in data.items()}  # {index: name}
+            except ValueError:
+                raise ConfigError(f"{where}: a labels dict must map names to indices, indices to names, or tasks "
+                                  "to lists of names") from None
+        if sorted(pairs) != list(range(len(pairs))):
+            raise ConfigError(f"{where}: the label indices must be 0..{len(pairs) - 1} without gaps")
+        return [pairs[i] for i in range(len(pairs))]
+    raise ConfigError(f"{where}: labels JSON must be a list or a dict")
+
+
+def _names_from_csv(path: Path):
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ConfigError(f"{path}: the labels CSV has no rows")
+    cols = {c.strip().lower(): c for c in rows[0]}
+    name_col = next((cols[c] for c in ("key", "name", "class_name", "label", "class") if c in cols), None)
+    if name_col is None:
+        raise ConfigError(f"{path}: a labels CSV needs a 'key', 'name', 'class_name', 'label' or 'class' column")
+    id_col = next((cols[c] for c in ("id", "index", "class_id") if c in cols), None)
+    if id_col is None:
+        return [r[name_col] for r in rows]
+    try:
+        return _names_from_json({int(r[id_col]): r[name_col] for r in rows}, str(path))
+    except ValueError:
+        raise ConfigError(f"{path}: column {id_col!r} must hold integer class ids") from None
+
+
+def load_labels(labels, tasks: Mapping[str, int] | None = None) -> dict[str, list[str]]:
+    """Class names ``{task: [name, ...]}`` from a file or an object.
+
+    Accepted: a list of names; a dict ``{task: [names]}`` (composition: ``{'verb': [...], 'noun': [...]}``), a dict
+    ``{index: name}`` or ``{name: index}``; a path to a ``.txt`` (one name per line, blank lines ignored), a
+    ``.json`` holding any of those, or a ``.csv`` with a name column (``key``/``name``/``class_name``/``label``/
+    ``class``) and optionally an ``id`` column (EPIC's ``*_classes.csv``). A directory holding ``verb``/``noun``
+    files (``verb.txt``, ``EPIC_100_verb_classes.csv``, ...) is read per task. With ``tasks`` (``{task: classes}``)
+    the counts are checked.
+    """
+    where = "labels"
+    if isinstance(labels, (str, Path)):
+        path = Path(labels)
+        where = str(path)
+        if path.is_dir():
+            if not tasks:
+                raise ConfigError(f"{path}: a labels folder needs the model's tasks")
+            out = {}
+            for t in tasks:
+                found = sorted(p for p in path.iterdir() if p.is_file() and t in p.stem.lower()
+                               and p.suffix.lower() in (".txt", ".json", ".csv"))
+                if not found:
+                    raise ConfigError(f"{path}: no labels file for task {t!r} (e.g. {t}.txt)")
+                got = load_labels(found[0])
+                out[t] = got[SINGLE] if SINGLE in got else next(iter(got.values()))
+            labels = out
+        elif not path.is_file():
+            raise ConfigError(f"{path}: labels file not found")
+        elif path.suffix.lower() == ".json":
+            try:
+                labels = _names_from_json(json.loads(path.read_text()), where)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        elif path.suffix.lower() == ".csv":
+            labels = _names_from_csv(path)
+        else:
+            labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    elif isinstance(labels, Mapping):
+        labels = _names_from_json(dict(labels), where)
+    else:
+        labels = [str(x) for x in labels]
+    out = dict(labels) if isinstance(labels, dict) else {SINGLE: list(labels)}
+    if tasks is not None:
+        if list(tasks) != [SINGLE] and SINGLE in out:
+            raise ConfigError(f"{where}: the model predicts {list(tasks)}; give labels per task, e.g. a JSON "
+                              f"{{'verb': [...], 'noun': [...]}}")
+        if list(tasks) == [SINGLE] and SINGLE not in out:
+            if len(out) != 1:
+                raise ConfigError(f"{where}: a single-label model needs one list of names, got tasks {list(out)}")
+            out = {SINGLE: next(iter(out.values()))}
+        for t, n in tasks.items():
+            if t not in out:
+                raise ConfigError(f"{where}: no names for task {t!r}")
+            if len(out[t]) != n:
+                raise ConfigError(f"{where}: {len(out[t])} names for {t!r} but the model has {n} classes")
+    return out
+
+
+# --------------------------------------------------------------------------------------------- result
+
+
+@dataclass
+class Prediction:
+    """Predictions for one video.
+
+    ``probs``: ``{task: (C,)}`` video-level probabilities (the mean over windows for a timeline). ``timeline``:
+    ``None`` or per-window ``starts``/``ends`` (seconds, ``(W,)``) with ``window_probs`` ``{task: (W, C)}``.
+    """
+
+    path: str
+    tasks: list[str]
+    probs: dict[str, torch.Tensor]
+    class_names: dict[str, list[str]]
+    k: int = 5
+    num_views: int = 1
+    duration: float = 0.0
+    window: float | None = None
+    stride: float | None = None
+    starts: torch.Tensor | None = None
+    ends: torch.Tensor | None = None
+    window_probs: dict[str, torch.Tensor] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def composition(self) -> bool:
+        return self.tasks != [SINGLE]
+
+    @property
+    def has_timeline(self) -> bool:
+        return self.window_probs is not None
+
+    def _top(self, p: torch.Tensor, task: str, k: int) -> list[dict[str, Any]]:
+        val, idx = p.topk(min(k, p.shape[-1]))
+        names = self.class_names[task]
+        return [{"class": int(i), "name": names[int(i)], "prob": float(v)} for v, i in zip(val, idx)]
+
+    def top(self, task: str | None = None, k: int | None = None) -> list[dict[str, Any]]:
+        """The top-k ``{'class', 'name', 'prob'}`` of a task (default: the first) at video level."""
+        t = task or self.tasks[0]
+        return self._top(self.probs[t], t, k or self.k)
+
+    def actions(self, k: int | None = None, probs: Mapping[str, torch.Tensor] | None = None) -> list[dict[str, Any]]:
+        """Top verb–noun pairs by ``p(verb) · p(noun)`` (composition models with verb and noun heads)."""
+        probs = probs or self.probs
+        if not {"verb", "noun"} <= set(self.tasks):
+            return []
+        k = k or self.k
+        v_val, v_idx = probs["verb"].topk(min(k, probs["verb"].shape[-1]))
+        n_val, n_idx = probs["noun"].topk(min(k, probs["noun"].shape[-1]))
+        score = v_val[:, None] * n_val[None, :]
+        flat = score.flatten().topk(min(k, score.numel()))
+        out = []
+        for s, f in zip(flat.values, flat.indices):
+            vi, ni = divmod(int(f), n_val.shape[0])
+            verb, noun = int(v_idx[vi]), int(n_idx[ni])
+            out.append({"verb": verb, "noun": noun, "verb_name": self.class_names["verb"][verb],
+                        "noun_name": self.class_names["noun"][noun],
+                        "name": f"{self.class_names['verb'][verb]} {self.class_names['noun'][noun]}",
+                        "prob": float(s)})
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready content: the video-level top-k per task (and actions), and the timeline if any."""
+        out: dict[str, Any] = {"path": self.path, "duration": self.duration, "views": self.num_views,
+                               "window": self.window, "stride": self.stride,
+                               "top": {t: self.top(t) for t in self.tasks}}
+        if self.composition:
+            out["actions"] = self.actions()
+        if self.has_timeline:
+            timeline = []
+            for w in range(self.starts.shape[0]):
+                probs = {t: self.window_probs[t][w] for t in self.tasks}
+                entry = {"start": float(self.starts[w]), "end": float(self.ends[w]),
+                         "top": {t: self._top(probs[t], t, self.k) for t in self.tasks}}
+                if self.composition:
+                    entry["actions"] = self.actions(probs=probs)
+                timeline.append(entry)
+            out["timeline"] = timeline
+        out.update(self.meta)
+        return out
+
+    def summary(self) -> str:
+        """Readable top-k (and a compact timeline: the top-1 per window)."""
+        lines = [f"{self.path}: {self.duration:.2f} s, {self.num_views} view(s)"
+                 + (f", {self.starts.shape[0]} windows of {self.window:g} s every {self.stride:g} s"
+                    if self.has_timeline else "")]
+        for t in self.tasks:
+            lines.append(f"  top-{self.k}" + ("" if t == SINGLE else f" {t}s") + ":")
+            lines += [f"    {100 * e['prob']:6.2f}%  {e['name']}" for e in self.top(t)]
+        if self.composition:
+            acts = self.actions()
+            if acts:
+                lines.append(f"  top-{len(acts)} actions (p(verb)·p(noun)):")
+                lines += [f"    {100 * a['prob']:6.2f}%  {a['name']}" for a in acts]
+        if self.has_timeline:
+            lines.append("  timeline (top-1 per window):")
+            shown = self.starts.shape[0]
+            for w in range(min(shown, 20)):
+                parts = []
+                for t in self.tasks:
+                    e = self._top(self.window_probs[t][w], t, 1)[0]
+                    parts.append(f"{e['name']} {100 * e['prob']:.1f}%")
+                lines.append(f"    {float(self.starts[w]):8.2f}–{float(self.ends[w]):.2f} s  " + ", ".join(parts))
+            if shown > 20:
+                lines.append(f"    ... {shown - 20} more windows (see the CSV/JSON)")
+        return "\n".join(lines)
+
+    # ---------------------------------------------------------------- files
+
+    def save_json(self, path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    def save_csv(self, path) -> Path:
+        """Timeline CSV: one row per window (start, end, and per task the top-1 and the top-k with probabilities);
+        without a timeline, one row for the whole video."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if self.has_timeline:
+            spans = list(zip(self.starts.tolist(), self.ends.tolist()))
+            probs = [{t: self.window_probs[t][w] for t in self.tasks} for w in range(len(spans))]
+        else:
+            spans, probs = [(0.0, self.duration)], [self.probs]
+        with path.open("w", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            head = ["start", "end"]
+            for t in self.tasks:
+                p = "" if t == SINGLE else f"{t}_"
+                head += [f"{p}top1", f"{p}top1_name", f"{p}top1_prob", f"{p}top{self.k}"]
+            w.writerow(head)
+            for (s, e), pr in zip(spans, probs):
+                row = [f"{s:.3f}", f"{e:.3f}"]
+                for t in self.tasks:
+                    top = self._top(pr[t], t, self.k)
+                    row += [top[0]["class"], top[0]["name"], f"{top[0]['prob']:.4f}",
+                            "; ".join(f"{x['name']}:{x['prob']:.4f}" for x in top)]
+                w.writerow(row)
+        return path
+
+    def plot(self, path, top: int = 5) -> Path:
+        """PNG of the leading classes' probabilities over time (one panel per task). The leading classes are the
+        ``top`` classes with the highest mean probability over the windows. Needs a timeline."""
+        if not self.has_timeline:
+            raise ConfigError("a timeline plot needs a sliding-window prediction (window=...)")
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        n = len(self.tasks)
+        fig, axes = plt.subplots(n, 1, figsize=(10, 3.2 * n), squeeze=False, sharex=True)
+        centres = ((self.starts + self.ends) / 2).numpy()
+        for ax, t in zip(axes[:, 0], self.tasks):
+            p = self.window_probs[t]
+            lead = p.mean(0).topk(min(top, p.shape[1])).indices.tolist()
+            for c in lead:
+                ax.plot(centres, p[:, c].numpy(), marker="o", markersize=3, label=self.class_names[t][c])
+            ax.set_ylim(0, 1)
+            ax.set_ylabel("probability" if t == SINGLE else f"p({t})")
+            ax.grid(alpha=0.3)
+            ax.legend(loc="upper right", fontsize=8, ncol=1 if len(lead) <= 5 else 2)
+        axes[-1, 0].set_xlabel("time (s, window centre)")
+        axes[0, 0].set_title(f"{Path(self.path).name}: windows of {self.window:g} s every {self.stride:g} s")
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+    def save(self, out_dir, stem: str | None = None, top: int = 5) -> dict[str, Path]:
+        """Write ``<stem>.json`` and ``<stem>.csv`` (stem: the video's name), and ``<stem>_timeline.png`` for a
+        timeline. Returns the paths by name."""
+        out = Path(out_dir)
+        stem = stem or Path(self.path).stem
+        files = {"json": self.save_json(out / f"{stem}.json"), "csv": self.save_csv(out / f"{stem}.csv")}
+        if self.has_timeline:
+            files["plot"] = self.plot(out / f"{stem}_timeline.png", top=top)
+        return files
+
+
+# --------------------------------------------------------------------------------------------- predict
+
+
+def sliding_windows(duration: float, window: float, stride: float | None = None) -> list[tuple[float, float]]:
+    """``[(start, end)]`` seconds: every ``stride`` from 0 while a whole window fits, plus a last window ending at
+    ``duration`` if the regular ones stop short of it; one window ``(0, duration)`` if the video is shorter."""
+    stride = window if stride is None else stride
+    if not (window > 0 and stride > 0 and math.isfinite(window) and math.isfinite(stride)):
+        raise ConfigError(f"window and stride must be positive seconds, got window={window}, stride={stride}")
+    if duration <= window + 1e-6:
+        return [(0.0, float(duration))]
+    spans = []
+    k = 0
+    while k * stride + window <= duration + 1e-6:
+        spans.append((k * stride, k * stride + window))
+        k += 1
+    if spans[-1][1] < duration - 1e-6:
+        spans.append((duration - window, float(duration)))
+    return [(round(s, 6), round(min(e, duration), 6)) for s, e in spans]
+
+
+def _model_tasks(model) -> dict[str, int]:
+    cfg = model.config
+    return dict(cfg.composition_classes) if cfg.composition else {SINGLE: int(cfg.num_classes)}
+
+
+def predict(
+    model: torch.nn.Module,
+    path,
+    *,
+    labels=None,
+    topk: int = 5,
+    sampler: str = "dense",
+    sampling_rate: int = 4,
+    num_clips: int = 1,
+    num_crops: int = 1,
+    window: float | None = None,
+    stride: float | None = None,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    batch_size: int = 8,
+    progress: bool = True,
+) -> Prediction:
+    """Top-k classes of one video (or, with ``window``/``stride`` in seconds, a timeline over it).
+
+    ``labels``: class names (see :func:`load_labels`); default ``'0'``, ``'1'``, ... ``sampler``: ``'dense'`` or
+    ``'segment'`` (see the module docstring). ``num_clips × num_crops`` views per window, softmax averaged.
+    ``device``: where the inputs go (the model must already be there); ``precision``: ``'fp32'`` or ``'bf16'``.
+    ``batch_size`` windows go through the model at once; ``progress`` shows a tqdm bar. Raises
+    :class:`~ca2st.errors.DataError` for an unreadable file (or a file without audio for an audio model).
+    """
+    from torch.utils.data import DataLoader
+
+    from .data.datasets import Sample, VideoDataset
+    from .data.decode import probe
+    from .data.sampling import build_sampler
+    from .engine.evaluate import _collect
+
+    if topk < 1:
+        raise ConfigError(f"topk must be >= 1, got {topk}")
+    cfg = getattr(model, "config", None)
+    if cfg is None:
+        raise ConfigError("predict needs a ca2st model (with .config)")
+    tasks = _model_tasks(model)
+    names = load_labels(labels, tasks) if labels is not None else {t: [str(i) for i in range(n)]
+                                                                  for t, n in tasks.items()}
+    path = Path(path)
+    info = probe(path)
+    duration = info.num_frames / info.fps if info.fps else info.duration
+    if window is None and stride is not None:
+        raise ConfigError("stride needs window (both in seconds)")
+    spans = sliding_windows(duration, window, stride) if window is not None else [(None, None)]
+    samples = [Sample(id=str(k), path=str(path), label=None, start=s, end=e) for k, (s, e) in enumerate(spans)]
+    frame_sampler = build_sampler(sampler, cfg.num_frames, sampling_rate=sampling_rate, num_clips=num_clips)
+    dataset = VideoDataset(samples, train=False, num_frames=cfg.num_frames, sampling_rate=sampling_rate,
+                           sampler=frame_sampler, num_clips=num_clips, num_crops=num_crops, size=cfg.img_size,
+                           with_audio=model.needs_audio, audio_frames=cfg.audio_frames)
+    loader = DataLoader(dataset, batch_size=max(1, int(batch_size)), shuffle=False, num_workers=0)
+    out = _collect(model, loader, device=device, precision=precision, progress=progress, desc="predict",
+                   running=False)
+    if out["indices"].numel() != len(spans):
+        raise DataError(f"{path}: {len(spans) - out['indices'].numel()} window(s) could not be read")
+    order = torch.argsort(out["indices"])
+    window_probs = {t: out["probs"][t][order] for t in tasks}
+    pred = Prediction(path=str(path), tasks=list(tasks), probs={t: p.mean(0) for t, p in window_probs.items()},
+                      class_names=names, k=int(topk), num_views=out["views"], duration=float(duration),
+                      meta={"sampler": sampler, "num_frames": cfg.num_frames,
+                            "sampling_rate": sampling_rate if sampler == "dense" else None})
+    if window is not None:
+        pred.window = float(window)
+        pred.stride = float(stride if stride is not None else window)
+        pred.starts = torch.tensor([s for s, _ in spans], dtype=torch.float64)
+        pred.ends = torch.tensor([e for _, e in spans], dtype=torch.float64)
+        pred.window_probs = window_probs
+    return pred
