@@ -236,3 +236,27 @@ def test_eval_cli_writes_results(synth, tmp_path, capsys):
     assert "top1" in out.lower() or "top-1" in out.lower()
     saved = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert saved["metrics"]["top1"] == pytest.approx(evals[0]["top1"])
+
+
+def test_ema_tracks_only_trainable_weights():
+    from ca2st.engine.optim import TrainableEMA
+    model = tiny_model()
+    ema = TrainableEMA(model, decay=0.5)
+    assert all(model.get_parameter(n).requires_grad for n in ema.names)
+    head = model.head.fc.weight
+    start = head.detach().clone()
+    with torch.no_grad():
+        head.add_(1.0)
+    ema.update(model)
+    torch.testing.assert_close(ema.state_dict()["head.fc.weight"], start + 0.5)
+    ema.copy_to(model)
+    torch.testing.assert_close(model.head.fc.weight, start + 0.5)
+
+
+def test_bf16_training_with_ema_and_checkpointing(synth, tmp_path):
+    result = train(load_config(None, overrides(synth, tmp_path / "bf16", "optim.epochs=1", "precision=bf16",
+                                               "optim.ema=0.9", "grad_checkpointing=true", "optim.clip_grad=1.0",
+                                               model="cava_b16")))
+    losses = [h["loss"] for h in result.history if h["kind"] == "train"]
+    assert losses and all(torch.isfinite(torch.tensor(losses)))
+    assert "ema" in torch.load(result.last_checkpoint / "state.pt", weights_only=True)
