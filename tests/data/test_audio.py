@@ -133,6 +133,7 @@ def test_log_mel_compiles_without_graph_breaks():
     wave = torch.randn(16000)
     fn = torch.compile(lambda x: log_mel(x, num_frames=120), backend="eager", fullgraph=True)
     assert torch.equal(fn(wave), log_mel(wave, num_frames=120))
+    assert torch.equal(log_mel(wave.numpy(), 16000, 120), log_mel(wave, num_frames=120))  # numpy input
 
 
 # ------------------------------------------------------------------------------------------ resampler

@@ -94,6 +94,7 @@ def test_index_tensor_and_numpy_inputs(videos):
     path = videos["mp4"]
     assert _indices(read_frames(path, torch.tensor([4, 2]))) == [4, 2]
     assert _indices(read_frames(path, np.array([7, 1]))) == [7, 1]
+    assert _indices(read_frames(path, [9, 100], threads=1)) == [9, 100]
 
 
 def test_bigbuckbunny_decodes():

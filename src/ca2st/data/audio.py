@@ -106,9 +106,10 @@ def _hanning(length: int) -> torch.Tensor:
 
 
 def log_mel(waveform: torch.Tensor, sample_rate: int = 16000, num_frames: int | None = None,
-            normalize: bool = True, *, mean: float = AUDIOSET_MEAN, std: float = AUDIOSET_STD,
-            num_mel_bins: int = 128, crop_position: float = 0.0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Kaldi-compatible log-mel filterbank of a mono waveform ``(N,)`` or ``(B, N)`` → ``(L, bins)`` / ``(B, L, bins)``.
+            normalize: bool = True, mean: float = AUDIOSET_MEAN, std: float = AUDIOSET_STD,
+            num_mel_bins: int = 128, crop_position: float = 0.0, *,
+            dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Kaldi-compatible log-mel filterbank of mono ``(N,)`` or ``(B, N)`` audio → ``(L, bins)`` / ``(B, L, bins)``.
 
     As AST: waveform mean removed, 25 ms frames every 10 ms (``snip_edges``: ``L = 1 + (N - win) // hop``),
     per-frame DC removal, pre-emphasis 0.97, symmetric Hann window, zero-padded FFT of the next power of two,
@@ -120,6 +121,7 @@ def log_mel(waveform: torch.Tensor, sample_rate: int = 16000, num_frames: int | 
     (AudioSet statistics by default). The computation runs in ``dtype`` (float64 by default, which follows the
     numpy reference closely on near-silent frames); the result is float32.
     """
+    waveform = torch.as_tensor(waveform)
     if waveform.dim() not in (1, 2):
         raise ValueError(f"waveform must be (N,) or (B, N) mono samples, got shape {tuple(waveform.shape)}")
     if not 0.0 <= crop_position <= 1.0:

@@ -189,6 +189,12 @@ def _decode_frames(container, stream, path: str) -> Iterable:
         raise DataError(f"{path}: decoding failed after {i} frames: corrupt or truncated video ({e})") from e
 
 
+def _set_threads(stream, threads: int) -> None:
+    """Frame and slice threading; ``threads=0`` lets FFmpeg pick the count."""
+    stream.thread_type = "AUTO"
+    stream.codec_context.thread_count = max(0, int(threads))
+
+
 def _to_rgb(frame) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")
 
@@ -305,11 +311,12 @@ def _read_seek(container, stream, path: str, targets: list[int], pts: list[int],
     return out
 
 
-def read_frames(path, indices, *, method: str = "auto") -> torch.Tensor:
+def read_frames(path, indices, *, method: str = "auto", threads: int = 0) -> torch.Tensor:
     """Frames at 0-based ``indices`` of the first video stream, as uint8 RGB ``(T, H, W, 3)`` in the order asked.
 
     Indices may repeat and be unsorted. ``method``: ``"auto"`` (seek when it is safe and pays off, otherwise
     decode sequentially), ``"sequential"`` or ``"seek"`` (falls back to sequential when seeking is unsafe).
+    ``threads``: decoder threads (0 = FFmpeg's choice, about one per core; use 1-2 inside many DataLoader workers).
     Raises DataError naming the file for a missing, unreadable, corrupt or truncated file, a file without video,
     zero frames, or an index out of range (the message gives the frame count).
     """
@@ -324,13 +331,14 @@ def read_frames(path, indices, *, method: str = "auto") -> torch.Tensor:
     targets = sorted(set(idx))
     with _open(path) as container:
         stream = _video_stream(container, path)
-        stream.thread_type = "AUTO"
+        _set_threads(stream, threads)
         frames = None
         # every seek run costs at least _SEEK_COST frames, so dense requests skip the packet scan
         worth = method == "seek" or len(targets) * (_SEEK_COST + 1) * _SEEK_GAIN <= targets[-1] + 1
-        if method != "sequential" and worth and _seek_allowed(container, stream):
+        moved = method != "sequential" and worth and _seek_allowed(container, stream)
+        if moved:
             try:
-                pts, keys, complete = _packet_table(container, stream, targets[-1])
+                pts, keys, _ = _packet_table(container, stream, targets[-1])
                 if targets[-1] >= len(pts):
                     raise _Fallback("index beyond the demuxed packets")  # the sequential pass reports the count
                 runs, cost = _plan_seeks(targets, pts, keys)
@@ -340,12 +348,12 @@ def read_frames(path, indices, *, method: str = "auto") -> torch.Tensor:
             except _Fallback as why:
                 logger.debug("%s: decoding sequentially (%s)", path, why)
                 frames = None
-        if frames is None and method == "sequential":
+        if not moved:
             frames = _read_sequential(container, stream, path, targets)
     if frames is None:  # a fresh container: the demuxing and seeking above moved the first one
         with _open(path) as container:
             stream = _video_stream(container, path)
-            stream.thread_type = "AUTO"
+            _set_threads(stream, threads)
             frames = _read_sequential(container, stream, path, targets)
     return torch.from_numpy(np.stack([frames[i] for i in idx]))
 
