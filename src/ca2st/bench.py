@@ -106,10 +106,20 @@ def _subprocess_step(args, precision: str, checkpointing: bool) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def run(args) -> dict:
     device = args.device
     result = {"model": args.model, "batch": args.batch, "device": device,
-              "machine": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine(),
+              "machine": torch.cuda.get_device_name() if device == "cuda" else _cpu_name(),
               "threads": torch.get_num_threads(), "torch": torch.__version__, "compile": args.compile,
               "date": time.strftime("%Y-%m-%d %H:%M")}
     ceilings = {"fp32": matmul_ceiling(torch.float32, device), "bf16": matmul_ceiling(torch.bfloat16, device)}

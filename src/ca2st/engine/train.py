@@ -171,7 +171,7 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
     if dist_info.enabled:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     forward = torch.compile(net) if cfg.compile else net
-    result = TrainResult(out)
+    result = TrainResult(out, last_checkpoint=Path(resume) if resume else None)
     writer = _writer(cfg, out) if main else None
     metrics_log = (out / "metrics.jsonl") if main else None
     out.mkdir(parents=True, exist_ok=True)
