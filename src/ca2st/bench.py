@@ -68,6 +68,8 @@ def train_step_stats(name: str, batch: int, precision: str, checkpointing: bool,
     """One training step (forward, cross-entropy, backward, AdamW) of a fresh model: best latency and peak memory."""
     torch.manual_seed(0)
     model = build_model(name, grad_checkpointing=checkpointing, **overrides).to(device).train()
+    if precision == "bf16":
+        model.cast_frozen_(torch.bfloat16)
     inputs = example_inputs(model, batch, device)
     inputs = {k: torch.randn_like(v) for k, v in inputs.items()}
     params = [p for p in model.parameters() if p.requires_grad]
@@ -133,6 +135,8 @@ def run(args) -> dict:
     forward = torch.compile(model) if args.compile else model
     result["forward"] = {}
     for precision in PRECISIONS:
+        if precision == "bf16":
+            model.cast_frozen_(torch.bfloat16)  # what bf16 runs do: no per-call casts of frozen weights
         times = forward_latency(forward, inputs, precision, args.runs, device)
         best = min(times)
         result["forward"][precision] = {

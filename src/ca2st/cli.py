@@ -104,6 +104,8 @@ def cmd_demo(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    import torch
+
     from .engine.distributed import resolve_device
     from .engine.runner import load_trained
     from .predict import predict
@@ -111,6 +113,8 @@ def cmd_predict(args) -> int:
     experts = parse_overrides(args.expert)
     device = resolve_device(args.device)
     model = load_trained(args.checkpoint, experts, args.num_heads).to(device)
+    if args.precision == "bf16":
+        model.cast_frozen_(torch.bfloat16)
     result = predict(model, args.video, labels=args.labels, topk=args.topk, sampler=args.sampler,
                      sampling_rate=args.sampling_rate, num_clips=args.clips, num_crops=args.crops, window=args.window,
                      stride=args.stride, device=device, precision=args.precision, progress=not args.quiet)

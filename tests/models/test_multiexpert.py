@@ -204,3 +204,20 @@ def test_torch_compile_runs():
     compiled = torch.compile(model)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_frozen_weights_in_bf16_give_the_same_autocast_output():
+    model = randomize_(tiny(), std=0.05).eval()
+    x = video()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = model(x)
+        model.cast_frozen_(torch.bfloat16)
+        out = model(x)
+    assert model.experts["temporal"].blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert model.experts["temporal"].blocks[0].mlp_adapter.fc1.weight.dtype == torch.float32  # trainable
+    assert model.experts["spatial"].blocks[0].norm1.weight.dtype == torch.float32
+    assert torch.equal(out, ref)  # autocast would have cast these weights to the same values
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x).float().sum().backward()
+    assert model.head.fc.weight.grad is not None and model.experts["spatial"].patch_embed.weight.grad is None

@@ -101,6 +101,21 @@ class MultiExpertModel(nn.Module):
             for module in expert.trainable_modules():
                 module.requires_grad_(True)
 
+    def cast_frozen_(self, dtype: torch.dtype) -> "MultiExpertModel":
+        """Store the frozen experts' matmul and convolution weights in ``dtype`` (e.g. bfloat16).
+
+        Meant for running under autocast to the same dtype, which would otherwise cast these weights
+        on every call: the outputs stay the same while the weights take half the memory and the casts
+        disappear. Trainable weights and norms stay float32. Without autocast the model then fails
+        with a dtype mismatch, so call ``cast_frozen_(torch.float32)`` to undo.
+        """
+        for expert in self.experts.values():
+            for module in expert.modules():
+                if isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv3d)) and not any(
+                        p.requires_grad for p in module.parameters()):
+                    module.to(dtype)
+        return self
+
     @property
     def needs_audio(self) -> bool:
         return "audio" in self.experts
