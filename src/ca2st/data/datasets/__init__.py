@@ -8,14 +8,14 @@ one, guesses it from the file (:func:`guess_format`). Options are the parser's k
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
 from typing import Callable
 
 from ...errors import ConfigError, DataError
 from .activitynet import parse_activitynet
 from .cast import parse_cast_ek100, parse_cast_k400, parse_cast_ssv2, parse_path_label
-from .common import Annotations, Sample, load_class_map, load_class_mapping, parse_timestamp
+from .common import (Annotations, Sample, load_class_map, load_class_mapping, open_text, parse_timestamp,
+                     read_json)
 from .epic_kitchens import parse_epic100
 from .epic_sounds import parse_epic_sounds
 from .hd_epic import parse_hd_epic, parse_hd_epic_sounds
@@ -61,16 +61,11 @@ def guess_format(path: str | Path) -> str:
     ``'<file> <label>'`` lists are ambiguous between SSV2 and K400 and give ``'path_label'`` (needs
     ``num_classes``); pass the format explicitly (``cast_ssv2``, ``cast_k400``) to get the dataset defaults.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: annotation file not found")
+    p = open_text(path)
     if p.suffix.lower() == ".pkl":
         raise DataError(f"{p}: pickles are not read; export it to CSV (HD-EPIC: format 'hd_epic')")
     if p.suffix.lower() == ".json":
-        try:
-            data = json.loads(p.read_text(encoding="utf-8-sig"))
-        except json.JSONDecodeError as err:
-            raise DataError(f"{p}:{err.lineno}: malformed JSON: {err.msg}") from None
+        data = read_json(p)
         if isinstance(data, dict) and "database" in data:
             return "activitynet"
         if isinstance(data, list):

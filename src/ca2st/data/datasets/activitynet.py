@@ -6,11 +6,10 @@ The 200 class names come from an explicit file (the JSON's taxonomy is a tree wi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ...errors import DataError
-from .common import Annotations, Sample, format_path, load_class_map, name_index, open_text
+from .common import Annotations, Sample, format_path, load_class_map, name_index, open_text, read_json
 
 __all__ = ["parse_activitynet"]
 
@@ -29,10 +28,7 @@ def parse_activitynet(
     names = load_class_map(classes)
     index = name_index(names, classes)
     p = open_text(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{p}:{err.lineno}: malformed JSON: {err.msg}") from None
+    data = read_json(p)
     db = data.get("database") if isinstance(data, dict) else None
     if not isinstance(db, dict):
         raise DataError(f"{p}: no 'database' object: not an ActivityNet annotation file")

@@ -112,6 +112,15 @@ def open_text(path: str | Path) -> Path:
     return p
 
 
+def read_json(path: str | Path):
+    """The parsed JSON of an annotation file; malformed JSON is a DataError naming the file and line."""
+    p = open_text(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{p}:{err.lineno}: malformed JSON: {err.msg}") from None
+
+
 def read_rows(path: str | Path, delimiter: str | None = ",") -> Iterator[tuple[int, list[str]]]:
     """``(line_number, fields)`` of the non-blank rows; ``delimiter=None`` splits on whitespace."""
     p = open_text(path)
@@ -156,13 +165,9 @@ def load_class_map(path: str | Path, *, one_based: bool | None = None) -> list[s
     contiguous and unique.
     """
     p = open_text(path)
-    text = p.read_text(encoding="utf-8-sig")
     pairs: list[tuple[int, str, str]] = []
     if p.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{p}:{err.lineno}: malformed JSON: {err.msg}") from None
+        data = read_json(p)
         if isinstance(data, list):
             return [str(x) for x in data]
         if not isinstance(data, dict):
@@ -174,6 +179,7 @@ def load_class_map(path: str | Path, *, one_based: bool | None = None) -> list[s
                 raise DataError(f"{p}: entry {name!r}: index {idx!r} is not an integer") from None
         base = 0
     else:
+        text = p.read_text(encoding="utf-8-sig")
         lines = [(n, ln.strip()) for n, ln in enumerate(text.splitlines(), 1) if ln.strip()]
         indexed = [re.match(r"^(\d+)\s*[,\s]\s*(.+)$", ln) for _, ln in lines]
         if lines and all(indexed):

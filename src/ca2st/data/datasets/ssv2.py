@@ -8,12 +8,11 @@ not a class name. Test entries (only an id) give unlabelled samples.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from ...errors import DataError
-from .common import Annotations, Sample, format_path, load_class_map, name_index, open_text
+from .common import Annotations, Sample, format_path, load_class_map, name_index, open_text, read_json
 
 __all__ = ["parse_ssv2", "template_to_class"]
 
@@ -39,10 +38,7 @@ def parse_ssv2(
     names = load_class_map(classes)
     index = name_index(names, classes)
     p = open_text(path)
-    try:
-        entries = json.loads(p.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{p}:{err.lineno}: malformed JSON: {err.msg}") from None
+    entries = read_json(p)
     if not isinstance(entries, list):
         raise DataError(f"{p}: expected a JSON list of {{id, template, ...}} entries")
     samples = []
