@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 from ..checkpoints import load_expert_weights, load_official_cast
 from ..errors import ConfigError
 from ..models import MultiExpertModel
-from .checkpointing import (latest_checkpoint, load_training_state, load_weights, prune_checkpoints,
-                            save_checkpoint)
+from .checkpointing import (is_valid_checkpoint, latest_checkpoint, load_training_state, load_weights,
+                            prune_checkpoints, save_checkpoint)
 from .config import EXPERT_ENV, RunConfig
 from .data import build_dataset, build_loader
 from .distributed import DistInfo, EpochSampler, all_reduce_mean, cleanup, init_distributed
@@ -97,7 +97,7 @@ def build_run_model(cfg: RunConfig, num_classes, device: torch.device) -> tuple[
 
 def start_from(model: MultiExpertModel, path: str) -> None:
     """Load weights to start from or evaluate: our checkpoint directory or an official CAST file."""
-    if Path(path).is_dir() and (Path(path) / "config.json").exists():
+    if Path(path).is_dir() and is_valid_checkpoint(Path(path)):
         load_weights(model, path)
     else:
         official = load_official_cast(path, num_heads=model.config.num_heads,
