@@ -9,7 +9,7 @@ Windows (``q`` and ``kv`` are patch-token grids ``(B, T, N, d)``):
 * ``space``: for each slot t, the N query tokens attend to the key tokens of slot t (CAST's S2T);
 * ``global``: every query token attends to every key token (the audio exchanges).
 
-A window is a permutation of the projected tokens around one SDPA call, never a loop.
+A window is a permutation of the projected tokens around one attention call, never a loop.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
+from .attention import attention
 from .layers import trunc_normal_init
 
 WINDOWS = ("time", "space", "global")
@@ -110,16 +111,16 @@ class WindowedCrossAttention(nn.Module):
             kv = align_grid(kv, N)
         Tk, Nk = kv.shape[1:3]
         k, v = kv.view(B, Tk, Nk, 2, h, d // h).unbind(3)
-        # SDPA on 4-D (batch, heads, tokens, head dim): the layout its fused kernels take
+        # attention on 4-D (batch, heads, tokens, head dim): the layout SDPA's fused kernels take
         if self.window == "time":  # windows = (batch, position), tokens = time
             q, k, v = (t.permute(0, 2, 3, 1, 4).reshape(-1, h, t.shape[1], d // h) for t in (q, k, v))
-            out = F.scaled_dot_product_attention(q, k, v).view(B, N, h, T, d // h).permute(0, 3, 1, 2, 4)
+            out = attention(q, k, v).view(B, N, h, T, d // h).permute(0, 3, 1, 2, 4)
         elif self.window == "space":  # windows = (batch, slot), tokens = positions
             q, k, v = (t.transpose(2, 3).reshape(-1, h, t.shape[2], d // h) for t in (q, k, v))
-            out = F.scaled_dot_product_attention(q, k, v).view(B, T, h, N, d // h).transpose(2, 3)
+            out = attention(q, k, v).view(B, T, h, N, d // h).transpose(2, 3)
         else:  # one window per sample, tokens = all slots and positions
             q, k, v = (t.reshape(B, -1, h, d // h).transpose(1, 2) for t in (q, k, v))
-            out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)
+            out = attention(q, k, v).transpose(1, 2)
         return self.proj(out.reshape(B, T, N, d))
 
 

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import attention
+
 
 class QuickGELU(nn.Module):
     """CLIP's activation: ``x * sigmoid(1.702 x)``."""
@@ -30,7 +32,7 @@ class Mlp(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with one fused q/k/v projection and SDPA.
+    """Multi-head self-attention with one fused q/k/v projection and :func:`~ca2st.models.attention.attention`.
 
     ``qkv_bias='full'`` gives q, k and v a bias (CLIP, AST); ``'qv'`` gives q and v a bias
     and fixes the k bias at zero (VideoMAE, BEiT style).
@@ -59,7 +61,7 @@ class SelfAttention(nn.Module):
             bias = self.qkv.bias
         qkv = F.linear(x, self.qkv.weight, bias).view(B, L, 3, self.num_heads, D // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(B, L, D))
 
 

@@ -1,0 +1,103 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ca2st.models import attention as attention_module
+from ca2st.models.attention import attention
+
+SHAPES = [  # (batch dims, query tokens, key tokens, head dim, value dim)
+    ((2, 3), 40, 40, 16, 16),
+    ((1, 12), 200, 200, 64, 64),   # more scores than one block: several blocks of heads
+    ((5, 2), 8, 8, 32, 32),       # time windows
+    ((1, 4), 60, 25, 48, 24),      # cross-attention, head dim without an exact bf16 scale
+    ((3,), 17, 33, 8, 8),          # 3-D input
+]
+
+
+def _inputs(batch, lq, lk, e, ev, logit_scale=2.0):
+    q = (torch.randn(*batch, lq, e) * logit_scale).bfloat16().requires_grad_()
+    k = torch.randn(*batch, lk, e).bfloat16().requires_grad_()
+    v = torch.randn(*batch, lk, ev).bfloat16().requires_grad_()
+    return q, k, v
+
+
+def _reference(q, k, v, grad):
+    leaves = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    out = F.scaled_dot_product_attention(*leaves)
+    out.backward(grad.double())
+    return out, [t.grad for t in leaves]
+
+
+def _error(a, b):
+    return (a.double() - b).abs().max().item() / b.abs().max().item()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_bf16_cpu_attention_is_as_accurate_as_sdpa(shape, monkeypatch):
+    monkeypatch.setattr(attention_module, "BLOCK_ELEMENTS", 1 << 16)  # force several blocks on small shapes
+    q, k, v = _inputs(*shape)
+    grad = torch.randn(*q.shape[:-1], v.shape[-1]).bfloat16()
+    ref, ref_grads = _reference(q, k, v, grad)
+    results = {}
+    for name, fn in (("ours", attention), ("sdpa", F.scaled_dot_product_attention)):
+        q.grad = k.grad = v.grad = None
+        out = fn(q, k, v)
+        out.backward(grad)
+        assert out.shape == ref.shape and out.dtype == torch.bfloat16
+        results[name] = [_error(out, ref)] + [_error(t.grad, r) for t, r in zip((q, k, v), ref_grads)]
+    for ours, sdpa in zip(results["ours"], results["sdpa"]):
+        assert ours < max(2 * sdpa, 1e-2), results  # bf16 rounding only, like SDPA's fp32-score kernel
+
+
+def test_scores_keep_their_accuracy_for_large_logits():
+    # plain bf16 scores lose |q·k|·2⁻⁹: with logits around 40 that is a 10 % error in the weights
+    q, k, v = _inputs((1, 2), 64, 64, 64, 64, logit_scale=40.0)
+    grad = torch.randn_like(q)
+    ref, _ = _reference(q, k, v, grad)
+    with torch.no_grad():
+        plain = torch.softmax(q @ k.transpose(-1, -2) * 0.125, -1) @ v
+        ours = attention(q, k, v)
+    assert _error(ours, ref) < 0.02 < _error(plain, ref)
+
+
+def test_fp32_and_forced_sdpa_go_to_sdpa(monkeypatch):
+    calls = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention",
+                        lambda *a, **kw: calls.append(a[0].dtype) or real(*a, **kw))
+    q, k, v = _inputs((1, 2), 10, 10, 8, 8)
+    attention(q.float(), k.float(), v.float())
+    assert calls == [torch.float32]
+    attention(q, k, v)
+    assert calls == [torch.float32]  # bf16 on CPU: the blocked kernel
+    monkeypatch.setenv("CA2ST_ATTENTION", "sdpa")
+    attention(q, k, v)
+    assert calls == [torch.float32, torch.bfloat16]
+
+
+def test_row_max_is_exact_for_every_sign():
+    x = (torch.randn(6, 300) * 50).bfloat16()
+    x[0] = -x[0].abs()                  # all negative
+    x[1] = x[1].abs()                   # all non-negative
+    x[2] = -0.0                         # negative zeros only
+    x[3, :] = -5.0
+    x[3, 7] = 0.0
+    x[4, :] = float("-inf")
+    x[4, 3] = -1e30
+    out = torch.empty(6, 1, dtype=torch.bfloat16)
+    attention_module._row_max(x, out)
+    assert torch.equal(out, x.amax(-1, keepdim=True))
+
+
+def test_blocked_attention_compiles_and_checkpoints():
+    q, k, v = _inputs((2, 2), 24, 24, 16, 16)
+    compiled = torch.compile(attention, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(q, k, v), attention(q, k, v), atol=0, rtol=0)
+    grad = torch.randn_like(q)
+    attention(q, k, v).backward(grad)
+    expected = [t.grad.clone() for t in (q, k, v)]
+    q.grad = k.grad = v.grad = None
+    out = torch.utils.checkpoint.checkpoint(attention, q, k, v, use_reentrant=False)
+    out.backward(grad)
+    for t, e in zip((q, k, v), expected):
+        assert torch.equal(t.grad, e)
