@@ -114,7 +114,7 @@ def cmd_predict(args) -> int:
     device = resolve_device(args.device)
     model = load_trained(args.checkpoint, experts, args.num_heads).to(device)
     if args.precision == "bf16":
-        model.cast_frozen_(torch.bfloat16)
+        model.cast_matmul_weights_(torch.bfloat16, trainable=True)
     result = predict(model, args.video, labels=args.labels, topk=args.topk, sampler=args.sampler,
                      sampling_rate=args.sampling_rate, num_clips=args.clips, num_crops=args.crops, window=args.window,
                      stride=args.stride, device=device, precision=args.precision, progress=not args.quiet)

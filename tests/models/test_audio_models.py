@@ -185,8 +185,13 @@ def test_bf16_autocast_runs(name):
     video, audio = inputs(1)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(video, audio)
-    values = out.values() if isinstance(out, dict) else [out]
-    assert all(torch.isfinite(v.float()).all() for v in values)
+        values = out.values() if isinstance(out, dict) else [out]
+        assert all(torch.isfinite(v.float()).all() for v in values)
+        model.cast_matmul_weights_(torch.bfloat16, trainable=True)  # what eval and predict do
+        cast = model(video, audio)
+    assert all(m.weight.dtype == torch.bfloat16 for m in model.modules() if isinstance(m, torch.nn.Linear))
+    for a, b in zip(values, cast.values() if isinstance(cast, dict) else [cast]):
+        assert torch.equal(a, b)  # autocast casts these weights to the same values on every call
 
 
 @pytest.mark.parametrize("name", PRESETS[1:])

@@ -211,7 +211,7 @@ def test_frozen_weights_in_bf16_give_the_same_autocast_output():
     x = video()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         ref = model(x)
-        model.cast_frozen_(torch.bfloat16)
+        model.cast_matmul_weights_(torch.bfloat16)
         out = model(x)
     assert model.experts["temporal"].blocks[0].attn.qkv.weight.dtype == torch.bfloat16
     assert model.experts["temporal"].blocks[0].mlp_adapter.fc1.weight.dtype == torch.float32  # trainable
@@ -221,3 +221,28 @@ def test_frozen_weights_in_bf16_give_the_same_autocast_output():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(x).float().sum().backward()
     assert model.head.fc.weight.grad is not None and model.experts["spatial"].patch_embed.weight.grad is None
+
+
+def test_checkpointing_keeps_attention_outputs_instead_of_recomputing_them(monkeypatch):
+    from ca2st.models import attention as attention_module
+    torch.manual_seed(1)
+    model = randomize_(tiny(drop_path_rate=0.0), std=0.05)
+    x = video()
+    runs = []  # executions of the bf16 attention kernel (its forward alone finds row maxima)
+    real_row_max = attention_module._row_max
+    monkeypatch.setattr(attention_module, "_row_max", lambda *a: runs.append(1) or real_row_max(*a))
+
+    def step(checkpointing):
+        model.zero_grad()
+        model.grad_checkpointing = checkpointing
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+        runs.clear()
+        out.float().sum().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}, len(runs)
+
+    plain, _ = step(False)
+    kept, reruns = step(True)
+    assert reruns == 0
+    for n, g in plain.items():
+        assert torch.equal(kept[n], g), n

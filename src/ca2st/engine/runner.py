@@ -40,7 +40,7 @@ def run_eval(cfg: RunConfig, out_dir: str | Path | None = None) -> tuple[EvalRes
     try:
         model = load_for_eval(cfg, info.device)
         if cfg.precision == "bf16":
-            model.cast_frozen_(torch.bfloat16)
+            model.cast_matmul_weights_(torch.bfloat16, trainable=True)
         dataset, annotations = build_dataset(cfg, model.config, "val")
         sampler = ShardedEvalSampler(len(dataset), num_replicas=info.world_size, rank=info.rank) if info.enabled else None
         loader = build_loader(dataset, cfg.data.eval_batch_size or cfg.data.batch_size, cfg.data.num_workers, sampler)

@@ -134,7 +134,7 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
     # experts that no file can restore (random_experts) are saved inside every checkpoint
     with_experts = any(kind not in cfg.expert_paths() for kind in model.experts)
     if cfg.precision in ("bf16", "fp16") and cfg.freeze_experts:  # autocast would cast them on every call
-        model.cast_frozen_(torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
+        model.cast_matmul_weights_(torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
     o = cfg.optim
     world_batch = cfg.data.batch_size * o.update_freq * dist_info.world_size
     lr, min_lr = o.lr * world_batch / 256, o.min_lr * world_batch / 256

@@ -17,10 +17,12 @@ block by block, as flash attention does, instead of storing them.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
 BLOCK_ELEMENTS = 1 << 21
 """Scores per block (``heads × queries × keys``): 4 MiB of bf16, one block per 1568-token head."""
@@ -137,3 +139,25 @@ def _backward(ctx, grad_out, grad_shift):
 
 
 _blocked_attention.register_autograd(_backward, setup_context=_setup_context)
+
+
+@functools.cache
+def _attention_ops() -> frozenset:
+    aten = torch.ops.aten
+    names = ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+             "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")
+    return frozenset([torch.ops.ca2st.blocked_attention.default]
+                     + [getattr(aten, n).default for n in names if hasattr(aten, n)])
+
+
+def _keep_attention(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    return CheckpointPolicy.MUST_SAVE if op in _attention_ops() else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def keep_attention_context():
+    """``context_fn`` for ``torch.utils.checkpoint``: recompute a checkpointed layer except its attention kernels.
+
+    Their outputs (the attention output and its per-query statistics, a few MB per layer) are kept, so the
+    recomputation before the backward pass skips attention, the costliest part of a layer per byte saved.
+    """
+    return create_selective_checkpoint_contexts(_keep_attention)

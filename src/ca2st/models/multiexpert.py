@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
+from .attention import keep_attention_context
 from .config import ModelConfig, resnet_stage_layers
 from .exchange import Exchange
 from .experts import ASTExpert, CLIPExpert, Expert, VideoMAEExpert
@@ -101,19 +102,20 @@ class MultiExpertModel(nn.Module):
             for module in expert.trainable_modules():
                 module.requires_grad_(True)
 
-    def cast_frozen_(self, dtype: torch.dtype) -> "MultiExpertModel":
-        """Store the frozen experts' matmul and convolution weights in ``dtype`` (e.g. bfloat16).
+    def cast_matmul_weights_(self, dtype: torch.dtype, trainable: bool = False) -> "MultiExpertModel":
+        """Store matmul and convolution weights in ``dtype`` (e.g. bfloat16) for running under autocast to it.
 
-        Meant for running under autocast to the same dtype, which would otherwise cast these weights
-        on every call: the outputs stay the same while the weights take half the memory and the casts
-        disappear. Trainable weights and norms stay float32. Without autocast the model then fails
-        with a dtype mismatch, so call ``cast_frozen_(torch.float32)`` to undo.
+        Autocast would otherwise cast these weights on every call: the outputs stay bit-identical while
+        the weights take half the memory and the casts disappear. By default only the frozen experts'
+        weights (training); ``trainable=True`` also casts the adapters, exchanges and head (evaluation and
+        prediction, where nothing trains). Norms, position tables and biases outside linear layers stay
+        float32. Without autocast the model then fails with a dtype mismatch; cast back to float32 to undo.
         """
-        for expert in self.experts.values():
-            for module in expert.modules():
-                if isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv3d)) and not any(
-                        p.requires_grad for p in module.parameters()):
-                    module.to(dtype)
+        for module in self.modules():
+            if not isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv3d)):
+                continue
+            if trainable or not any(p.requires_grad for p in module.parameters()):
+                module.to(dtype)
         return self
 
     @property
@@ -180,7 +182,8 @@ class MultiExpertModel(nn.Module):
         codes = self.codes(times, batch, next(iter(streams.values())).device)
         for i in range(self.config.depth):
             if self.grad_checkpointing and torch.is_grad_enabled():
-                streams = checkpoint(self.forward_layer, i, streams, codes, use_reentrant=False)
+                streams = checkpoint(self.forward_layer, i, streams, codes, use_reentrant=False,
+                                     context_fn=keep_attention_context)
             else:
                 streams = self.forward_layer(i, streams, codes)
         return {kind: expert.pool(streams[kind]) for kind, expert in self.experts.items()}
