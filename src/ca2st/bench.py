@@ -1,9 +1,10 @@
 """Model speed and memory, measured as ratios within one run (``ca2st bench``, ``benchmarks/bench_model.py``).
 
 In one process: the fp32 and bf16 matmul ceilings (the best 4096³ ``torch.mm`` of runs before and
-after the forwards), the forward latency of a preset (min and median after warm-up, under
-``inference_mode``), its FLOPs and the achieved fraction of the ceiling. Then, each in a fresh subprocess so that peak memory is its own: one training step's
-latency and peak memory, with and without activation checkpointing.
+after the forwards), the forward latency of a preset, eager and ``torch.compile``d (min and median
+after warm-up, under ``inference_mode``), its FLOPs and the achieved fraction of the ceiling. Then,
+each in a fresh subprocess so that peak memory is its own: one training step's latency and peak
+memory, with and without activation checkpointing.
 """
 
 from __future__ import annotations
@@ -100,8 +101,8 @@ def _subprocess_step(args, precision: str, checkpointing: bool) -> dict:
            str(args.batch), "--precision", precision, "--steps", str(args.steps), "--device", args.device]
     if checkpointing:
         cmd.append("--checkpointing")
-    if args.compile:
-        cmd.append("--compile")
+    if args.compile == "all":
+        cmd.extend(["--compile", "all"])
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(f"training-step subprocess failed:\n{out.stderr[-3000:]}")
@@ -132,41 +133,45 @@ def run(args) -> dict:
     result["gflop"] = flops / 1e9
     model = build_model(args.model).to(device).eval()
     inputs = {k: torch.randn_like(v) for k, v in example_inputs(model, args.batch, device).items()}
-    forward = torch.compile(model) if args.compile else model
+    modes = {"": model}
+    if args.compile != "none":
+        modes[" compiled"] = torch.compile(model)
     result["forward"] = {}
     for precision in PRECISIONS:
         if precision == "bf16":
             model.cast_matmul_weights_(torch.bfloat16, trainable=True)  # as ca2st eval and predict do
-        times = forward_latency(forward, inputs, precision, args.runs, device)
-        result["forward"][precision] = {"min_s": min(times), "median_s": statistics.median(times),
-                                        "gflops": flops / min(times) / 1e9}
+        for suffix, forward in modes.items():
+            times = forward_latency(forward, inputs, precision, args.runs, device)
+            result["forward"][precision + suffix] = {"min_s": min(times), "median_s": statistics.median(times),
+                                                     "gflops": flops / min(times) / 1e9}
     # the ceilings again after the forwards: the best of both, so that a slow moment inflates no ratio
     ceilings = {p: max(ceilings[p], matmul_ceiling(dtype, device)) for p, dtype in dtypes.items()}
     result["ceiling_gflops"] = ceilings
-    for precision, f in result["forward"].items():
-        f["ratio_to_ceiling"] = f["gflops"] / ceilings[precision]
-    del model, forward
+    for key, f in result["forward"].items():
+        f["ratio_to_ceiling"] = f["gflops"] / ceilings[key.split()[0]]
+    del model, modes
     result["train"] = {}
     if not args.skip_train:
+        suffix = " compiled" if args.compile == "all" else ""
         for precision in PRECISIONS:
             for ckpt in (False, True):
                 stats = _subprocess_step(args, precision, ckpt)
-                stats["ratio_to_forward"] = stats["step_s"] / result["forward"][precision]["min_s"]
-                result["train"][f"{precision}{'_ckpt' if ckpt else ''}"] = stats
+                stats["ratio_to_forward"] = stats["step_s"] / result["forward"][precision + suffix]["min_s"]
+                result["train"][f"{precision}{'_ckpt' if ckpt else ''}{suffix}"] = stats
     return result
 
 
 def format_table(r: dict) -> str:
     lines = [f"{r['model']} batch {r['batch']} on {r['device']} ({r['machine']}, {r['threads']} threads, "
-             f"torch {r['torch']}{', compiled' if r['compile'] else ''}) — {r['gflop']:.1f} GFLOP per forward",
+             f"torch {r['torch']}) — {r['gflop']:.1f} GFLOP per forward",
              f"matmul ceiling: fp32 {r['ceiling_gflops']['fp32']:.1f} GFLOP/s, bf16 {r['ceiling_gflops']['bf16']:.1f} GFLOP/s",
-             f"{'forward':<14}{'min s':>9}{'median s':>10}{'GFLOP/s':>9}{'of ceiling':>12}"]
+             f"{'forward':<16}{'min s':>9}{'median s':>10}{'GFLOP/s':>9}{'of ceiling':>12}"]
     for p, f in r["forward"].items():
-        lines.append(f"{p:<14}{f['min_s']:>9.3f}{f['median_s']:>10.3f}{f['gflops']:>9.1f}{f['ratio_to_ceiling']:>11.1%}")
+        lines.append(f"{p:<16}{f['min_s']:>9.3f}{f['median_s']:>10.3f}{f['gflops']:>9.1f}{f['ratio_to_ceiling']:>11.1%}")
     if r["train"]:
-        lines.append(f"{'train step':<14}{'s':>9}{'x forward':>10}{'peak GiB':>9}")
+        lines.append(f"{'train step':<16}{'s':>9}{'x forward':>10}{'peak GiB':>9}")
         for key, t in r["train"].items():
-            lines.append(f"{key:<14}{t['step_s']:>9.3f}{t['ratio_to_forward']:>10.2f}{t['peak_gib']:>9.2f}")
+            lines.append(f"{key:<16}{t['step_s']:>9.3f}{t['ratio_to_forward']:>10.2f}{t['peak_gib']:>9.2f}")
     return "\n".join(lines)
 
 
@@ -176,7 +181,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=5, help="timed forward runs after warm-up (at least 5)")
     parser.add_argument("--steps", type=int, default=2, help="timed training steps after two warm-up steps")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--compile", choices=("none", "forward", "all"), default="forward",
+                        help="torch.compile: 'forward' measures the forward eager and compiled (default), 'all' "
+                             "also compiles the training steps (ratios against the compiled forward)")
     parser.add_argument("--skip-train", action="store_true", help="forward figures only")
     parser.add_argument("--json", help="write the figures to this file")
     parser.add_argument("--train-step-only", action="store_true", help=argparse.SUPPRESS)

@@ -143,7 +143,7 @@ def cmd_bench(args) -> int:
 
     if args.train_step_only:
         print(json.dumps(bench.train_step_stats(args.model, args.batch, args.precision, args.checkpointing,
-                                                args.steps, args.device, args.compile)))
+                                                args.steps, args.device, args.compile == "all")))
         return 0
     result = bench.run(args)
     print(bench.format_table(result))

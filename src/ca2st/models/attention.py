@@ -3,9 +3,10 @@
 PyTorch's CPU flash-attention kernel runs bf16 at fp32 speed (about 130 GFLOP/s on a 2-core EPYC
 whose bf16 matrix products reach 700 GFLOP/s). For bf16 on CPU, :func:`attention` therefore computes a
 few heads at a time with oneDNN batched products and a softmax over one score block that stays in
-cache — 2.5× faster forward and 2× faster backward than SDPA on VideoMAE's 1568-token layers
-(``benchmarks/bench_attention.py``). Everything else (fp32, fp16, GPU, masks, dropout) goes to
-:func:`torch.nn.functional.scaled_dot_product_attention`.
+cache: 1.9× faster than SDPA forward and forward + backward on VideoMAE's 1568-token layers, 2.3–2.5×
+on CLIP's and the exchanges' short windows (``benchmarks/bench_attention.py``). The kernel is a
+custom op (``torch.ops.ca2st.blocked_attention``, opaque to ``torch.compile``). Everything else
+(fp32, fp16, GPU) goes to :func:`torch.nn.functional.scaled_dot_product_attention`.
 
 Scores stay accurate although the products write bf16: a first product finds each query's largest
 raw score ``m`` (in bf16), and the scores are then computed as ``scale · (q·k − m)`` by one product of
@@ -22,11 +23,9 @@ import os
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
 BLOCK_ELEMENTS = 1 << 21
 """Scores per block (``heads × queries × keys``): 4 MiB of bf16, one block per 1568-token head."""
-
 
 
 def _use_blocked(q: torch.Tensor, k: torch.Tensor) -> bool:
@@ -142,22 +141,10 @@ _blocked_attention.register_autograd(_backward, setup_context=_setup_context)
 
 
 @functools.cache
-def _attention_ops() -> frozenset:
+def attention_ops() -> frozenset:
+    """The kernels :func:`attention` may dispatch to (its own and SDPA's), as op overloads."""
     aten = torch.ops.aten
     names = ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
              "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")
     return frozenset([torch.ops.ca2st.blocked_attention.default]
                      + [getattr(aten, n).default for n in names if hasattr(aten, n)])
-
-
-def _keep_attention(ctx, op, *args, **kwargs) -> CheckpointPolicy:
-    return CheckpointPolicy.MUST_SAVE if op in _attention_ops() else CheckpointPolicy.PREFER_RECOMPUTE
-
-
-def keep_attention_context():
-    """``context_fn`` for ``torch.utils.checkpoint``: recompute a checkpointed layer except its attention kernels.
-
-    Their outputs (the attention output and its per-query statistics, a few MB per layer) are kept, so the
-    recomputation before the backward pass skips attention, the costliest part of a layer per byte saved.
-    """
-    return create_selective_checkpoint_contexts(_keep_attention)

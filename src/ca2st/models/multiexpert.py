@@ -13,12 +13,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
-from .attention import keep_attention_context
 from .config import ModelConfig, resnet_stage_layers
 from .exchange import Exchange
 from .experts import ASTExpert, CLIPExpert, Expert, VideoMAEExpert
 from .experts.resnet import ResNetExpert
 from .heads import ClassifierHead, CompositionHead
+from .recompute import selective_checkpoint_context
 from .time_encoding import TimeCodes, default_times
 
 # Which experts feed which composition task: nouns from appearance, verbs from motion, both with sound.
@@ -183,7 +183,7 @@ class MultiExpertModel(nn.Module):
         for i in range(self.config.depth):
             if self.grad_checkpointing and torch.is_grad_enabled():
                 streams = checkpoint(self.forward_layer, i, streams, codes, use_reentrant=False,
-                                     context_fn=keep_attention_context)
+                                     context_fn=selective_checkpoint_context)
             else:
                 streams = self.forward_layer(i, streams, codes)
         return {kind: expert.pool(streams[kind]) for kind, expert in self.experts.items()}
