@@ -141,7 +141,14 @@ def run(args) -> dict:
         if precision == "bf16":
             model.cast_matmul_weights_(torch.bfloat16, trainable=True)  # as ca2st eval and predict do
         for suffix, forward in modes.items():
-            times = forward_latency(forward, inputs, precision, args.runs, device)
+            try:
+                times = forward_latency(forward, inputs, precision, args.runs, device)
+            except Exception as e:  # torch.compile needs a C++ compiler (CPU) or Triton (GPU)
+                if not suffix:
+                    raise
+                print(f"{precision}{suffix}: not measured ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+                      file=sys.stderr)
+                continue
             result["forward"][precision + suffix] = {"min_s": min(times), "median_s": statistics.median(times),
                                                      "gflops": flops / min(times) / 1e9}
     # the ceilings again after the forwards: the best of both, so that a slow moment inflates no ratio
