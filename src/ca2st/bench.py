@@ -185,7 +185,7 @@ def format_table(r: dict) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="cast_b16")
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=5, help="timed forward runs after warm-up (at least 5)")
+    parser.add_argument("--runs", type=int, default=10, help="timed forward runs after warm-up (at least 5)")
     parser.add_argument("--steps", type=int, default=2, help="timed training steps after two warm-up steps")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--compile", choices=("none", "forward", "all"), default="forward",
