@@ -11,6 +11,7 @@ SHAPES = [  # (batch dims, query tokens, key tokens, head dim, value dim)
     ((5, 2), 8, 8, 32, 32),       # time windows
     ((1, 4), 60, 25, 48, 24),      # cross-attention, head dim without an exact bf16 scale
     ((3,), 17, 33, 8, 8),          # 3-D input
+    ((), 9, 12, 8, 8),             # 2-D input
 ]
 
 
@@ -101,3 +102,12 @@ def test_blocked_attention_compiles_and_checkpoints():
     out.backward(grad)
     for t, e in zip((q, k, v), expected):
         assert torch.equal(t.grad, e)
+
+
+def test_empty_inputs_behave_like_sdpa():
+    for lq, lk in ((0, 5), (4, 0)):
+        q, k = torch.randn(2, 3, lq, 8).bfloat16(), torch.randn(2, 3, lk, 8).bfloat16()
+        expected = F.scaled_dot_product_attention(q, k, k)
+        out = attention(q, k, k)
+        assert out.shape == expected.shape
+        torch.testing.assert_close(out, expected, equal_nan=True)

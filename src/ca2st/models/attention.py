@@ -19,6 +19,7 @@ block by block, as flash attention does, instead of storing them.
 from __future__ import annotations
 
 import functools
+import math
 import os
 
 import torch
@@ -30,7 +31,7 @@ BLOCK_ELEMENTS = 1 << 21
 
 def _use_blocked(q: torch.Tensor, k: torch.Tensor) -> bool:
     return (q.device.type == "cpu" and q.dtype == torch.bfloat16 and k.dtype == torch.bfloat16
-            and os.environ.get("CA2ST_ATTENTION") != "sdpa")
+            and q.numel() > 0 and k.numel() > 0 and os.environ.get("CA2ST_ATTENTION") != "sdpa")
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -42,13 +43,13 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     if not _use_blocked(q, k):
         return F.scaled_dot_product_attention(q, k, v)
     batch = q.shape[:-2]
-    q3, k3, v3 = (t.reshape(-1, *t.shape[-2:]) for t in (q, k, v))
+    q3, k3, v3 = (t.reshape(math.prod(t.shape[:-2]), *t.shape[-2:]) for t in (q, k, v))
     out, _ = torch.ops.ca2st.blocked_attention(q3, k3, v3)
     return out.view(*batch, *out.shape[-2:])
 
 
 def _heads_per_block(heads: int, lq: int, lk: int) -> int:
-    return max(1, min(heads, BLOCK_ELEMENTS // (lq * lk)))
+    return max(1, min(heads, BLOCK_ELEMENTS // max(1, lq * lk)))
 
 
 def _row_max(scores: torch.Tensor, out: torch.Tensor) -> None:
