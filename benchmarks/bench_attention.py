@@ -10,11 +10,11 @@ reference (relative to the reference's largest magnitude). Usage:
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
 
+from ca2st.bench import timed
 from ca2st.models.attention import attention
 
 # (name, batch·windows, heads, query tokens, key tokens, head dim) at batch 1
@@ -29,17 +29,6 @@ SHAPES = [
 ]
 
 
-def best(fn, runs: int) -> float:
-    fn()
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def measure(fn, q, k, v, grad, runs):
     def forward():
         with torch.inference_mode():
@@ -48,7 +37,7 @@ def measure(fn, q, k, v, grad, runs):
     def forward_backward():
         q.grad = k.grad = v.grad = None
         fn(q, k, v).backward(grad)
-    return best(forward, runs), best(forward_backward, runs)
+    return min(timed(forward, runs, 2, "cpu")), min(timed(forward_backward, runs, 2, "cpu"))
 
 
 def errors(fn, q, k, v, grad, ref, ref_grads):

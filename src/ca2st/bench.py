@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
 import resource
 import statistics
@@ -25,6 +26,7 @@ from .models import build_model
 from .models.summary import count_flops, example_inputs
 
 PRECISIONS = ("fp32", "bf16")
+log = logging.getLogger(__name__)
 
 
 def _sync(device: str) -> None:
@@ -146,8 +148,8 @@ def run(args) -> dict:
             except Exception as e:  # torch.compile needs a C++ compiler (CPU) or Triton (GPU)
                 if not suffix:
                     raise
-                print(f"{precision}{suffix}: not measured ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
-                      file=sys.stderr)
+                log.warning("%s%s forward not measured (%s: %s)", precision, suffix, type(e).__name__,
+                            str(e).splitlines()[0][:200])
                 continue
             result["forward"][precision + suffix] = {"min_s": min(times), "median_s": statistics.median(times),
                                                      "gflops": flops / min(times) / 1e9}
