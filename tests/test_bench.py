@@ -9,7 +9,8 @@ from helpers import tiny_overrides
 
 
 @pytest.mark.parametrize("precision,checkpointing", [("fp32", False), ("bf16", True)])
-def test_train_step_stats_reports_latency_and_peak_memory(precision, checkpointing):
+def test_train_step_stats_reports_latency_and_peak_memory(precision, checkpointing, monkeypatch):
+    monkeypatch.setattr(bench, "keep_freed_memory", lambda: False)  # a process-wide setting: not in pytest
     stats = bench.train_step_stats("cast_b16", 1, precision, checkpointing, steps=1, device="cpu",
                                    **tiny_overrides())
     assert stats["precision"] == precision and stats["checkpointing"] is checkpointing

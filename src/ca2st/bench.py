@@ -4,7 +4,9 @@ In one process: the fp32 and bf16 matmul ceilings (the best 4096³ ``torch.mm`` 
 after the forwards), the forward latency of a preset, eager and ``torch.compile``d (min and median
 after warm-up, under ``inference_mode``), its FLOPs and the achieved fraction of the ceiling. Then,
 each in a fresh subprocess so that peak memory is its own: one training step's latency and peak
-memory, with and without activation checkpointing.
+memory, with and without activation checkpointing, as ratios to the forward of the same precision.
+The forwards those ratios divide by are timed again after the steps (the best of both runs), since
+this class of machine slows down and speeds up from one minute to the next.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Callable
 
 import torch
 
+from .engine.host_memory import keep_freed_memory
 from .models import build_model
 from .models.summary import count_flops, example_inputs
 
@@ -68,7 +71,12 @@ def forward_latency(model, inputs: dict, precision: str, runs: int, device: str)
 
 def train_step_stats(name: str, batch: int, precision: str, checkpointing: bool, steps: int, device: str,
                      compile_model: bool = False, **overrides) -> dict:
-    """One training step (forward, cross-entropy, backward, AdamW) of a fresh model: best latency and peak memory."""
+    """One training step (forward, cross-entropy, backward, AdamW) of a fresh model: best latency and peak memory.
+
+    On CPU with glibc's allocator thresholds fixed, as ``ca2st train`` does (:mod:`ca2st.engine.host_memory`).
+    """
+    if device == "cpu":
+        keep_freed_memory()
     torch.manual_seed(0)
     model = build_model(name, grad_checkpointing=checkpointing, **overrides).to(device).train()
     if precision == "bf16":
@@ -121,6 +129,30 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _forward_times(args, compile_model: bool, runs: int) -> dict[str, list[float]]:
+    """Forward latencies of a fresh model by precision (and `` compiled``), as ``ca2st eval`` runs it."""
+    device = args.device
+    model = build_model(args.model).to(device).eval()
+    torch.manual_seed(0)
+    inputs = {k: torch.randn_like(v) for k, v in example_inputs(model, args.batch, device).items()}
+    modes = {"": model}
+    if compile_model:
+        modes[" compiled"] = torch.compile(model)
+    times = {}
+    for precision in PRECISIONS:
+        if precision == "bf16":
+            model.cast_matmul_weights_(torch.bfloat16, trainable=True)  # as ca2st eval and predict do
+        for suffix, forward in modes.items():
+            try:
+                times[precision + suffix] = forward_latency(forward, inputs, precision, runs, device)
+            except Exception as e:  # torch.compile needs a C++ compiler (CPU) or Triton (GPU)
+                if not suffix:
+                    raise
+                log.warning("%s%s forward not measured (%s: %s)", precision, suffix, type(e).__name__,
+                            str(e).splitlines()[0][:200])
+    return times
+
+
 def run(args) -> dict:
     device = args.device
     result = {"model": args.model, "batch": args.batch, "device": device,
@@ -133,40 +165,25 @@ def run(args) -> dict:
         meta = build_model(args.model)
     flops = count_flops(meta, args.batch)
     result["gflop"] = flops / 1e9
-    model = build_model(args.model).to(device).eval()
-    inputs = {k: torch.randn_like(v) for k, v in example_inputs(model, args.batch, device).items()}
-    modes = {"": model}
-    if args.compile != "none":
-        modes[" compiled"] = torch.compile(model)
-    result["forward"] = {}
-    for precision in PRECISIONS:
-        if precision == "bf16":
-            model.cast_matmul_weights_(torch.bfloat16, trainable=True)  # as ca2st eval and predict do
-        for suffix, forward in modes.items():
-            try:
-                times = forward_latency(forward, inputs, precision, args.runs, device)
-            except Exception as e:  # torch.compile needs a C++ compiler (CPU) or Triton (GPU)
-                if not suffix:
-                    raise
-                log.warning("%s%s forward not measured (%s: %s)", precision, suffix, type(e).__name__,
-                            str(e).splitlines()[0][:200])
-                continue
-            result["forward"][precision + suffix] = {"min_s": min(times), "median_s": statistics.median(times),
-                                                     "gflops": flops / min(times) / 1e9}
+    times = _forward_times(args, args.compile != "none", args.runs)
     # the ceilings again after the forwards: the best of both, so that a slow moment inflates no ratio
     ceilings = {p: max(ceilings[p], matmul_ceiling(dtype, device)) for p, dtype in dtypes.items()}
-    result["ceiling_gflops"] = ceilings
-    for key, f in result["forward"].items():
-        f["ratio_to_ceiling"] = f["gflops"] / ceilings[key.split()[0]]
-    del model, modes
     result["train"] = {}
     if not args.skip_train:
         suffix = " compiled" if args.compile == "all" else ""
         for precision in PRECISIONS:
             for ckpt in (False, True):
-                stats = _subprocess_step(args, precision, ckpt)
-                stats["ratio_to_forward"] = stats["step_s"] / result["forward"][precision + suffix]["min_s"]
-                result["train"][f"{precision}{'_ckpt' if ckpt else ''}{suffix}"] = stats
+                key = f"{precision}{'_ckpt' if ckpt else ''}{suffix}"
+                result["train"][key] = _subprocess_step(args, precision, ckpt)
+        # the forwards the steps are compared with, again after the steps (best of both, as the ceilings)
+        for key, again in _forward_times(args, args.compile == "all", max(5, args.runs // 2)).items():
+            times[key] = times[key] + again
+        for key, stats in result["train"].items():
+            stats["ratio_to_forward"] = stats["step_s"] / min(times[stats["precision"] + suffix])
+    result["ceiling_gflops"] = ceilings
+    result["forward"] = {key: {"min_s": min(t), "median_s": statistics.median(t), "gflops": flops / min(t) / 1e9,
+                               "ratio_to_ceiling": flops / min(t) / 1e9 / ceilings[key.split()[0]]}
+                         for key, t in times.items()}
     return result
 
 
@@ -188,7 +205,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="cast_b16")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--runs", type=int, default=10, help="timed forward runs after warm-up (at least 5)")
-    parser.add_argument("--steps", type=int, default=2, help="timed training steps after two warm-up steps")
+    parser.add_argument("--steps", type=int, default=5,
+                        help="timed training steps after two warm-up steps (the best counts)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--compile", choices=("none", "forward", "all"), default="forward",
                         help="torch.compile: 'forward' measures the forward eager and compiled (default), 'all' "

@@ -50,6 +50,39 @@ def test_bf16_cpu_attention_is_as_accurate_as_sdpa(shape, monkeypatch):
         assert ours < max(2 * sdpa, 1e-2), results  # bf16 rounding only, like SDPA's fp32-score kernel
 
 
+@pytest.mark.parametrize("shape", SHAPES[:4])
+def test_kept_and_recomputed_probabilities_give_the_same_gradients(shape, monkeypatch):
+    monkeypatch.setattr(attention_module, "BLOCK_ELEMENTS", 1 << 16)
+    q, k, v = _inputs(*shape)
+    grad = torch.randn(*q.shape[:-1], v.shape[-1]).bfloat16()
+    grads = {}
+    for keep in (True, False):
+        q.grad = k.grad = v.grad = None
+        attention(q, k, v, keep_probabilities=keep).backward(grad)
+        grads[keep] = [t.grad for t in (q, k, v)]
+    for kept, recomputed in zip(grads[True], grads[False]):
+        assert torch.equal(kept, recomputed)  # same blocks, same products: the same bits
+
+
+def test_probabilities_are_kept_only_when_autograd_needs_them(monkeypatch):
+    monkeypatch.setattr(attention_module, "BLOCK_ELEMENTS", 1800)  # 3 heads of 30 × 20 scores per block
+    q, k, v = _inputs((2, 3), 30, 20, 8, 8)
+    q3, k3, v3 = (t.detach().reshape(6, *t.shape[-2:]) for t in (q, k, v))
+    out, shift, kept = torch.ops.ca2st.blocked_attention(q3, k3, v3, True)
+    assert [p.shape for p in kept] == [(3, 30, 20), (3, 30, 20)]
+    torch.testing.assert_close(torch.cat(kept) @ v3, out)
+    assert torch.ops.ca2st.blocked_attention(q3, k3, v3, False)[2] == []
+    calls = []
+    real = torch.ops.ca2st.blocked_attention
+    monkeypatch.setattr(torch.ops.ca2st, "blocked_attention", lambda *a: calls.append(a[3]) or real(*a))
+    attention(q, k, v)
+    attention(q, k, v, keep_probabilities=False)
+    with torch.no_grad():
+        attention(q, k, v)
+    attention(q.detach(), k.detach(), v.detach())
+    assert calls == [True, False, False, False]
+
+
 def test_scores_keep_their_accuracy_for_large_logits():
     # plain bf16 scores lose |q·k|·2⁻⁹: with logits around 40 that is a 10 % error in the weights
     q, k, v = _inputs((1, 2), 64, 64, 64, 64, logit_scale=40.0)

@@ -152,6 +152,20 @@ def test_activation_checkpointing_gives_the_same_gradients():
             torch.testing.assert_close(p.grad, grads[n], atol=1e-6, rtol=1e-5)
 
 
+def test_checkpointing_switches_off_kept_attention_probabilities():
+    from ca2st.models.exchange import WindowedCrossAttention
+    from ca2st.models.layers import SelfAttention
+
+    def flags(model):
+        return {m.keep_probabilities for m in model.modules() if isinstance(m, (SelfAttention, WindowedCrossAttention))}
+
+    model = tiny()
+    assert flags(model) == {True}
+    model.grad_checkpointing = True
+    assert model.grad_checkpointing and flags(model) == {False}
+    assert flags(tiny(grad_checkpointing=True)) == {False}
+
+
 def test_drop_path_is_stochastic_in_training_only():
     model = randomize_(tiny(drop_path_rate=0.5))
     x = video()

@@ -28,6 +28,7 @@ from .checkpointing import (is_valid_checkpoint, latest_checkpoint, load_trainin
                             prune_checkpoints, save_checkpoint)
 from .config import EXPERT_ENV, RunConfig
 from .data import build_dataset, build_loader
+from .host_memory import keep_freed_memory
 from .distributed import DistInfo, EpochSampler, all_reduce_mean, cleanup, init_distributed
 from .evaluate import ShardedEvalSampler, evaluate
 from .optim import TrainableEMA, VideoMixup, build_optimizer, build_scheduler, classification_loss, seed_mixup
@@ -124,6 +125,8 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
     device, main = dist_info.device, dist_info.is_main
     if cfg.precision == "fp16" and device.type != "cuda":
         raise ConfigError("config key precision=fp16 needs a GPU; use bf16 on CPU")
+    if device.type == "cpu":
+        keep_freed_memory()
     out = Path(cfg.output_dir)
     seed_everything(cfg.seed)
     _, model_cfg = cfg.model_config()

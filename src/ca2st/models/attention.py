@@ -12,8 +12,12 @@ Scores stay accurate although the products write bf16: a first product finds eac
 raw score ``m`` (in bf16), and the scores are then computed as ``scale · (q·k − m)`` by one product of
 ``[q, −m]`` with ``[k, 1]``, so the entries that dominate the softmax are rounded relative to their
 small distance from the maximum, not to their magnitude (plain bf16 scores lose ``|q·k| · 2⁻⁹``,
-which grows with the logits). ``m`` is kept for the backward pass, which recomputes the probabilities
-block by block, as flash attention does, instead of storing them.
+which grows with the logits). ``m`` is kept for the backward pass. When autograd needs the attention,
+the bf16 probabilities are kept too, one block at a time (blocks under glibc's mmap threshold, so
+reused without page faults), and the backward saves a third of its work; with
+``keep_probabilities=False`` — what activation checkpointing asks for, since its policy keeps
+attention's outputs for every layer — the backward recomputes them block by block from ``m``, as
+flash attention does.
 """
 
 from __future__ import annotations
@@ -34,17 +38,20 @@ def _use_blocked(q: torch.Tensor, k: torch.Tensor) -> bool:
             and q.numel() > 0 and k.numel() > 0 and os.environ.get("CA2ST_ATTENTION") != "sdpa")
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_probabilities: bool = True) -> torch.Tensor:
     """Softmax attention of ``(..., Lq, E)`` queries over ``(..., Lk, E)`` keys and ``(..., Lk, Ev)`` values.
 
     Same contract and result as ``F.scaled_dot_product_attention(q, k, v)`` (no mask, scale
-    ``E ** -0.5``). ``CA2ST_ATTENTION=sdpa`` forces SDPA everywhere.
+    ``E ** -0.5``). ``CA2ST_ATTENTION=sdpa`` forces SDPA everywhere. ``keep_probabilities``: whether
+    the blocked kernel stores the probabilities for the backward pass (when autograd needs one) or
+    recomputes them there.
     """
     if not _use_blocked(q, k):
         return F.scaled_dot_product_attention(q, k, v)
+    keep = keep_probabilities and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
     batch = q.shape[:-2]
     q3, k3, v3 = (t.reshape(math.prod(t.shape[:-2]), *t.shape[-2:]) for t in (q, k, v))
-    out, _ = torch.ops.ca2st.blocked_attention(q3, k3, v3)
+    out = torch.ops.ca2st.blocked_attention(q3, k3, v3, keep)[0]
     return out.view(*batch, *out.shape[-2:])
 
 
@@ -71,50 +78,67 @@ def _scores(q: torch.Tensor, k: torch.Tensor, shift: torch.Tensor, ones: torch.T
     torch.baddbmm(out, qa, ka.transpose(1, 2), beta=0, alpha=q.shape[-1] ** -0.5, out=out)
 
 
+def _blocks(heads: int, lq: int, lk: int):
+    g = _heads_per_block(heads, lq, lk)
+    return [(i, min(i + g, heads)) for i in range(0, heads, g)]
+
+
 @torch.library.custom_op("ca2st::blocked_attention", mutates_args=())
-def _blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward of the head-blocked kernel on ``(heads, L, E)``: the output and each query's score shift."""
+def _blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       keep: bool) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Forward of the head-blocked kernel on ``(heads, L, E)``: the output, each query's score shift
+    and, if ``keep``, the probabilities of each block of heads (else an empty list)."""
     heads, lq, _ = q.shape
     lk = k.shape[1]
     g = _heads_per_block(heads, lq, lk)
     out = q.new_empty(heads, lq, v.shape[-1])
     shift = q.new_empty(heads, lq, 1)
-    scores, probs = q.new_empty(g, lq, lk), q.new_empty(g, lq, lk)
+    scores, scratch = q.new_empty(g, lq, lk), None if keep else q.new_empty(g, lq, lk)
     ones = q.new_ones(g, lk, 1)
-    for i in range(0, heads, g):
-        j = min(i + g, heads)
+    kept = []
+    for i, j in _blocks(heads, lq, lk):
         n = j - i
         torch.bmm(q[i:j], k[i:j].transpose(1, 2), out=scores[:n])
         _row_max(scores[:n], shift[i:j])
         _scores(q[i:j], k[i:j], shift[i:j], ones[:n], scores[:n])
-        torch.ops.aten._softmax.out(scores[:n], -1, False, out=probs[:n])
-        torch.bmm(probs[:n], v[i:j], out=out[i:j])
-    return out, shift
+        probs = q.new_empty(n, lq, lk) if keep else scratch[:n]
+        torch.ops.aten._softmax.out(scores[:n], -1, False, out=probs)
+        torch.bmm(probs, v[i:j], out=out[i:j])
+        if keep:
+            kept.append(probs)
+    return out, shift, kept
 
 
 @_blocked_attention.register_fake
-def _(q, k, v):
-    return q.new_empty(q.shape[0], q.shape[1], v.shape[-1]), q.new_empty(q.shape[0], q.shape[1], 1)
+def _(q, k, v, keep):
+    heads, lq, lk = q.shape[0], q.shape[1], k.shape[1]
+    kept = [q.new_empty(j - i, lq, lk) for i, j in _blocks(heads, lq, lk)] if keep else []
+    return q.new_empty(heads, lq, v.shape[-1]), q.new_empty(heads, lq, 1), kept
 
 
 @torch.library.custom_op("ca2st::blocked_attention_backward", mutates_args=())
 def _blocked_attention_backward(grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                                shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients for q, k and v, recomputing each block's probabilities from the saved shift."""
+                                shift: torch.Tensor,
+                                kept: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients for q, k and v, with the kept probabilities or, if none, recomputing each block's
+    from the saved shift."""
     heads, lq, e = q.shape
     lk = k.shape[1]
     scale = e ** -0.5
     g = _heads_per_block(heads, lq, lk)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    scores, probs = q.new_empty(g, lq, lk), q.new_empty(g, lq, lk)
-    ones = q.new_ones(g, lk, 1)
+    scores = q.new_empty(g, lq, lk)
+    if not kept:
+        scratch, ones = q.new_empty(g, lq, lk), q.new_ones(g, lk, 1)
     grad = grad.to(q.dtype)
-    for i in range(0, heads, g):
-        j = min(i + g, heads)
+    for b, (i, j) in enumerate(_blocks(heads, lq, lk)):
         n = j - i
-        _scores(q[i:j], k[i:j], shift[i:j], ones[:n], scores[:n])
-        p = probs[:n]
-        torch.ops.aten._softmax.out(scores[:n], -1, False, out=p)
+        if kept:
+            p = kept[b]
+        else:
+            _scores(q[i:j], k[i:j], shift[i:j], ones[:n], scores[:n])
+            p = scratch[:n]
+            torch.ops.aten._softmax.out(scores[:n], -1, False, out=p)
         torch.bmm(p.transpose(1, 2), grad[i:j], out=dv[i:j])
         torch.bmm(grad[i:j], v[i:j].transpose(1, 2), out=scores[:n])  # d probs
         ds = torch.ops.aten._softmax_backward_data.out(scores[:n], p, -1, q.dtype, grad_input=scores[:n])
@@ -124,18 +148,23 @@ def _blocked_attention_backward(grad: torch.Tensor, q: torch.Tensor, k: torch.Te
 
 
 @_blocked_attention_backward.register_fake
-def _(grad, q, k, v, shift):
+def _(grad, q, k, v, shift, kept):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v = inputs
-    ctx.save_for_backward(q, k, v, output[1])
+    q, k, v, _ = inputs
+    _, shift, kept = output
+    ctx.mark_non_differentiable(shift, *kept)
+    ctx.set_materialize_grads(False)  # no zero gradients for the shift and the kept probabilities
+    ctx.save_for_backward(q, k, v, shift, *kept)
 
 
-def _backward(ctx, grad_out, grad_shift):
-    q, k, v, shift = ctx.saved_tensors
-    return torch.ops.ca2st.blocked_attention_backward(grad_out.contiguous(), q, k, v, shift)
+def _backward(ctx, grad_out, grad_shift, grad_kept):
+    if grad_out is None:
+        return None, None, None, None
+    q, k, v, shift, *kept = ctx.saved_tensors
+    return *torch.ops.ca2st.blocked_attention_backward(grad_out.contiguous(), q, k, v, shift, kept), None
 
 
 _blocked_attention.register_autograd(_backward, setup_context=_setup_context)

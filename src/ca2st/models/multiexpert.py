@@ -14,10 +14,11 @@ from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
 from .config import ModelConfig, resnet_stage_layers
-from .exchange import Exchange
+from .exchange import Exchange, WindowedCrossAttention
 from .experts import ASTExpert, CLIPExpert, Expert, VideoMAEExpert
 from .experts.resnet import ResNetExpert
 from .heads import ClassifierHead, CompositionHead
+from .layers import SelfAttention
 from .recompute import selective_checkpoint_context
 from .time_encoding import TimeCodes, default_times
 
@@ -76,6 +77,18 @@ class MultiExpertModel(nn.Module):
         self.head = self._build_head(config)
         self.grad_checkpointing = config.grad_checkpointing
         self.freeze_experts()
+
+    @property
+    def grad_checkpointing(self) -> bool:
+        """Whether each layer is checkpointed (selectively, see :mod:`~ca2st.models.recompute`) when training."""
+        return self._grad_checkpointing
+
+    @grad_checkpointing.setter
+    def grad_checkpointing(self, enabled: bool) -> None:
+        self._grad_checkpointing = bool(enabled)
+        for module in self.modules():  # checkpointing keeps attention outputs; probabilities would cost 0.7 GB
+            if isinstance(module, (SelfAttention, WindowedCrossAttention)):
+                module.keep_probabilities = not enabled
 
     def _fusers(self, sources) -> dict[str, str]:
         return {s: "mlp" if s == "audio" else "adapter" if self.experts[s].feature_dim == self.config.embed_dim
