@@ -1,12 +1,12 @@
 """Model speed and memory, measured as ratios within one run (``ca2st bench``, ``benchmarks/bench_model.py``).
 
 In one process: the fp32 and bf16 matmul ceilings (the best 4096³ ``torch.mm`` of runs before and
-after the forwards), the forward latency of a preset, eager and ``torch.compile``d (min and median
-after warm-up, under ``inference_mode``), its FLOPs and the achieved fraction of the ceiling. Then,
-each in a fresh subprocess so that peak memory is its own: one training step's latency and peak
-memory, with and without activation checkpointing, as ratios to the forward of the same precision.
-The forwards those ratios divide by are timed again after the steps (the best of both runs), since
-this class of machine slows down and speeds up from one minute to the next.
+after each timing of the forwards), the forward latency of a preset, eager and ``torch.compile``d
+(min and median after warm-up, under ``inference_mode``), its FLOPs and the achieved fraction of the
+ceiling. Then, each in a fresh subprocess so that peak memory is its own: one training step's latency
+and peak memory, with and without activation checkpointing, as ratios to the forward of the same
+precision. The forwards those ratios divide by are timed again after the steps (the best of both
+runs), since this class of machine slows down and speeds up from one minute to the next.
 """
 
 from __future__ import annotations
@@ -166,7 +166,8 @@ def run(args) -> dict:
     flops = count_flops(meta, args.batch)
     result["gflop"] = flops / 1e9
     times = _forward_times(args, args.compile != "none", args.runs)
-    # the ceilings again after the forwards: the best of both, so that a slow moment inflates no ratio
+    # the ceilings again after each timing of the forwards: the best counts, so that a slow moment
+    # inflates no ratio
     ceilings = {p: max(ceilings[p], matmul_ceiling(dtype, device)) for p, dtype in dtypes.items()}
     result["train"] = {}
     if not args.skip_train:
@@ -178,6 +179,7 @@ def run(args) -> dict:
         # the forwards the steps are compared with, again after the steps (best of both, as the ceilings)
         for key, again in _forward_times(args, args.compile == "all", max(5, args.runs // 2)).items():
             times[key] = times[key] + again
+        ceilings = {p: max(ceilings[p], matmul_ceiling(dtype, device)) for p, dtype in dtypes.items()}
         for key, stats in result["train"].items():
             stats["ratio_to_forward"] = stats["step_s"] / min(times[stats["precision"] + suffix])
     result["ceiling_gflops"] = ceilings

@@ -33,9 +33,10 @@ def _error(a, b):
     return (a.double() - b).abs().max().item() / b.abs().max().item()
 
 
+@pytest.mark.parametrize("block", [1 << 16, 1 << 13])  # several blocks of heads; 200² heads in row chunks too
 @pytest.mark.parametrize("shape", SHAPES)
-def test_bf16_cpu_attention_is_as_accurate_as_sdpa(shape, monkeypatch):
-    monkeypatch.setattr(attention_module, "BLOCK_ELEMENTS", 1 << 16)  # force several blocks on small shapes
+def test_bf16_cpu_attention_is_as_accurate_as_sdpa(shape, block, monkeypatch):
+    monkeypatch.setattr(attention_module, "BLOCK_ELEMENTS", block)
     q, k, v = _inputs(*shape)
     grad = torch.randn(*q.shape[:-1], v.shape[-1]).bfloat16()
     ref, ref_grads = _reference(q, k, v, grad)
@@ -62,6 +63,18 @@ def test_kept_and_recomputed_probabilities_give_the_same_gradients(shape, monkey
         grads[keep] = [t.grad for t in (q, k, v)]
     for kept, recomputed in zip(grads[True], grads[False]):
         assert torch.equal(kept, recomputed)  # same blocks, same products: the same bits
+
+
+def test_long_heads_are_computed_in_equal_row_chunks(monkeypatch):
+    monkeypatch.setattr(attention_module, "BLOCK_ELEMENTS", 1 << 13)
+    assert attention_module._row_chunks(200, 200) == [(0, 40), (40, 80), (80, 120), (120, 160), (160, 200)]
+    assert attention_module._row_chunks(60, 25) == [(0, 60)]
+    q, k, v = _inputs((1, 2), 200, 200, 16, 16)
+    with torch.no_grad():
+        chunked = attention(q, k, v)
+        monkeypatch.setattr(attention_module, "BLOCK_ELEMENTS", 1 << 21)
+        whole = attention(q, k, v)
+    torch.testing.assert_close(chunked, whole)  # rows are independent: the same softmax, chunk by chunk
 
 
 def test_probabilities_are_kept_only_when_autograd_needs_them(monkeypatch):

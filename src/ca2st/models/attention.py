@@ -13,11 +13,10 @@ raw score ``m`` (in bf16), and the scores are then computed as ``scale · (q·k 
 ``[q, −m]`` with ``[k, 1]``, so the entries that dominate the softmax are rounded relative to their
 small distance from the maximum, not to their magnitude (plain bf16 scores lose ``|q·k| · 2⁻⁹``,
 which grows with the logits). ``m`` is kept for the backward pass. When autograd needs the attention,
-the bf16 probabilities are kept too, one block at a time (blocks under glibc's mmap threshold, so
-reused without page faults), and the backward saves a third of its work; with
-``keep_probabilities=False`` — what activation checkpointing asks for, since its policy keeps
-attention's outputs for every layer — the backward recomputes them block by block from ``m``, as
-flash attention does.
+the bf16 probabilities are kept too, in blocks of a few MiB (which glibc serves from its heap),
+and the backward saves a third of its work; with ``keep_probabilities=False`` — what activation
+checkpointing asks for, since its policy keeps attention's outputs for every layer — the backward
+recomputes them block by block from ``m``, as flash attention does.
 """
 
 from __future__ import annotations
@@ -83,6 +82,14 @@ def _blocks(heads: int, lq: int, lk: int):
     return [(i, min(i + g, heads)) for i in range(0, heads, g)]
 
 
+def _row_chunks(lq: int, lk: int):
+    """Query rows per pass of the forward: all of them, or equal chunks when one head's scores exceed
+    ``BLOCK_ELEMENTS`` (VideoMAE: two chunks of 784 rows, whose 2.4 MB stay nearer the cores)."""
+    parts = max(1, -(-lq * lk // BLOCK_ELEMENTS))
+    rows = -(-lq // parts)
+    return [(r, min(r + rows, lq)) for r in range(0, lq, rows)]
+
+
 @torch.library.custom_op("ca2st::blocked_attention", mutates_args=())
 def _blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                        keep: bool) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
@@ -91,19 +98,24 @@ def _blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     heads, lq, _ = q.shape
     lk = k.shape[1]
     g = _heads_per_block(heads, lq, lk)
+    chunks = _row_chunks(lq, lk)  # several only when a block is one head (g == 1): views stay contiguous
+    rows = chunks[0][1]
     out = q.new_empty(heads, lq, v.shape[-1])
     shift = q.new_empty(heads, lq, 1)
-    scores, scratch = q.new_empty(g, lq, lk), None if keep else q.new_empty(g, lq, lk)
+    scores, scratch = q.new_empty(g, rows, lk), None if keep else q.new_empty(g, rows, lk)
     ones = q.new_ones(g, lk, 1)
     kept = []
     for i, j in _blocks(heads, lq, lk):
         n = j - i
-        torch.bmm(q[i:j], k[i:j].transpose(1, 2), out=scores[:n])
-        _row_max(scores[:n], shift[i:j])
-        _scores(q[i:j], k[i:j], shift[i:j], ones[:n], scores[:n])
-        probs = q.new_empty(n, lq, lk) if keep else scratch[:n]
-        torch.ops.aten._softmax.out(scores[:n], -1, False, out=probs)
-        torch.bmm(probs, v[i:j], out=out[i:j])
+        probs = q.new_empty(n, lq, lk) if keep else None
+        for r, t in chunks:
+            qr, sr, block = q[i:j, r:t], shift[i:j, r:t], scores[:n, :t - r]
+            torch.bmm(qr, k[i:j].transpose(1, 2), out=block)
+            _row_max(block, sr)
+            _scores(qr, k[i:j], sr, ones[:n], block)
+            p = probs[:, r:t] if keep else scratch[:n, :t - r]
+            torch.ops.aten._softmax.out(block, -1, False, out=p)
+            torch.bmm(p, v[i:j], out=out[i:j, r:t])
         if keep:
             kept.append(probs)
     return out, shift, kept
