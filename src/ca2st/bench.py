@@ -178,7 +178,7 @@ def run(args) -> dict:
                 result["train"][key] = _subprocess_step(args, precision, ckpt)
         # the forwards the steps are compared with, again after the steps (best of both, as the ceilings)
         for key, again in _forward_times(args, args.compile == "all", max(5, args.runs // 2)).items():
-            times[key] = times[key] + again
+            times[key] = times.get(key, []) + again
         ceilings = {p: max(ceilings[p], matmul_ceiling(dtype, device)) for p, dtype in dtypes.items()}
         for key, stats in result["train"].items():
             stats["ratio_to_forward"] = stats["step_s"] / min(times[stats["precision"] + suffix])

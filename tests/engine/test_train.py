@@ -214,12 +214,16 @@ def test_config_errors_name_the_key(synth, tmp_path):
         train(load_config(None, no_weights))
 
 
-def test_cli_train_smoke(synth, tmp_path, capsys):
+def test_cli_train_smoke(synth, tmp_path, capsys, monkeypatch):
     from ca2st.cli import main
+    from ca2st.engine import train as train_module
+    settings = []  # CPU training fixes glibc's thresholds (tested in test_host_memory), here recorded only
+    monkeypatch.setattr(train_module, "keep_freed_memory", lambda: settings.append(True) or True)
     assert main(["train", *overrides(synth, tmp_path / "cli", "optim.epochs=1", model="ca2st_b16"),
                  "model.audio_layers=1"]) == 0
     out = capsys.readouterr().out
     assert "last checkpoint:" in out and (tmp_path / "cli" / "metrics.jsonl").exists()
+    assert settings == [True]
 
 
 def test_eval_cli_writes_results(synth, tmp_path, capsys):
