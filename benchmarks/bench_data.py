@@ -2,10 +2,10 @@
 
 Writes short 320p H.264 videos (short side 320, as the K400 preprocessing), then loads K400-style training
 clips (16 frames, stride 4, RandAugment, random-resized crop to 224) through ``VideoDataset`` with 0, 1 and 2
-DataLoader workers, and times one training step of ``cast_b16`` (batch 1, fp32, forward + backward of the
-trainable parameters). Loading keeps up when ``clips/s × step seconds ≥ batch size``.
+DataLoader workers, and times one training step of ``cast_b16`` (batch 1, bf16 by default, as ``ca2st train``
+runs it: :func:`ca2st.bench.train_step_stats`). Loading keeps up when ``clips/s × step seconds ≥ batch size``.
 
-    python benchmarks/bench_data.py [--videos 8] [--clips 24] [--workers 0 1 2] [--steps 2] [--device cpu]
+    python benchmarks/bench_data.py [--videos 8] [--clips 24] [--workers 0 1 2] [--steps 3] [--precision bf16]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-import ca2st
+from ca2st.bench import train_step_stats
 from ca2st.data.datasets import Annotations, Sample, VideoDataset
 
 
@@ -60,30 +60,6 @@ def loader_rate(dataset, workers: int, clips: int, batch: int) -> float:
     return done / (time.perf_counter() - t0)
 
 
-def train_step_seconds(device: str, steps: int, frames: int) -> float:
-    model = ca2st.build_model("cast_b16").to(device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    video = torch.randn(1, 3, frames, 224, 224, device=device)
-    target = torch.zeros(1, dtype=torch.long, device=device)
-
-    def step():
-        out = model(video)
-        logits = out if torch.is_tensor(out) else next(iter(out.values()))
-        loss = torch.nn.functional.cross_entropy(logits, target[: logits.shape[0]])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    step()  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - t0) / steps
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--videos", type=int, default=8)
@@ -91,7 +67,8 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=24, help="clips timed per worker setting")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=2, help="timed training steps (after one warm-up)")
+    ap.add_argument("--steps", type=int, default=3, help="timed training steps (after two warm-ups; the best counts)")
+    ap.add_argument("--precision", default="bf16", choices=("fp32", "bf16"), help="of the training step")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--no-model", action="store_true", help="skip the training-step timing")
     ap.add_argument("--step-seconds", type=float,
@@ -118,7 +95,8 @@ def main() -> None:
     if args.step_seconds is not None:
         step, how = args.step_seconds, "given"
     else:
-        step, how = train_step_seconds(args.device, args.steps, 16), f"measured, fp32, fwd+bwd, {args.device}"
+        stats = train_step_stats("cast_b16", 1, args.precision, False, args.steps, args.device)
+        step, how = stats["step_s"], f"measured as ca2st train runs it, {args.precision}, {args.device}"
     need = 1 / step
     print(f"cast_b16 training step (batch 1, {how}): {step:.3f} s -> needs {need:.2f} clips/s")
     for w, r in rates.items():
