@@ -160,7 +160,11 @@ def run(args) -> dict:
               "threads": torch.get_num_threads(), "torch": torch.__version__, "compile": args.compile,
               "date": time.strftime("%Y-%m-%d %H:%M")}
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
-    ceilings = {p: matmul_ceiling(dtype, device) for p, dtype in dtypes.items()}
+
+    def best_ceilings(so_far: dict[str, float]) -> dict[str, float]:
+        return {p: max(so_far.get(p, 0.0), matmul_ceiling(dtype, device)) for p, dtype in dtypes.items()}
+
+    ceilings = best_ceilings({})
     with torch.device("meta"):
         meta = build_model(args.model)
     flops = count_flops(meta, args.batch)
@@ -168,7 +172,7 @@ def run(args) -> dict:
     times = _forward_times(args, args.compile != "none", args.runs)
     # the ceilings again after each timing of the forwards: the best counts, so that a slow moment
     # inflates no ratio
-    ceilings = {p: max(ceilings[p], matmul_ceiling(dtype, device)) for p, dtype in dtypes.items()}
+    ceilings = best_ceilings(ceilings)
     result["train"] = {}
     if not args.skip_train:
         suffix = " compiled" if args.compile == "all" else ""
@@ -179,7 +183,7 @@ def run(args) -> dict:
         # the forwards the steps are compared with, again after the steps (best of both, as the ceilings)
         for key, again in _forward_times(args, args.compile == "all", max(5, args.runs // 2)).items():
             times[key] = times.get(key, []) + again
-        ceilings = {p: max(ceilings[p], matmul_ceiling(dtype, device)) for p, dtype in dtypes.items()}
+        ceilings = best_ceilings(ceilings)
         for key, stats in result["train"].items():
             stats["ratio_to_forward"] = stats["step_s"] / min(times[stats["precision"] + suffix])
     result["ceiling_gflops"] = ceilings

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 BLOCK_ELEMENTS = 1 << 21
-"""Scores per block (``heads × queries × keys``): 4 MiB of bf16, one block per 1568-token head."""
+"""Scores per block (``heads × queries × keys``): 4 MiB of bf16. A longer head (VideoMAE's 1568²)
+is computed in row chunks in the forward."""
 
 
 def _use_blocked(q: torch.Tensor, k: torch.Tensor) -> bool:
