@@ -64,18 +64,23 @@ def _row_max(scores: torch.Tensor, out: torch.Tensor) -> None:
 
     Read as int16, non-negative bf16 values keep their order and negative ones reverse theirs but stay
     below every non-negative one: a row whose int16 maximum is non-negative has it as its maximum; an
-    all-negative row's maximum is its int16 minimum.
+    all-negative row's maximum is its int16 minimum (reduced only when there is such a row).
     """
-    bits = scores.view(torch.int16)
-    top = bits.amax(dim=-1, keepdim=True)
-    torch.where(top >= 0, top, bits.amin(dim=-1, keepdim=True), out=out.view(torch.int16))
+    bits, top = scores.view(torch.int16), out.view(torch.int16)
+    torch.amax(bits, dim=-1, keepdim=True, out=top)
+    if bool((top < 0).any()):
+        torch.where(top >= 0, top, bits.amin(dim=-1, keepdim=True), out=top)
 
 
-def _scores(q: torch.Tensor, k: torch.Tensor, shift: torch.Tensor, ones: torch.Tensor, out: torch.Tensor) -> None:
+def _with_ones(k: torch.Tensor) -> torch.Tensor:
+    """``[k, 1]``, the keys of :func:`_scores`: built once per call."""
+    return torch.cat((k, k.new_ones(*k.shape[:-1], 1)), dim=-1)
+
+
+def _scores(q: torch.Tensor, k_ones: torch.Tensor, shift: torch.Tensor, out: torch.Tensor) -> None:
     """``out = scale · (q·kᵀ − shift)``: one product of ``[q, −shift]`` with ``[k, 1]``."""
     qa = torch.cat((q, shift.neg()), dim=-1)
-    ka = torch.cat((k, ones), dim=-1)
-    torch.baddbmm(out, qa, ka.transpose(1, 2), beta=0, alpha=q.shape[-1] ** -0.5, out=out)
+    torch.baddbmm(out, qa, k_ones.transpose(1, 2), beta=0, alpha=q.shape[-1] ** -0.5, out=out)
 
 
 def _blocks(heads: int, lq: int, lk: int):
@@ -104,7 +109,7 @@ def _blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     out = q.new_empty(heads, lq, v.shape[-1])
     shift = q.new_empty(heads, lq, 1)
     scores, scratch = q.new_empty(g, rows, lk), None if keep else q.new_empty(g, rows, lk)
-    ones = q.new_ones(g, lk, 1)
+    k_ones = _with_ones(k)
     kept = []
     for i, j in _blocks(heads, lq, lk):
         n = j - i
@@ -113,7 +118,7 @@ def _blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
             qr, sr, block = q[i:j, r:t], shift[i:j, r:t], scores[:n, :t - r]
             torch.bmm(qr, k[i:j].transpose(1, 2), out=block)
             _row_max(block, sr)
-            _scores(qr, k[i:j], sr, ones[:n], block)
+            _scores(qr, k_ones[i:j], sr, block)
             p = probs[:, r:t] if keep else scratch[:n, :t - r]
             torch.ops.aten._softmax.out(block, -1, False, out=p)
             torch.bmm(p, v[i:j], out=out[i:j, r:t])
@@ -142,14 +147,14 @@ def _blocked_attention_backward(grad: torch.Tensor, q: torch.Tensor, k: torch.Te
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     scores = q.new_empty(g, lq, lk)
     if not kept:
-        scratch, ones = q.new_empty(g, lq, lk), q.new_ones(g, lk, 1)
+        scratch, k_ones = q.new_empty(g, lq, lk), _with_ones(k)
     grad = grad.to(q.dtype)
     for b, (i, j) in enumerate(_blocks(heads, lq, lk)):
         n = j - i
         if kept:
             p = kept[b]
         else:
-            _scores(q[i:j], k[i:j], shift[i:j], ones[:n], scores[:n])
+            _scores(q[i:j], k_ones[i:j], shift[i:j], scores[:n])
             p = scratch[:n]
             torch.ops.aten._softmax.out(scores[:n], -1, False, out=p)
         torch.bmm(p.transpose(1, 2), grad[i:j], out=dv[i:j])
