@@ -106,13 +106,14 @@ def cmd_demo(args) -> int:
 def cmd_predict(args) -> int:
     import torch
 
+    from .checkpoints import load_any
     from .engine.distributed import resolve_device
-    from .engine.runner import load_trained
     from .predict import predict
 
     experts = parse_overrides(args.expert)
     device = resolve_device(args.device)
-    model = load_trained(args.checkpoint, experts, args.num_heads).to(device)
+    heads = {"num_heads": args.num_heads} if args.num_heads else {}
+    model = load_any(args.checkpoint, experts=experts, **heads).to(device)
     if args.precision == "bf16":
         model.cast_matmul_weights_(torch.bfloat16, trainable=True)
     result = predict(model, args.video, labels=args.labels, topk=args.topk, sampler=args.sampler,
@@ -195,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--crops", type=int, default=1, help="spatial views (1 or 3)")
     pr.add_argument("--expert", nargs="*", default=[], help="expert weights, e.g. spatial=ViT-B-16.pt "
                                                             "(default: the paths the checkpoint recorded)")
-    pr.add_argument("--num-heads", type=int, default=12, help="heads of an official CAST checkpoint")
+    pr.add_argument("--num-heads", type=int, help="heads of an official CAST checkpoint (default 12)")
     pr.add_argument("--device", default="auto")
     pr.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     pr.add_argument("--out", help="folder for the JSON/CSV (and timeline PNG)")

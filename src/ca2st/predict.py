@@ -372,9 +372,9 @@ def predict(
     """
     from torch.utils.data import DataLoader
 
-    from .data.datasets import Sample, VideoDataset
+    from .data.datasets import Sample, collate
     from .data.decode import probe
-    from .data.sampling import build_sampler
+    from .engine.data import inference_dataset
     from .engine.evaluate import _collect
 
     if topk < 1:
@@ -392,11 +392,10 @@ def predict(
         raise ConfigError("stride needs window (both in seconds)")
     spans = sliding_windows(duration, window, stride) if window is not None else [(None, None)]
     samples = [Sample(id=str(k), path=str(path), label=None, start=s, end=e) for k, (s, e) in enumerate(spans)]
-    frame_sampler = build_sampler(sampler, cfg.num_frames, sampling_rate=sampling_rate, num_clips=num_clips)
-    dataset = VideoDataset(samples, train=False, num_frames=cfg.num_frames, sampling_rate=sampling_rate,
-                           sampler=frame_sampler, num_clips=num_clips, num_crops=num_crops, size=cfg.img_size,
-                           with_audio=model.needs_audio, audio_frames=cfg.audio_frames)
-    loader = DataLoader(dataset, batch_size=max(1, int(batch_size)), shuffle=False, num_workers=0)
+    recipe = model.input_recipe.replace(sampler=sampler, sampling_rate=sampling_rate, test_clips=num_clips,
+                                        test_crops=num_crops)
+    dataset = inference_dataset(samples, recipe)
+    loader = DataLoader(dataset, batch_size=max(1, int(batch_size)), shuffle=False, num_workers=0, collate_fn=collate)
     out = _collect(model, loader, device=device, precision=precision, progress=progress, desc="predict",
                    running=False)
     if out["indices"].numel() != len(spans):

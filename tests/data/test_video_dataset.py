@@ -6,11 +6,20 @@ import torch
 from dataset_media import make_video, write
 from torch.utils.data import DataLoader
 
-from ca2st.data.datasets import Annotations, Sample, VideoDataset, parse_annotations
+from ca2st.data.datasets import Annotations, AudioSpec, Sample, VideoDataset, collate
+from ca2st.data.sampling import build_sampler
 from ca2st.data.transforms import EvalTransform, TrainTransform
 from ca2st.errors import ConfigError, DataError
 
-SMALL = dict(num_frames=4, sampling_rate=2, size=32)
+
+def dataset(samples, root, *, train=False, num_frames=4, sampling_rate=2, size=32, num_clips=1, num_crops=1,
+            transform=None, **kw):
+    """A VideoDataset with the annotations' sampler kind, built as the engine builds one."""
+    kind = samples.sampler if isinstance(samples, Annotations) else "dense"
+    sampler = build_sampler(kind, num_frames, sampling_rate=sampling_rate, num_clips=1 if train else num_clips)
+    if transform is None:
+        transform = TrainTransform(size) if train else EvalTransform(size, num_crops)
+    return VideoDataset(samples, root, sampler, transform, train=train, **kw)
 
 
 def grey(video: torch.Tensor) -> list[int]:
@@ -22,8 +31,14 @@ def raw_train(v, g=None):  # keeps pixel values: (T, C, H, W) uint8 -> (C, T, H,
     return v.permute(1, 0, 2, 3).float()
 
 
-def raw_eval(v, g=None):
-    return v.permute(1, 0, 2, 3).float()[None]
+class RawEval:  # keeps pixel values: (T, C, H, W) uint8 -> one view (1, C, T, H, W) float
+    num_crops, size = 1, 32
+
+    def __call__(self, v, g=None):
+        return v.permute(1, 0, 2, 3).float()[None]
+
+
+raw_eval = RawEval()
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +64,10 @@ def annotations(samples, sampler="dense"):
 
 def test_training_item_shapes_and_determinism(media):
     ann = annotations([Sample("a", "a.mp4", 3), Sample("b", "b.mp4", 1)])
-    ds = VideoDataset(ann, media, train=True, **SMALL)
+    ds = dataset(ann, media, train=True)
     video, audio, target, meta = ds[0]
     assert video.shape == (3, 4, 32, 32) and video.dtype == torch.float32
-    assert audio.numel() == 0 and int(target) == 3
+    assert audio is None and int(target) == 3
     assert meta["id"] == "a" and meta["times"].shape == (4,) and meta["skipped"] == 0
     assert meta["intervals"].shape == (3, 2)
     again = ds[0][0]
@@ -61,35 +76,27 @@ def test_training_item_shapes_and_determinism(media):
     assert not torch.equal(ds[0][0], video)
 
 
-def test_dataset_defaults_follow_the_annotations(tmp_path, media):
-    f = write(tmp_path / "ssv2.csv", "a.mp4 3\n")
-    ds = VideoDataset(parse_annotations(f, "cast_ssv2"), media, train=True, **SMALL)
-    assert ds.sampler.kind == "segment" and isinstance(ds.transform, TrainTransform) and not ds.transform.flip
-    ds = VideoDataset(parse_annotations(f, "cast_k400"), media, train=True, **SMALL)
-    assert ds.sampler.kind == "dense" and ds.transform.flip
-
-
 def test_exact_frames_reach_the_transform(media):
-    ds = VideoDataset(annotations([Sample("a", "a.mp4", 0)]), media, num_frames=4, sampling_rate=3, transform=raw_eval)
+    ds = dataset(annotations([Sample("a", "a.mp4", 0)]), media, num_frames=4, sampling_rate=3, transform=raw_eval)
     video, _, _, meta = ds[0]
     # 30 frames, span 10, centred start 10
-    assert grey(video) == [10, 13, 16, 19]
-    torch.testing.assert_close(meta["times"], torch.tensor([1.0, 1.3, 1.6, 1.9]))
+    assert grey(video[0]) == [10, 13, 16, 19]
+    torch.testing.assert_close(meta["times"], torch.tensor([[1.0, 1.3, 1.6, 1.9]]))
 
 
 def test_segment_inside_an_untrimmed_video(media):
     sample = Sample("seg", "long.mp4", 2, start=2.0, end=4.0)
-    ds = VideoDataset(annotations([sample], "segment"), media, num_frames=4, transform=raw_eval)
+    ds = dataset(annotations([sample], "segment"), media, num_frames=4, transform=raw_eval)
     video, _, _, meta = ds[0]
-    assert grey(video) == [i % 32 for i in (22, 27, 32, 37)]  # centres of 4 parts of frames 20..39 (levels wrap at 32)
-    torch.testing.assert_close(meta["window"], torch.tensor([2.0, 4.0]))
+    assert grey(video[0]) == [i % 32 for i in (22, 27, 32, 37)]  # centres of 4 parts of frames 20..39 (levels wrap at 32)
+    torch.testing.assert_close(meta["window"], torch.tensor([[2.0, 4.0]]))
     frames = Sample("f", "long.mp4", 2, start=5, end=9, unit="frames")
-    ds = VideoDataset(annotations([frames], "segment"), media, num_frames=4, transform=raw_eval)
-    assert grey(ds[0][0]) == [5, 6, 7, 8]
+    ds = dataset(annotations([frames], "segment"), media, num_frames=4, transform=raw_eval)
+    assert grey(ds[0][0][0]) == [5, 6, 7, 8]
 
 
 def test_multi_view_returns_every_view(media):
-    ds = VideoDataset(annotations([Sample("a", "a.mp4", 2)]), media, num_clips=2, num_crops=3, **SMALL)
+    ds = dataset(annotations([Sample("a", "a.mp4", 2)]), media, num_clips=2, num_crops=3)
     video, audio, target, meta = ds[0]
     assert video.shape == (6, 3, 4, 32, 32) and meta["times"].shape == (6, 4) and meta["window"].shape == (6, 2)
     torch.testing.assert_close(meta["times"][0], meta["times"][2])
@@ -99,31 +106,31 @@ def test_multi_view_returns_every_view(media):
 
 def test_audio_only_when_asked(media):
     ann = annotations([Sample("a", "a.mp4", 1)])
-    ds = VideoDataset(ann, media, with_audio=True, audio_frames=100, **SMALL)
+    ds = dataset(ann, media, audio=AudioSpec(100))
     video, audio, _, meta = ds[0]
-    assert audio.shape == (100, 128) and torch.isfinite(audio).all() and meta["silent_audio"] == 0
-    multi = VideoDataset(ann, media, with_audio=True, audio_frames=100, num_clips=2, num_crops=3, **SMALL)
+    assert audio.shape == (1, 100, 128) and torch.isfinite(audio).all() and meta["silent_audio"] == 0
+    multi = dataset(ann, media, audio=AudioSpec(100), num_clips=2, num_crops=3)
     assert multi[0][1].shape == (6, 100, 128)
-    train = VideoDataset(ann, media, train=True, with_audio=True, audio_frames=100, **SMALL)
+    train = dataset(ann, media, train=True, audio=AudioSpec(100))
     assert train[0][1].shape == (100, 128)
-    clipwin = VideoDataset(ann, media, with_audio=True, audio_frames=50, audio_window="clip", **SMALL)
-    assert clipwin[0][1].shape == (50, 128)
+    clipwin = dataset(ann, media, audio=AudioSpec(50, window="clip"))
+    assert clipwin[0][1].shape == (1, 50, 128)
 
 
 def test_missing_audio_track_policy(media, caplog):
     ann = annotations([Sample("m", "mute.mp4", 1)])
     with pytest.raises(DataError, match=r"mute\.mp4: the file has no audio track, but the model needs audio"):
-        VideoDataset(ann, media, with_audio=True, audio_frames=50, **SMALL)[0]
-    VideoDataset(ann, media, **SMALL)[0]  # no audio asked: no problem
-    ds = VideoDataset(ann, media, with_audio=True, audio_frames=50, missing_audio="silence", **SMALL)
+        dataset(ann, media, audio=AudioSpec(50))[0]
+    dataset(ann, media)[0]  # no audio asked: no problem
+    ds = dataset(ann, media, audio=AudioSpec(50, missing="silence"))
     with caplog.at_level(logging.WARNING):
         _, audio, _, meta = ds[0]
-    assert audio.shape == (50, 128) and meta["silent_audio"] == 1 and ds.stats["silent_audio"] == 1
+    assert audio.shape == (1, 50, 128) and meta["silent_audio"] == 1 and ds.stats["silent_audio"] == 1
     assert (audio == audio[0, 0]).all()
     assert "feeding silence" in caplog.text
     separate = annotations([Sample("m", "mute.mp4", 1, audio_path="nowhere.wav")])
     with pytest.raises(DataError, match=r"nowhere\.wav: audio file not found"):
-        VideoDataset(separate, media, with_audio=True, audio_frames=50, **SMALL)[0]
+        dataset(separate, media, audio=AudioSpec(50))[0]
 
 
 @pytest.mark.parametrize("sample, message", [
@@ -133,13 +140,13 @@ def test_missing_audio_track_policy(media, caplog):
     (Sample("x", "empty.mp4", 0), r"empty\.mp4: no video stream"),
 ])
 def test_bad_inputs_raise_with_the_file_and_reason(media, sample, message):
-    ds = VideoDataset(annotations([sample]), media, **SMALL)
+    ds = dataset(annotations([sample]), media)
     with pytest.raises(DataError, match=message):
         ds[0]
 
 
 def test_truncated_video_raises(media):
-    ds = VideoDataset(annotations([Sample("t", "truncated.mp4", 0)]), media, num_frames=4, sampling_rate=9)
+    ds = dataset(annotations([Sample("t", "truncated.mp4", 0)]), media, num_frames=4, sampling_rate=9)
     with pytest.raises(DataError, match=r"truncated\.mp4"):
         ds[0]
 
@@ -147,7 +154,7 @@ def test_truncated_video_raises(media):
 def test_skip_policy_is_deterministic_counted_and_logged(media, caplog):
     ann = annotations([Sample("a", "a.mp4", 0), Sample("x", "missing.mp4", 1), Sample("y", "broken.mp4", 2),
                        Sample("b", "b.mp4", 3)])
-    ds = VideoDataset(ann, media, train=True, on_error="skip", **SMALL)
+    ds = dataset(ann, media, train=True, on_error="skip")
     with caplog.at_level(logging.WARNING):
         _, _, target, meta = ds[1]
     assert int(target) == 3 and meta["skipped"] == 2 and meta["requested"] == 1 and meta["index"] == 3
@@ -155,45 +162,46 @@ def test_skip_policy_is_deterministic_counted_and_logged(media, caplog):
     assert int(ds[2][2]) == 3 and int(ds[0][2]) == 0
     all_bad = annotations([Sample("x", "missing.mp4", 1), Sample("y", "broken.mp4", 2)])
     with pytest.raises(DataError, match="consecutive samples from index 0 are unusable"):
-        VideoDataset(all_bad, media, train=True, on_error="skip", max_skips=3, **SMALL)[0]
+        dataset(all_bad, media, train=True, on_error="skip", max_skips=3)[0]
 
 
 def test_evaluation_never_substitutes(media):
     ann = annotations([Sample("a", "a.mp4", 0), Sample("x", "missing.mp4", 1)])
     with pytest.raises(ConfigError, match="evaluation never substitutes a sample"):
-        VideoDataset(ann, media, train=False, on_error="skip")
+        dataset(ann, media, train=False, on_error="skip")
     with pytest.raises(ConfigError, match="not allowed in training"):
-        VideoDataset(ann, media, train=True, on_error="exclude")
-    ds = VideoDataset(ann, media, on_error="exclude", num_clips=2, num_crops=3, **SMALL)
+        dataset(ann, media, train=True, on_error="exclude")
+    ds = dataset(ann, media, on_error="exclude", num_clips=2, num_crops=3)
     video, _, target, meta = ds[1]
     assert meta["excluded"] == 1 and "missing.mp4: video file not found" in meta["error"]
     assert int(target) == -1 and video.shape == (6, 3, 4, 32, 32) and meta["id"] == "x"
     assert ds.stats["excluded"] == 1
     with pytest.raises(DataError):
-        VideoDataset(ann, media, **SMALL)[1]
+        dataset(ann, media)[1]
 
 
 def test_composition_targets_and_dataloader_workers(media):
     ann = Annotations([Sample("a", "a.mp4", {"verb": 1, "noun": 2}), Sample("x", "missing.mp4", {"verb": 3, "noun": 4}),
                        Sample("b", "b.mp4", {"verb": 5, "noun": 6})], {"verb": 97, "noun": 300}, "test",
                       sampler="segment")
-    ds = VideoDataset(ann, media, train=True, on_error="skip", transform=TrainTransform(32, rand_augment=None),
+    ds = dataset(ann, media, train=True, on_error="skip", transform=TrainTransform(32, rand_augment=None),
                       num_frames=4)
-    loader = DataLoader(ds, batch_size=3, num_workers=2)
+    loader = DataLoader(ds, batch_size=3, num_workers=2, collate_fn=collate)
     video, audio, target, meta = next(iter(loader))
     assert video.shape == (3, 3, 4, 32, 32)
     assert target["verb"].tolist() == [1, 5, 5] and target["noun"].tolist() == [2, 6, 6]
     assert meta["skipped"].tolist() == [0, 1, 0] and meta["id"] == ["a", "b", "b"]
-    ds_eval = VideoDataset(ann, media, on_error="exclude", transform=EvalTransform(32, 1), num_frames=4)
-    batch = next(iter(DataLoader(ds_eval, batch_size=3, num_workers=0)))
+    ds_eval = dataset(ann, media, on_error="exclude", transform=EvalTransform(32, 1), num_frames=4)
+    batch = next(iter(DataLoader(ds_eval, batch_size=3, num_workers=0, collate_fn=collate)))
+    assert batch[1] is None and batch[0].shape == (3, 1, 3, 4, 32, 32)  # every view, even one
     assert batch[3]["excluded"].tolist() == [0, 1, 0] and batch[2]["verb"].tolist() == [1, -1, 5]
 
 
 def test_empty_dataset_and_bad_options(media):
     with pytest.raises(DataError, match="no samples"):
-        VideoDataset(annotations([]), media)
+        dataset(annotations([]), media)
     ann = annotations([Sample("a", "a.mp4", 0)])
     with pytest.raises(ConfigError, match="missing_audio"):
-        VideoDataset(ann, media, missing_audio="zeros")
+        AudioSpec(50, missing="zeros")
     with pytest.raises(ConfigError, match="audio_window"):
-        VideoDataset(ann, media, audio_window="file")
+        AudioSpec(50, window="file")

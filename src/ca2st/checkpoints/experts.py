@@ -18,6 +18,10 @@ from .io import StateDict, load_strict, read_state_dict, resize_tables, strip_pr
 
 log = logging.getLogger(__name__)
 
+# environment variables naming each expert's weight file when a config or record gives none
+EXPERT_ENV = {"spatial": "CLIP_PATH", "temporal": "VMAE_PATH", "audio": "AST_PATH"}
+
+
 def _own_format(kind: str):
     """ca2st's own layout (``experts.<kind>.*``, e.g. a whole-model checkpoint): detector and converter."""
     prefix = f"experts.{kind}."

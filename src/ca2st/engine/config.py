@@ -11,15 +11,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
+from ..checkpoints.experts import EXPERT_ENV
 from ..errors import ConfigError
 from ..models.registry import get_config
-
-EXPERT_ENV = {"spatial": "CLIP_PATH", "temporal": "VMAE_PATH", "audio": "AST_PATH"}
-
 
 @dataclass
 class DataConfig:
@@ -124,8 +122,13 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def with_overrides(self, overrides: dict[str, Any] | Sequence[str]) -> "RunConfig":
+        """A copy with ``overrides`` applied (as for :func:`load_config`)."""
+        return _from_dict(apply_overrides(self.to_dict(), overrides))
+
 
 _ENV = re.compile(r"\$\{(\w+)\}")
+RECIPES = Path(__file__).resolve().parents[1] / "configs"  # the recipes shipped inside the package
 
 
 def _expand(value: Any) -> Any:
@@ -187,37 +190,72 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` strings to a raw config dict."""
-    data = dict(data)
+def parse_overrides(overrides: dict[str, Any] | Sequence[str] | None) -> dict[str, Any]:
+    """Overrides as ``{dotted.key: value}``: ``key=value`` strings (values in YAML syntax) or a dict whose keys
+    are dotted paths and whose values are taken as they are. The one parser of the CLI and of Python callers."""
+    if overrides is None:
+        return {}
+    if isinstance(overrides, dict):
+        return {str(k): v for k, v in overrides.items()}
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    out = {}
     for item in overrides:
-        key, sep, text = item.partition("=")
+        key, sep, text = str(item).partition("=")
         if not sep or not key:
             raise ConfigError(f"expected key=value, got {item!r}")
+        out[key] = parse_value(text)
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | Sequence[str] | None) -> dict[str, Any]:
+    """Apply overrides (see :func:`parse_overrides`) to a raw config dict."""
+    data = dict(data)
+    for key, value in parse_overrides(overrides).items():
         node = data
         parts = key.split(".")
         for part in parts[:-1]:
             child = node.get(part)
             node[part] = dict(child) if isinstance(child, dict) else {}
             node = node[part]
-        node[parts[-1]] = parse_value(text)
+        node[parts[-1]] = value
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
-    """A RunConfig from a YAML recipe (or the defaults) and ``key=value`` overrides."""
+def recipe_path(recipe: str | Path) -> Path:
+    """A recipe's YAML file: an existing path, or the name of a recipe shipped with the package."""
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    shipped = RECIPES / f"{Path(str(recipe)).stem}.yaml"
+    if path.suffix not in (".yaml", ".yml") and shipped.is_file():
+        return shipped
+    names = ", ".join(list_recipes())
+    raise ConfigError(f"{recipe}: no such config file, nor a recipe of that name (recipes: {names})")
+
+
+def list_recipes() -> list[str]:
+    """Names of the recipes shipped with the package (``ca2st train NAME`` takes them)."""
+    return sorted(p.stem for p in RECIPES.glob("*.yaml"))
+
+
+def load_config(recipe: str | Path | None = None,
+                overrides: dict[str, Any] | Sequence[str] | None = None) -> RunConfig:
+    """A RunConfig from a recipe (a YAML path or a shipped recipe name such as ``cast_ssv2``; ``None``: the
+    defaults) and overrides (``key=value`` strings or a ``{dotted.key: value}`` dict)."""
     data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"{path}: no such config file")
+    if recipe is not None:
+        path = recipe_path(recipe)
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML ({err})") from err
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a config must be a mapping of sections")
-    data = _expand(apply_overrides(data, list(overrides)))
+    return _from_dict(_expand(apply_overrides(data, overrides)))
+
+
+def _from_dict(data: dict[str, Any]) -> RunConfig:
     if isinstance(data.get("model"), dict):
         data["model"] = {**RunConfig().model, **data["model"]}
     cfg = _build(RunConfig, data, "")

@@ -1,43 +1,98 @@
-"""Datasets and loaders of a run, built from its config and the model's input shapes."""
+"""The data pipeline of a run, built in one place: input recipe → sampler, transform, audio → dataset → loader.
+
+``ca2st train``, ``ca2st eval``, ``ca2st predict`` and :func:`build_dataset` all build their datasets here, so
+the items a user inspects are exactly the ones the trainer and evaluator consume.
+"""
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from torch.utils.data import DataLoader
 
 from ..data.audio import SpecAugment
-from ..data.datasets import Annotations, parse_annotations
-from ..data.datasets.video_dataset import VideoDataset
+from ..data.datasets import Annotations, AudioSpec, Sample, VideoDataset, collate, parse_annotations
+from ..data.recipe import InputRecipe
 from ..data.sampling import build_sampler
-from ..data.transforms import TrainTransform
+from ..data.transforms import EvalTransform, TrainTransform
 from ..errors import ConfigError
 from ..models import ModelConfig
-from .config import RunConfig
+from .config import DataConfig, RunConfig, load_config
+
+SPLITS = ("train", "val")
 
 
-def build_dataset(cfg: RunConfig, model_cfg: ModelConfig, split: str) -> tuple[VideoDataset, Annotations]:
-    """The ``train`` or ``val`` dataset of a run (clips and audio shaped as the model takes them) and its
-    parsed annotations (class counts and names)."""
+def make_sampler(recipe: InputRecipe, train: bool):
+    """The frame sampler of a recipe: one clip for training, ``test_clips`` views for evaluation."""
+    return build_sampler(recipe.sampler, recipe.num_frames, sampling_rate=recipe.sampling_rate,
+                         num_clips=1 if train else recipe.test_clips)
+
+
+def make_transform(recipe: InputRecipe, train: bool, data: DataConfig | None = None, flip: bool = True):
+    """The clip transform: ``data``'s augmentation for training, ``test_crops`` crops for evaluation."""
+    if not train:
+        return EvalTransform(recipe.img_size, recipe.test_crops, mean=recipe.mean, std=recipe.std)
+    data = data or DataConfig()
+    return TrainTransform(recipe.img_size, scale=tuple(data.crop_scale), flip=flip, rand_augment=data.rand_augment,
+                          color_jitter=data.color_jitter, erase_prob=data.erase_prob, mean=recipe.mean,
+                          std=recipe.std)
+
+
+def audio_spec(recipe: InputRecipe, train: bool, data: DataConfig | None = None) -> AudioSpec | None:
+    """What an audio model reads per sample (``None`` for a recipe without audio)."""
+    if recipe.audio_frames is None:
+        return None
+    data = data or DataConfig()
+    return AudioSpec(frames=recipe.audio_frames, window=data.audio_window, root=data.audio_root,
+                     missing=data.missing_audio, spec_augment=SpecAugment() if train and data.spec_augment else None)
+
+
+def recipe_of_run(cfg: RunConfig, model_config: ModelConfig, annotations: Annotations) -> InputRecipe:
+    """The input recipe a run trains and evaluates with (sampler: the config's, else the dataset's)."""
+    d = cfg.data
+    return InputRecipe.for_model(model_config, sampler=d.sampler or annotations.sampler,
+                                 sampling_rate=d.sampling_rate, test_clips=d.test_clips, test_crops=d.test_crops)
+
+
+def dataset_of_run(cfg: RunConfig, split: str, model_config: ModelConfig | None = None) -> VideoDataset:
+    """The ``train`` or ``val`` dataset of a run, shaped for ``model_config`` (default: the run's model)."""
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
     path = getattr(cfg.data, split)
     if not path:
         raise ConfigError(f"config key data.{split} is required (an annotation file)")
-    train = split == "train"
-    d = cfg.data
+    model_config = model_config or cfg.model_config()[1]
+    d, train = cfg.data, split == "train"
     annotations = parse_annotations(path, d.format, **d.options, **getattr(d, f"{split}_options"))
-    kind = d.sampler or annotations.sampler
-    clips = 1 if train else d.test_clips
+    recipe = recipe_of_run(cfg, model_config, annotations)
     flip = annotations.flip if d.flip is None else d.flip
-    with_audio = "audio" in model_cfg.experts
-    dataset = VideoDataset(
-        annotations, d.root, train=train, num_frames=model_cfg.num_frames, sampling_rate=d.sampling_rate,
-        sampler=build_sampler(kind, model_cfg.num_frames, sampling_rate=d.sampling_rate, num_clips=clips),
-        num_clips=clips, num_crops=1 if train else d.test_crops, size=model_cfg.img_size,
-        transform=TrainTransform(model_cfg.img_size, scale=tuple(d.crop_scale), flip=flip, rand_augment=d.rand_augment,
-                                 color_jitter=d.color_jitter, erase_prob=d.erase_prob) if train else None,
-        flip=flip, with_audio=with_audio, audio_root=d.audio_root, audio_frames=model_cfg.audio_frames,
-        audio_window=d.audio_window, spec_augment=SpecAugment() if (train and with_audio and d.spec_augment) else None,
-        on_error=d.on_error if train else "exclude", missing_audio=d.missing_audio, seed=cfg.seed)
-    return dataset, annotations
+    return VideoDataset(annotations, d.root, make_sampler(recipe, train), make_transform(recipe, train, d, flip),
+                        train=train, audio=audio_spec(recipe, train, d), on_error=d.on_error if train else "exclude",
+                        seed=cfg.seed)
+
+
+def build_dataset(recipe_or_config: str | RunConfig, split: str = "train",
+                  overrides: dict | Sequence[str] | None = None) -> VideoDataset:
+    """Exactly the dataset ``ca2st train`` (``split="train"``) or ``ca2st eval`` (``split="val"``) iterates.
+
+    ``recipe_or_config``: a recipe name (``cast_ssv2``), a YAML path or a :class:`RunConfig`; ``overrides`` as
+    for :func:`~ca2st.engine.config.load_config`. Items are ``(video, audio, target, meta)``; evaluation items
+    hold every view: video ``(views, 3, T, H, W)``.
+    """
+    if isinstance(recipe_or_config, RunConfig):
+        cfg = recipe_or_config.with_overrides(overrides) if overrides else recipe_or_config
+    else:
+        cfg = load_config(recipe_or_config, overrides)
+    return dataset_of_run(cfg, split)
+
+
+def inference_dataset(samples: Sequence[Sample], recipe: InputRecipe, root=None, *, data: DataConfig | None = None,
+                      tasks: Sequence[str] | None = None) -> VideoDataset:
+    """Evaluation-mode dataset of ``samples`` under a model's ``recipe`` (``ca2st predict``); broken files are
+    excluded and reported, never replaced."""
+    return VideoDataset(samples, root, make_sampler(recipe, False), make_transform(recipe, False),
+                        audio=audio_spec(recipe, False, data), on_error="exclude", tasks=tasks)
 
 
 def build_loader(dataset: VideoDataset, batch_size: int, num_workers: int, sampler=None, drop_last: bool = False,
@@ -45,4 +100,4 @@ def build_loader(dataset: VideoDataset, batch_size: int, num_workers: int, sampl
     """A loader whose workers start afresh each epoch (so they see ``set_epoch``) and whose worker seeds
     come from their own generator (so loading never shifts the training random stream)."""
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=drop_last,
-                      generator=torch.Generator().manual_seed(seed))
+                      generator=torch.Generator().manual_seed(seed), collate_fn=collate)

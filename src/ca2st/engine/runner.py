@@ -6,31 +6,21 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import load_official_cast
+from ..checkpoints import load_any
 from ..errors import ConfigError
-from .checkpointing import is_valid_checkpoint, load_model
 from .config import RunConfig
-from .data import build_dataset, build_loader
+from .data import build_loader, dataset_of_run
 from .distributed import cleanup, init_distributed
 from .evaluate import EvalResult, ShardedEvalSampler, evaluate
 
 
-def load_trained(path: str | Path, experts: dict[str, str] | None = None, num_heads: int = 12,
-                 exchange_heads: int | None = None):
-    """A trained model in eval mode: our checkpoint directory (with its experts' weights) or a released
-    official CAST checkpoint (whose head count is not stored: ``num_heads``)."""
-    path = Path(path)
-    if path.is_dir() and is_valid_checkpoint(path):
-        return load_model(path, experts=experts)
-    return load_official_cast(path, num_heads=num_heads, exchange_heads=exchange_heads)
-
-
 def load_for_eval(cfg: RunConfig, device: torch.device):
-    """The model of ``cfg.checkpoint``, on ``device``."""
+    """The model of ``cfg.checkpoint`` (:func:`~ca2st.load_any`: our folder or an official CAST file), on
+    ``device``; head counts the config sets explicitly apply to official files, which do not store them."""
     if not cfg.checkpoint:
         raise ConfigError("config key checkpoint is required: ca2st eval CONFIG checkpoint=PATH")
-    _, model_cfg = cfg.model_config()
-    return load_trained(cfg.checkpoint, cfg.expert_paths(), model_cfg.num_heads, model_cfg.exchange_heads).to(device)
+    heads = {k: cfg.model[k] for k in ("num_heads", "exchange_heads") if cfg.model.get(k) is not None}
+    return load_any(cfg.checkpoint, experts=cfg.expert_paths(), **heads).to(device)
 
 
 def run_eval(cfg: RunConfig, out_dir: str | Path | None = None) -> tuple[EvalResult, dict[str, Path]]:
@@ -41,11 +31,13 @@ def run_eval(cfg: RunConfig, out_dir: str | Path | None = None) -> tuple[EvalRes
         model = load_for_eval(cfg, info.device)
         if cfg.precision == "bf16":
             model.cast_matmul_weights_(torch.bfloat16, trainable=True)
-        dataset, annotations = build_dataset(cfg, model.config, "val")
+        dataset = dataset_of_run(cfg, "val", model.config)
+        annotations = dataset.annotations
         sampler = ShardedEvalSampler(len(dataset), num_replicas=info.world_size, rank=info.rank) if info.enabled else None
         loader = build_loader(dataset, cfg.data.eval_batch_size or cfg.data.batch_size, cfg.data.num_workers, sampler)
         result = evaluate(model, loader, device=info.device, precision="fp32" if cfg.precision == "fp16" else cfg.precision,
-                          progress=cfg.progress and info.is_main, class_names=annotations.class_names,
+                          progress=cfg.progress and info.is_main,
+                          class_names=annotations.class_names or model.class_names,
                           dataset=Path(cfg.data.val).name, model_name=cfg.model.get("name"))
         files = result.save(Path(out_dir or Path(cfg.output_dir) / "eval")) if info.is_main else {}
         return result, files

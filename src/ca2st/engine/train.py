@@ -21,13 +21,15 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ..checkpoints import load_expert_weights, load_official_cast
+from ..checkpoints import load_any, load_expert_weights
+from ..checkpoints.ca2st import load_weights
+from ..checkpoints.io import load_strict
+from ..checkpoints.experts import EXPERT_ENV
 from ..errors import ConfigError
 from ..models import MultiExpertModel
-from .checkpointing import (is_valid_checkpoint, latest_checkpoint, load_training_state, load_weights,
-                            prune_checkpoints, save_checkpoint)
-from .config import EXPERT_ENV, RunConfig
-from .data import build_dataset, build_loader
+from .checkpointing import latest_checkpoint, load_training_state, prune_checkpoints, save_checkpoint
+from .config import RunConfig
+from .data import build_loader, dataset_of_run, recipe_of_run
 from .distributed import DistInfo, EpochSampler, all_reduce_mean, cleanup, init_distributed
 from .evaluate import ShardedEvalSampler, evaluate
 from .host_memory import keep_freed_memory
@@ -69,10 +71,12 @@ def autocast(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
-def build_run_model(cfg: RunConfig, num_classes, device: torch.device) -> tuple[str, MultiExpertModel]:
-    """The run's model: preset and overrides, class counts from the data when the config gives none,
-    expert weights (config or environment), and ``checkpoint`` weights to start from if given."""
+def build_run_model(cfg: RunConfig, annotations, device: torch.device) -> tuple[str, MultiExpertModel]:
+    """The run's model: preset and overrides, class counts and names from the data when the config gives no
+    counts, the run's input recipe, expert weights (config or environment), and ``checkpoint`` weights to start
+    from if given."""
     name, model_cfg = cfg.model_config()
+    num_classes = annotations.num_classes
     if isinstance(num_classes, dict) and not model_cfg.composition:
         raise ConfigError(f"the annotations have {sorted(num_classes)} labels: use a composition model "
                           f"(e.g. {name}_ek100 or model.composition=true)")
@@ -82,6 +86,12 @@ def build_run_model(cfg: RunConfig, num_classes, device: torch.device) -> tuple[
         model_cfg = model_cfg.replace(num_classes=num_classes)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = MultiExpertModel(model_cfg)
+    model.input_recipe = recipe_of_run(cfg, model_cfg, annotations)
+    if annotations.class_names is not None:
+        try:
+            model.class_names = annotations.class_names
+        except ConfigError as err:  # the config overrides the class count
+            log.warning("class names of %s not kept: %s", annotations.path, err)
     paths = cfg.expert_paths()
     for kind in model.experts:
         if kind in paths:
@@ -90,27 +100,24 @@ def build_run_model(cfg: RunConfig, num_classes, device: torch.device) -> tuple[
             raise ConfigError(f"no weights for the {kind} expert: set experts.{kind} or the environment variable "
                               f"{EXPERT_ENV[kind]} (random_experts=true trains on random experts, for smoke tests)")
     if cfg.checkpoint:
-        start_from(model, cfg.checkpoint)
+        start_from(model, cfg.checkpoint, paths)
     if not cfg.freeze_experts:
         model.requires_grad_(True)
     return name, model.to(device)
 
 
-def start_from(model: MultiExpertModel, path: str) -> None:
-    """Load weights to start from or evaluate: our checkpoint directory or an official CAST file."""
-    if Path(path).is_dir() and is_valid_checkpoint(Path(path)):
-        load_weights(model, path)
-    else:
-        official = load_official_cast(path, num_heads=model.config.num_heads,
-                                      exchange_heads=model.config.exchange_heads)
-        model.load_state_dict(official.state_dict())
+def start_from(model: MultiExpertModel, path: str, experts: dict[str, str] | None = None) -> None:
+    """Start from the weights of our checkpoint folder or an official CAST file (:func:`~ca2st.load_any`)."""
+    source = load_any(path, experts=experts, num_heads=model.config.num_heads,
+                      exchange_heads=model.config.exchange_heads)
+    load_strict(model, source.state_dict(), path)
 
 
 def _to_device(batch, device):
     video, audio, target, meta = batch
     move = (lambda t: t.to(device, non_blocking=True))
     target = {k: move(v) for k, v in target.items()} if isinstance(target, dict) else move(target)
-    return move(video), move(audio), target, meta
+    return move(video), None if audio is None else move(audio), target, meta
 
 
 def train(cfg: RunConfig) -> TrainResult:
@@ -129,11 +136,10 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
         keep_freed_memory()
     out = Path(cfg.output_dir)
     seed_everything(cfg.seed)
-    _, model_cfg = cfg.model_config()
-    train_set, annotations = build_dataset(cfg, model_cfg, "train")
-    classes = annotations.num_classes
-    val_set = build_dataset(cfg, model_cfg, "val")[0] if cfg.data.val else None
-    name, model = build_run_model(cfg, classes, device)
+    train_set = dataset_of_run(cfg, "train")
+    classes = train_set.annotations.num_classes
+    val_set = dataset_of_run(cfg, "val") if cfg.data.val else None
+    name, model = build_run_model(cfg, train_set.annotations, device)
     # experts that no file can restore (random_experts) are saved inside every checkpoint
     with_experts = any(kind not in cfg.expert_paths() for kind in model.experts)
     if cfg.precision in ("bf16", "fp16") and cfg.freeze_experts:  # autocast would cast them on every call
@@ -210,7 +216,6 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
             if batch_idx >= steps_per_epoch * o.update_freq:
                 break
             video, audio, target, meta = _to_device(batch, device)
-            audio = audio if audio.numel() else None  # an empty tensor stands for "no audio" in batches
             result.skipped_samples += int(meta["skipped"].gt(0).sum()) if "skipped" in meta else 0
             times = meta.get("intervals") if model.time_codes is not None else None
             if mixup is not None:

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..data.recipe import InputRecipe
+from ..tasks import check_class_names, model_tasks
 from ..errors import ConfigError
 from .config import ModelConfig, resnet_stage_layers
 from .exchange import Exchange, WindowedCrossAttention
@@ -71,6 +73,8 @@ class MultiExpertModel(nn.Module):
                     shared.setdefault(kind, ex.projection(kind))
                 layer[spec.name] = ex
             self.exchanges.append(layer)
+        self.input_recipe = InputRecipe.for_model(config)
+        self._class_names: dict[str, list[str]] | None = None
         self.time_codes = None
         if config.time_encoding and "audio" in self.experts:
             self.time_codes = TimeCodes(width, self.experts["audio"].freq_time)
@@ -235,3 +239,24 @@ class MultiExpertModel(nn.Module):
             for name, exchange in layer.items():
                 tables.update({f"exchanges.{i}.{name}.{n}": v for n, v in exchange.pos_tables().items()})
         return tables
+
+    # ------------------------------------------------------------------ the model record
+
+    @property
+    def tasks(self) -> dict[str, int]:
+        """Class count per task: ``{"class": C}``, or ``{"verb": 97, "noun": 300}`` for composition models."""
+        return model_tasks(self.config)
+
+    @property
+    def class_names(self) -> dict[str, list[str]] | None:
+        """Class names per task (like Hugging Face's ``id2label``), or ``None`` when unknown."""
+        return self._class_names
+
+    @class_names.setter
+    def class_names(self, names) -> None:
+        self._class_names = check_class_names(names, self.tasks)
+
+    def label(self, task: str, index: int) -> str:
+        """The name of class ``index`` of ``task`` (its number when the names are unknown)."""
+        names = (self._class_names or {}).get(task)
+        return names[index] if names else str(index)

@@ -23,7 +23,7 @@ from .kinetics import parse_kinetics, parse_kinetics_sound
 from .ssv2 import parse_ssv2
 from .ucf101 import parse_ucf101
 from .vggsound import parse_vggsound
-from .video_dataset import VideoDataset
+from .video_dataset import AudioSpec, VideoDataset, collate
 
 __all__ = [
     "Sample",
@@ -35,6 +35,8 @@ __all__ = [
     "load_class_mapping",
     "parse_timestamp",
     "VideoDataset",
+    "AudioSpec",
+    "collate",
 ]
 
 FORMATS: dict[str, Callable[..., Annotations]] = {

@@ -1,8 +1,9 @@
 """``VideoDataset``: annotation samples → ``(video, audio, target, meta)``, with an explicit bad-input policy.
 
 Per item: probe the file, turn the sample's segment into a frame range, sample clip indices, decode exactly
-those frames (once, even when several test clips share them), transform, and — only with ``with_audio`` — read
-the audio window and compute log-mel features.
+those frames (once, even when several test clips share them), transform, and — only with an :class:`AudioSpec` —
+read the audio window and compute log-mel features. The sampler and the transform come in built (from a run
+config or a model's input recipe, by :mod:`ca2st.engine.data`).
 
 Bad-input policy (``on_error``):
 
@@ -14,7 +15,7 @@ Bad-input policy (``on_error``):
   and ``meta['error']`` is returned so the evaluator drops it and reports it with the metrics.
   Evaluation never substitutes another sample.
 
-Missing audio track with ``with_audio`` (``missing_audio``): ``'error'`` raises; ``'silence'`` uses a silent
+Missing audio track (``AudioSpec.missing``): ``'error'`` raises; ``'silence'`` uses a silent
 waveform of the window's length, logs and counts it (``stats['silent_audio']``, ``meta['silent_audio']``).
 """
 
@@ -23,115 +24,113 @@ from __future__ import annotations
 import logging
 import zlib
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from ...errors import ConfigError, DataError
-from ..sampling import build_sampler, frame_range, time_intervals
-from ..transforms import EvalTransform, TrainTransform, to_tchw
+from ..sampling import frame_range, time_intervals
+from ..transforms import to_tchw
 from .common import Annotations, Sample
 
-__all__ = ["VideoDataset"]
+__all__ = ["VideoDataset", "AudioSpec", "collate"]
 
 log = logging.getLogger(__name__)
 
 AUDIO_RATE = 16000
+MEL_BINS = 128
+
+
+@dataclass(frozen=True)
+class AudioSpec:
+    """What an audio model takes from each sample.
+
+    ``frames``: log-mel frames per clip. ``window``: ``'sample'`` — the sample's whole clip or segment (the
+    official AST input), cropped to ``frames`` at a random position (training) or at ``(clip + 0.5) /
+    num_clips`` (evaluation); ``'clip'`` — the sampled clip's own time window, centred. ``root``: folder of
+    separate audio files (``Sample.audio_path``; default: the dataset root). ``missing``: ``'error'`` or
+    ``'silence'`` for a file without an audio track. ``spec_augment``: optional ``(spec, generator) -> spec``
+    applied in training.
+    """
+
+    frames: int = 1024
+    window: str = "sample"
+    root: str | Path | None = None
+    missing: str = "error"
+    spec_augment: Callable | None = None
+
+    def __post_init__(self) -> None:
+        if self.missing not in ("error", "silence"):
+            raise ConfigError(f"missing_audio must be 'error' or 'silence', got {self.missing!r}")
+        if self.window not in ("sample", "clip"):
+            raise ConfigError(f"audio_window must be 'sample' or 'clip', got {self.window!r}")
 
 
 class VideoDataset(Dataset):
-    """A dataset over parsed annotations; any parser's :class:`Annotations` (or a list of :class:`Sample`).
+    """A dataset over parsed annotations (any parser's :class:`Annotations`) or a list of :class:`Sample`.
 
     Args:
-        annotations: parsed annotations; their ``sampler`` and ``flip`` defaults pick the sampler and the flip.
-        root: folder the sample paths are relative to. ``audio_root``: same for ``Sample.audio_path``.
-        train: training mode (random clip, :class:`TrainTransform`) or evaluation (deterministic views).
-        num_frames, sampling_rate: clip length and dense stride (the sampler kind comes from the annotations
-            unless ``sampler`` is given).
-        num_clips, num_crops: evaluation views. With more than one view the item holds all views stacked:
-            video ``(V, C, T, S, S)``, audio ``(V, L, 128)``, clip-major (view = clip · num_crops + crop).
-        transform: callable ``(uint8 (T, C, H, W), generator) -> float (C, T, S, S)`` (training) or
-            ``-> (crops, C, T, S, S)`` (evaluation); default built from ``size``, the flip rule and ``num_crops``.
-        with_audio: decode audio and return ``(L, 128)`` log-mel frames (``audio_frames`` long); otherwise the
-            audio slot is an empty tensor and no audio is read.
-        audio_window: ``'sample'`` — the sample's whole clip or segment (the official AST input), cropped to
-            ``audio_frames`` at a random position (training) or at ``(clip + 0.5) / num_clips`` (evaluation);
-            ``'clip'`` — the sampled clip's own time window, centred.
-        spec_augment: optional callable ``(spec, generator) -> spec`` applied in training (e.g. SpecAugment).
+        samples: parsed annotations or samples.
+        root: folder the sample paths are relative to.
+        sampler: a frame sampler (:mod:`ca2st.data.sampling`); its ``num_clips`` test clips are the views.
+        transform: ``(uint8 (T, C, H, W), generator) -> float (C, T, S, S)`` when training, ``-> (crops, C, T, S,
+            S)`` in evaluation (:class:`TrainTransform`, :class:`EvalTransform`).
+        train: training mode (random clip and augmentation) or evaluation (deterministic views).
+        audio: an :class:`AudioSpec` for audio models, ``None`` to read no audio.
         on_error: ``'error'``, ``'skip'`` (training) or ``'exclude'`` (evaluation); see the module docstring.
-        missing_audio: ``'error'`` or ``'silence'``.
+        tasks: task names of composition labels (default: from the annotations), so unlabelled samples get
+            ``{task: -1}`` targets.
         seed: base seed; item ``i`` of epoch ``e`` uses a generator seeded from ``(seed, e, i)``.
 
-    An item is ``(video, audio, target, meta)``: video float ``(C, T, S, S)`` (or ``(V, C, T, S, S)``); audio
-    ``(L, 128)`` / ``(V, L, 128)`` or an empty tensor; target a long scalar or ``{'verb': .., 'noun': ..}``
-    (-1 for unlabelled or excluded samples); meta a dict of ``index`` (the sample loaded), ``requested``,
-    ``id``, ``path``, ``times`` (frame times in seconds, ``(T,)`` / ``(V, T)``), ``window`` (seconds covered by
-    the audio features with audio, else by the clip), ``intervals`` (the time-encoding input
-    ``(1 + T/2, 2)``: window, then one pair per tubelet), ``skipped``, ``excluded``, ``silent_audio``,
-    ``error``. Everything collates with the default ``collate_fn``.
+    An item is ``(video, audio, target, meta)``. Training: video float ``(C, T, S, S)``, audio ``(L, 128)``.
+    Evaluation: every view stacked, clip-major (view = clip · crops + crop): video ``(V, C, T, S, S)``, audio
+    ``(V, L, 128)``. ``audio`` is ``None`` without an :class:`AudioSpec`. ``target`` is a long scalar or
+    ``{task: scalar}`` (-1 for unlabelled or excluded samples). ``meta`` holds ``index`` (the sample loaded),
+    ``requested``, ``id``, ``path``, ``times`` (frame times in seconds, ``(T,)`` / ``(V, T)``), ``window``
+    (seconds covered by the audio features with audio, else by the clip), ``intervals`` (the time-encoding
+    input ``(1 + T/2, 2)``: window, then one pair per tubelet), ``skipped``, ``excluded``, ``silent_audio``,
+    ``error``. Batch items with :func:`collate`.
     """
 
     def __init__(
         self,
-        annotations: Annotations | Sequence[Sample],
-        root: str | Path | None = None,
+        samples: Annotations | Sequence[Sample],
+        root: str | Path | None,
+        sampler: Callable,
+        transform: Callable,
         *,
         train: bool = False,
-        num_frames: int = 16,
-        sampling_rate: int = 4,
-        sampler: Callable | None = None,
-        num_clips: int = 1,
-        num_crops: int = 1,
-        size: int = 224,
-        transform: Callable | None = None,
-        flip: bool | None = None,
-        with_audio: bool = False,
-        audio_root: str | Path | None = None,
-        audio_frames: int = 1024,
-        audio_window: str = "sample",
-        spec_augment: Callable | None = None,
+        audio: AudioSpec | None = None,
         on_error: str = "error",
-        missing_audio: str = "error",
+        tasks: Sequence[str] | None = None,
         max_skips: int = 10,
         seed: int = 0,
     ):
-        if isinstance(annotations, Annotations):
-            samples, kind, default_flip = annotations.samples, annotations.sampler, annotations.flip
-        else:
-            samples, kind, default_flip = list(annotations), "dense", True
-        if not samples:
+        self.annotations = samples if isinstance(samples, Annotations) else None
+        self.samples = list(samples)
+        if not self.samples:
             raise DataError("the dataset has no samples (empty annotation file, or every row filtered out)")
+        if tasks is None and self.annotations is not None and isinstance(self.annotations.num_classes, dict):
+            tasks = list(self.annotations.num_classes)
         allowed = ("error", "skip") if train else ("error", "exclude")
         if on_error not in allowed:
             hint = "" if train else ": evaluation never substitutes a sample"
             raise ConfigError(f"on_error={on_error!r} is not allowed {'in training' if train else 'in evaluation'}"
                               f"{hint}; use one of {allowed}")
-        if missing_audio not in ("error", "silence"):
-            raise ConfigError(f"missing_audio must be 'error' or 'silence', got {missing_audio!r}")
-        if audio_window not in ("sample", "clip"):
-            raise ConfigError(f"audio_window must be 'sample' or 'clip', got {audio_window!r}")
-        self.samples = list(samples)
         self.root = Path(root) if root is not None else None
-        self.audio_root = Path(audio_root) if audio_root is not None else self.root
+        self.audio_root = Path(audio.root) if audio is not None and audio.root is not None else self.root
         self.train = train
-        self.num_clips = 1 if train else num_clips
-        self.num_crops = 1 if train else num_crops
-        self.sampler = sampler or build_sampler(kind, num_frames, sampling_rate=sampling_rate,
-                                                num_clips=self.num_clips)
-        self.num_frames = getattr(self.sampler, "num_frames", num_frames)
-        self.size = size
-        flip = default_flip if flip is None else flip
-        if transform is None:
-            transform = TrainTransform(size, flip=flip) if train else EvalTransform(size, self.num_crops)
+        self.sampler = sampler
+        self.num_clips = 1 if train else sampler.num_clips
+        self.num_crops = 1 if train else transform.num_crops
+        self.num_frames = sampler.num_frames
         self.transform = transform
-        self.with_audio = with_audio
-        self.audio_frames = audio_frames
-        self.audio_window = audio_window
-        self.spec_augment = spec_augment
+        self.audio = audio
         self.on_error = on_error
-        self.missing_audio = missing_audio
+        self.tasks = tuple(tasks) if tasks else None
         self.max_skips = max_skips
         self.seed = seed
         self.epoch = 0
@@ -237,8 +236,8 @@ class VideoDataset(Dataset):
             windows.append((clip.start, clip.end))
         meta = {"index": index, "requested": index, "id": sample.id, "path": str(path), "skipped": 0,
                 "excluded": 0, "silent_audio": 0, "error": ""}
-        audio = torch.empty(0)
-        if self.with_audio:
+        audio = None
+        if self.audio is not None:
             seg = (first / info.fps, (first + count) / info.fps)
             audio, windows, silent = self._audio(sample, path, info, seg, windows, g, where)
             meta["silent_audio"] = int(silent)
@@ -249,15 +248,11 @@ class VideoDataset(Dataset):
             video = torch.cat(videos)  # (clips · crops, C, T, S, S)
             meta["times"] = torch.stack(times).repeat_interleave(self.num_crops, 0)
             meta["window"] = torch.tensor(windows, dtype=torch.float32).repeat_interleave(self.num_crops, 0)
-            if self.with_audio:
+            if audio is not None:
                 audio = audio.repeat_interleave(self.num_crops, 0)
-            if self.num_views == 1:
-                video, meta["times"], meta["window"] = video[0], meta["times"][0], meta["window"][0]
-                if self.with_audio:
-                    audio = audio[0]
         if meta["times"].shape[-1] % 2 == 0:
             meta["intervals"] = time_intervals(meta["times"], meta["window"])
-        return video, audio, _target(sample.label), meta
+        return video, audio, self._target(sample.label), meta
 
     def _audio(self, sample: Sample, path: Path, info, seg, windows, g, where):
         from ..audio import log_mel
@@ -270,9 +265,10 @@ class VideoDataset(Dataset):
         else:
             present = info.has_audio if apath == path else has_audio(apath)
             reason = f"{apath}: the file has no audio track, but the model needs audio{where}"
-        if not present and self.missing_audio == "error":
+        spec_cfg = self.audio
+        if not present and spec_cfg.missing == "error":
             raise DataError(reason + " (use missing_audio='silence' to feed silence instead)")
-        if self.audio_window == "sample":
+        if spec_cfg.window == "sample":
             spans = [seg] * len(windows)
             positions = ([float(torch.rand((), generator=g))] if self.train
                          else [(v + 0.5) / len(windows) for v in range(len(windows))])
@@ -289,43 +285,45 @@ class VideoDataset(Dataset):
                     wave = torch.zeros(max(int(round((end - start) * AUDIO_RATE)), 400))
                 cache[(start, end)] = wave
             wave = cache[(start, end)]
-            spec = log_mel(wave, AUDIO_RATE, num_frames=self.audio_frames, crop_position=position)
-            if self.train and self.spec_augment is not None:
-                spec = self.spec_augment(spec, g)
+            spec = log_mel(wave, AUDIO_RATE, num_frames=spec_cfg.frames, crop_position=position)
+            if self.train and spec_cfg.spec_augment is not None:
+                spec = spec_cfg.spec_augment(spec, g)
             feats.append(spec)
             # the audio window actually covered, in seconds (for time encoding)
             total = max(0, 1 + (wave.shape[0] - 400) // 160)
-            s0 = int(round(position * max(0, total - self.audio_frames)))
-            n = min(total, self.audio_frames)
+            s0 = int(round(position * max(0, total - spec_cfg.frames)))
+            n = min(total, spec_cfg.frames)
             out_windows.append((start + s0 * 0.01, start + (s0 + n) * 0.01 + 0.015))
         if not present:
             self.stats["silent_audio"] += 1
             log.warning("%s; feeding silence", reason)
         audio = torch.stack(feats)
-        return (audio[0] if self.train else audio), (out_windows if self.audio_window == "sample" else windows), \
+        return (audio[0] if self.train else audio), (out_windows if spec_cfg.window == "sample" else windows), \
             not present
 
     def _placeholder(self, index: int, message: str):
         sample = self.samples[index]
-        t, s, v = self.num_frames, getattr(self.transform, "size", self.size), self.num_views
-        video = torch.zeros(3, t, s, s) if v == 1 else torch.zeros(v, 3, t, s, s)
-        audio = torch.empty(0)
-        if self.with_audio:
-            audio = torch.zeros(self.audio_frames, 128) if v == 1 else torch.zeros(v, self.audio_frames, 128)
-        times = torch.zeros(t) if v == 1 else torch.zeros(v, t)
-        window = torch.zeros(2) if v == 1 else torch.zeros(v, 2)
-        label = sample.label
-        target = _target({k: -1 for k in label} if isinstance(label, dict) else -1)
+        t, s, v = self.num_frames, self.transform.size, self.num_views
+        video = torch.zeros(v, 3, t, s, s)
+        audio = None if self.audio is None else torch.zeros(v, self.audio.frames, MEL_BINS)
+        times, window = torch.zeros(v, t), torch.zeros(v, 2)
         meta = {"index": index, "requested": index, "id": sample.id, "path": str(self.resolve(sample.path, self.root)),
                 "skipped": 0, "excluded": 1, "silent_audio": 0, "error": message, "times": times, "window": window}
         if t % 2 == 0:
             meta["intervals"] = time_intervals(times, window)
-        return video, audio, target, meta
+        return video, audio, self._target(None), meta
+
+    def _target(self, label):
+        """A label as the target tensor(s); unlabelled: -1 (per task for composition datasets)."""
+        if label is None:
+            return {t: torch.tensor(-1) for t in self.tasks} if self.tasks else torch.tensor(-1)
+        if isinstance(label, dict):
+            return {k: torch.tensor(int(v)) for k, v in label.items()}
+        return torch.tensor(int(label))
 
 
-def _target(label):
-    if label is None:
-        return torch.tensor(-1)
-    if isinstance(label, dict):
-        return {k: torch.tensor(int(v)) for k, v in label.items()}
-    return torch.tensor(int(label))
+def collate(items: Sequence[tuple]) -> tuple:
+    """Batch ``(video, audio, target, meta)`` items; ``audio`` stays ``None`` when the items have none."""
+    video, audio, target, meta = zip(*items)
+    return (default_collate(video), None if audio[0] is None else default_collate(audio), default_collate(target),
+            default_collate(meta))
