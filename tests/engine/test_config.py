@@ -3,10 +3,9 @@
 import pytest
 
 from ca2st.engine.config import load_config
-from ca2st.engine.train import train
 from ca2st.errors import ConfigError
 
-from helpers import SMOKE_RECIPE, smoke_overrides
+from helpers import SMOKE_RECIPE
 
 
 def test_overrides_win_over_the_recipe_and_the_defaults_fill_the_rest(monkeypatch, tmp_path):
@@ -23,7 +22,7 @@ def test_overrides_win_over_the_recipe_and_the_defaults_fill_the_rest(monkeypatc
         load_config(SMOKE_RECIPE, ["data.root=${CA2ST_UNSET}"])
 
 
-def test_config_errors_name_the_key(synthetic_data, tmp_path):
+def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="unknown config key optim.learning_rate"):
         load_config(None, ["optim.learning_rate=1"])
     with pytest.raises(ConfigError, match="config key optim.epochs must be a number"):
@@ -32,8 +31,3 @@ def test_config_errors_name_the_key(synthetic_data, tmp_path):
         load_config(None, ["model.depht=3"])
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "missing.yaml")
-    with pytest.raises(ConfigError, match="config key data.train is required"):
-        train(load_config(None, [f"output_dir={tmp_path}", "model.embed_dim=32", "model.num_heads=2"]))
-    no_weights = smoke_overrides(tmp_path / "x", "random_experts=false", data=synthetic_data)
-    with pytest.raises(ConfigError, match="no weights for the spatial expert: set experts.spatial or .* CLIP_PATH"):
-        train(load_config(SMOKE_RECIPE, no_weights))

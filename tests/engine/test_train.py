@@ -1,4 +1,4 @@
-"""engine/train.py: gradient accumulation, resume, DDP, bf16 with EMA, and training through the CLI.
+"""engine/train.py: runs that cannot start, gradient accumulation, resume, DDP, bf16 with EMA, and the CLI.
 
 Every run starts from configs/smoke.yaml (``helpers.smoke_config``) on the session's synthetic dataset."""
 
@@ -15,12 +15,21 @@ from safetensors.torch import load_file
 from ca2st.engine.checkpointing import latest_checkpoint
 from ca2st.engine.config import load_config
 from ca2st.engine.train import train
+from ca2st.errors import ConfigError
 
 from helpers import SMOKE_RECIPE, smoke_config, smoke_model, smoke_overrides
 
 
 def trainable(path):
     return load_file(str(path / "model.safetensors"))
+
+
+def test_a_run_without_data_or_expert_weights_names_what_is_missing(synthetic_data, tmp_path):
+    with pytest.raises(ConfigError, match="config key data.train is required"):
+        train(load_config(None, [f"output_dir={tmp_path}", "model.embed_dim=32", "model.num_heads=2"]))
+    no_weights = smoke_config(tmp_path / "x", "random_experts=false", data=synthetic_data)
+    with pytest.raises(ConfigError, match="no weights for the spatial expert: set experts.spatial or .* CLIP_PATH"):
+        train(no_weights)
 
 
 def test_accumulation_divides_the_loss_once(synthetic_data, tmp_path):
