@@ -1,0 +1,54 @@
+"""engine/checkpointing.py: atomic saves, rebuilding a model from a checkpoint, the latest one, pruning."""
+
+import pytest
+import torch
+
+from ca2st.engine.checkpointing import latest_checkpoint, load_model, prune_checkpoints, save_checkpoint
+from ca2st.errors import CheckpointError
+
+from helpers import SMOKE_MODEL, smoke_model
+
+
+def test_checkpoints_are_atomic_and_load_model_rebuilds(tmp_path):
+    model = smoke_model().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+    path = save_checkpoint(tmp_path / "ckpt", model, model_name="cast_b16", include_experts=True)
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+    video = torch.randn(1, 3, SMOKE_MODEL["num_frames"], SMOKE_MODEL["img_size"], SMOKE_MODEL["img_size"])
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(path)(video), model(video))
+    light = save_checkpoint(tmp_path / "light", model, model_name="cast_b16")
+    with pytest.raises(CheckpointError, match="the spatial expert's weights are needed"):
+        load_model(light)
+
+
+def test_failed_write_leaves_the_old_checkpoint(tmp_path, monkeypatch):
+    model = smoke_model()
+    path = save_checkpoint(tmp_path / "ckpt", model, model_name="cast_b16")
+    before = (path / "model.safetensors").read_bytes()
+    import ca2st.engine.checkpointing as ck
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ck, "save_file", boom)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tmp_path / "ckpt", model, model_name="cast_b16")
+    assert (path / "model.safetensors").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+
+
+def test_latest_is_the_newest_complete_one_and_pruning_keeps_the_newest(tmp_path):
+    model = smoke_model()
+    for step in (2, 10, 9):
+        save_checkpoint(tmp_path / f"checkpoint-{step:08d}", model, model_name="cast_b16", state={"step": step})
+    save_checkpoint(tmp_path / "checkpoint-00000011", model, model_name="cast_b16")  # no training state
+    save_checkpoint(tmp_path / "checkpoint-best", model, model_name="cast_b16", state={"step": 99})  # not numbered
+    assert latest_checkpoint(tmp_path).name == "checkpoint-00000010"  # most steps, not last written
+    assert latest_checkpoint(tmp_path / "missing") is None
+    prune_checkpoints(tmp_path, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-00000010", "checkpoint-00000011",
+                                                          "checkpoint-best"]
