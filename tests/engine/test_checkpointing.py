@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from ca2st.engine.checkpointing import latest_checkpoint, load_model, prune_checkpoints, save_checkpoint
+from ca2st.checkpoints import load_model
+from ca2st.engine.checkpointing import latest_checkpoint, prune_checkpoints, save_checkpoint
 from ca2st.errors import CheckpointError
 
 from helpers import SMOKE_MODEL, smoke_model
@@ -29,7 +30,7 @@ def test_failed_write_leaves_the_old_checkpoint(tmp_path, monkeypatch):
     model = smoke_model()
     path = save_checkpoint(tmp_path / "ckpt", model, model_name="cast_b16")
     before = (path / "model.safetensors").read_bytes()
-    import ca2st.engine.checkpointing as ck
+    import ca2st.checkpoints.ca2st as ck
 
     def boom(*a, **k):
         raise OSError("disk full")

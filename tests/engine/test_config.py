@@ -5,7 +5,7 @@ import pytest
 from ca2st.engine.config import load_config
 from ca2st.errors import ConfigError
 
-from helpers import SMOKE_RECIPE
+from helpers import REPO, SMOKE_RECIPE
 
 
 def test_overrides_win_over_the_recipe_and_the_defaults_fill_the_rest(monkeypatch, tmp_path):
@@ -31,3 +31,17 @@ def test_config_errors_name_the_key(tmp_path):
         load_config(None, ["model.depht=3"])
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_recipe_names_dict_overrides_and_exponents(tmp_path):
+    from ca2st.engine.config import list_recipes
+
+    assert {"smoke", "cast_ek100", "cast_ssv2"} <= set(list_recipes())
+    by_name = load_config("smoke", {"data.batch_size": 3, "optim.lr": 5e-4, "model.depth": 1})
+    by_path = load_config(REPO / "configs" / "smoke.yaml", ["data.batch_size=3", "optim.lr=5e-4", "model.depth=1"])
+    assert by_name == by_path and by_name.optim.lr == 5e-4 and by_name.data.batch_size == 3
+    (tmp_path / "r.yaml").write_text("optim:\n  lr: 5e-4\n")
+    assert load_config(tmp_path / "r.yaml").optim.lr == 5e-4
+    assert by_name.with_overrides(["seed=7"]).seed == 7 and by_name.seed == 0
+    with pytest.raises(ConfigError, match="no such config file, nor a recipe of that name"):
+        load_config("cast_ek1000")

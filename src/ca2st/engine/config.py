@@ -128,6 +128,7 @@ class RunConfig:
 
 
 _ENV = re.compile(r"\$\{(\w+)\}")
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 RECIPES = Path(__file__).resolve().parents[1] / "configs"  # the recipes shipped inside the package
 
 
@@ -167,6 +168,8 @@ def _check_type(name: str, f: dataclasses.Field, value: Any) -> Any:
         if "None" not in kind:
             raise ConfigError(f"config key {name} cannot be null")
         return value
+    if kind.startswith(("int", "float")) and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads exponents without a dot (5e-4) as strings
     if kind.startswith(("int", "float")) and (isinstance(value, bool) or not isinstance(value, (int, float))):
         raise ConfigError(f"config key {name} must be a number, got {value!r}")
     if kind.startswith("int") and isinstance(value, float) and not value.is_integer():
@@ -185,9 +188,12 @@ def _check_type(name: str, f: dataclasses.Field, value: Any) -> Any:
 def parse_value(text: str) -> Any:
     """A command-line value: YAML scalar/list/dict syntax (``1e-3``, ``true``, ``[1, 2]``, ``null``)."""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads exponents without a dot (5e-4) as strings
+    return value
 
 
 def parse_overrides(overrides: dict[str, Any] | Sequence[str] | None) -> dict[str, Any]:

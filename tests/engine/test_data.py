@@ -1,0 +1,78 @@
+"""The data pipeline of a run: build_dataset gives exactly what the trainer and the evaluator iterate."""
+
+import pytest
+import torch
+from dataset_media import make_video, write
+from helpers import smoke_config
+
+import ca2st
+from ca2st.data.transforms import EvalTransform, TrainTransform
+from ca2st.engine import runner
+from ca2st.engine import train as train_module
+from ca2st.errors import ConfigError
+
+
+def assert_same_items(a, b, indices):
+    for i in indices:
+        (va, aa, ta, ma), (vb, ab, tb, mb) = a[i], b[i]
+        torch.testing.assert_close(va, vb, rtol=0, atol=0)
+        assert (aa is None) == (ab is None)
+        if aa is not None:
+            torch.testing.assert_close(aa, ab, rtol=0, atol=0)
+        assert int(ta) == int(tb) and ma["id"] == mb["id"]
+        torch.testing.assert_close(ma["times"], mb["times"])
+
+
+def spy_loaders(monkeypatch, module, seen):
+    real = module.build_loader
+
+    def spy(dataset, *args, **kwargs):
+        seen.append(dataset)
+        return real(dataset, *args, **kwargs)
+
+    monkeypatch.setattr(module, "build_loader", spy)
+
+
+def test_build_dataset_gives_the_items_train_and_eval_consume(synthetic_data, tmp_path, monkeypatch):
+    cfg = smoke_config(tmp_path / "run", "optim.epochs=1", f"data.val={synthetic_data.files['val']}",
+                       "data.test_clips=2", "data.test_crops=3", "model.name=cava_b16", "data.sampler=segment",
+                       f"data.options={{classes: {synthetic_data.files['classes']}}}", "eval_every=1",
+                       data=synthetic_data)
+    used = []
+    spy_loaders(monkeypatch, train_module, used)
+    spy_loaders(monkeypatch, runner, used)
+    result = train_module.train(cfg)
+    runner.run_eval(cfg.with_overrides([f"checkpoint={result.last_checkpoint}"]), tmp_path / "eval")
+    trained, validated, evaluated = used  # the training loader, the epoch-end evaluation, ca2st eval
+    assert trained.train and not validated.train and not evaluated.train
+
+    train_set = ca2st.build_dataset(cfg, "train")
+    trained.set_epoch(0)
+    assert isinstance(train_set.transform, TrainTransform) and train_set.sampler.kind == "segment"
+    assert_same_items(train_set, trained, range(3))
+    val_set = ca2st.build_dataset(cfg, "val")
+    assert val_set[0][0].shape == (6, 3, 8, 32, 32) and val_set[0][1].shape == (6, 96, 128)
+    assert_same_items(val_set, validated, range(len(val_set)))
+    assert_same_items(val_set, evaluated, range(len(val_set)))
+
+    # the checkpoint carries the recipe and the class names of the run
+    model = ca2st.load_model(result.last_checkpoint)
+    assert model.input_recipe.sampler == "segment" and model.input_recipe.num_views == 6
+    assert model.class_names["class"] == synthetic_data.files["classes"].read_text().split()
+
+
+def test_build_dataset_takes_recipe_names_and_overrides(tmp_path):
+    make_video(tmp_path / "a.mp4", 20, fps=10)
+    listing = write(tmp_path / "ssv2.csv", "a.mp4 3\n")
+    overrides = {"data.train": str(listing), "data.val": str(listing), "data.root": str(tmp_path),
+                 "data.num_workers": 0, "model.depth": 1, "model.num_frames": 4, "model.img_size": 32}
+    train_set = ca2st.build_dataset("cast_ssv2", "train", overrides)
+    assert train_set.sampler.kind == "segment" and not train_set.transform.flip  # SSV2: the dataset's defaults
+    video, audio, target, meta = train_set[0]
+    assert video.shape == (3, 4, 32, 32) and audio is None and int(target) == 3
+    val_set = ca2st.build_dataset("cast_ssv2", "val", overrides)
+    assert isinstance(val_set.transform, EvalTransform) and val_set[0][0].shape == (6, 3, 4, 32, 32)
+    k400 = ca2st.build_dataset("cast_k400", "train", {**overrides, "data.sampling_rate": 2})
+    assert k400.sampler.kind == "dense" and k400.sampler.sampling_rate == 2 and k400.transform.flip
+    with pytest.raises(ConfigError, match="split must be one of"):
+        ca2st.build_dataset("cast_ssv2", "test", overrides)
