@@ -28,8 +28,8 @@ from .checkpointing import (is_valid_checkpoint, latest_checkpoint, load_trainin
                             prune_checkpoints, save_checkpoint)
 from .config import EXPERT_ENV, RunConfig
 from .data import build_dataset, build_loader
-from .distributed import DistInfo, EpochSampler, all_reduce_mean, cleanup, init_distributed
-from .evaluate import ShardedEvalSampler, evaluate
+from .distributed import DistInfo, EpochSampler, ShardedEvalSampler, all_reduce_mean, cleanup, init_distributed
+from .evaluate import evaluate
 from .host_memory import keep_freed_memory
 from .optim import TrainableEMA, VideoMixup, build_optimizer, build_scheduler, classification_loss, seed_mixup
 
