@@ -4,6 +4,8 @@ from . import errors
 from .checkpoints import load_expert_weights, load_official_cast
 from .data.audio import log_mel
 from .data.decode import read_audio, read_frames
+from .engine.config import load_config
+from .engine.data import build_dataset
 from .checkpoints import load_any, load_model, save_model
 from .models import build_model, list_models
 from .predict import predict

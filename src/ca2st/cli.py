@@ -127,9 +127,9 @@ def cmd_predict(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .engine.evaluate import report
+    from .engine.report import report
 
-    table = report(args.results, args.names)
+    table = report(args.results, columns=args.columns, rows=args.rows)
     print(table.summary())
     if args.out:
         table.to_csv(args.out)
@@ -203,9 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_predict)
 
-    rp = sub.add_parser("report", help="combine results.json files into the papers' balanced table")
+    rp = sub.add_parser("report", help="combine results.json files of any runs into the papers' balanced table",
+                        description="One row per run (the run's name, else its model and, where two runs of one "
+                                    "model meet on a dataset, its folder), one column per dataset.")
     rp.add_argument("results", nargs="+", help="results.json files (or the folders holding them)")
-    rp.add_argument("--names", nargs="*", help="dataset names for the columns (default: from the results)")
+    rp.add_argument("--columns", "--names", dest="columns", nargs="*",
+                    help="dataset (column) name of each result (default: its dataset field)")
+    rp.add_argument("--rows", nargs="*", help="row name of each result (default: its run field)")
     rp.add_argument("--out", help="write the table as CSV")
     rp.set_defaults(func=cmd_report)
 

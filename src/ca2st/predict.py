@@ -29,10 +29,9 @@ from typing import Any, Mapping
 import torch
 
 from .errors import ConfigError, DataError
+from .tasks import SINGLE, model_tasks
 
 __all__ = ["predict", "Prediction", "load_labels", "sliding_windows"]
-
-SINGLE = "class"
 
 
 # --------------------------------------------------------------------------------------------- labels
@@ -340,11 +339,6 @@ def sliding_windows(duration: float, window: float, stride: float | None = None)
     return [(round(s, 6), round(min(e, duration), 6)) for s, e in spans]
 
 
-def _model_tasks(model) -> dict[str, int]:
-    cfg = model.config
-    return dict(cfg.composition_classes) if cfg.composition else {SINGLE: int(cfg.num_classes)}
-
-
 def predict(
     model: torch.nn.Module,
     path,
@@ -375,14 +369,14 @@ def predict(
     from .data.datasets import Sample, collate
     from .data.decode import probe
     from .engine.data import inference_dataset
-    from .engine.evaluate import _collect
+    from .engine.inference import run_views
 
     if topk < 1:
         raise ConfigError(f"topk must be >= 1, got {topk}")
     cfg = getattr(model, "config", None)
     if cfg is None:
         raise ConfigError("predict needs a ca2st model (with .config)")
-    tasks = _model_tasks(model)
+    tasks = model_tasks(model)
     names = load_labels(labels, tasks) if labels is not None else {t: [str(i) for i in range(n)]
                                                                   for t, n in tasks.items()}
     path = Path(path)
@@ -396,14 +390,14 @@ def predict(
                                         test_crops=num_crops)
     dataset = inference_dataset(samples, recipe)
     loader = DataLoader(dataset, batch_size=max(1, int(batch_size)), shuffle=False, num_workers=0, collate_fn=collate)
-    out = _collect(model, loader, device=device, precision=precision, progress=progress, desc="predict",
-                   running=False)
-    if out["indices"].numel() != len(spans):
-        raise DataError(f"{path}: {len(spans) - out['indices'].numel()} window(s) could not be read")
-    order = torch.argsort(out["indices"])
-    window_probs = {t: out["probs"][t][order] for t in tasks}
+    out = run_views(model, loader, device=device, precision=precision, progress=progress, desc="predict",
+                    show_top1=False)
+    if out.indices.numel() != len(spans):
+        raise DataError(f"{path}: {len(spans) - out.indices.numel()} window(s) could not be read")
+    order = torch.argsort(out.indices)
+    window_probs = {t: out.probs[t][order] for t in tasks}
     pred = Prediction(path=str(path), tasks=list(tasks), probs={t: p.mean(0) for t, p in window_probs.items()},
-                      class_names=names, k=int(topk), num_views=out["views"], duration=float(duration),
+                      class_names=names, k=int(topk), num_views=out.views, duration=float(duration),
                       meta={"sampler": sampler, "num_frames": cfg.num_frames,
                             "sampling_rate": sampling_rate if sampler == "dense" else None})
     if window is not None:

@@ -16,11 +16,16 @@ SINGLE = "class"  # the task name of single-label models
 
 
 def model_tasks(model_or_config: Any) -> dict[str, int]:
-    """``{"class": C}`` or the composition classes (e.g. ``{"verb": 97, "noun": 300}``) of a model or config."""
+    """``{task: number of classes}`` of a model (or its :class:`~ca2st.models.ModelConfig`): ``{'class': C}``, or
+    the composition classes, e.g. ``{'verb': 97, 'noun': 300}``."""
     cfg = getattr(model_or_config, "config", model_or_config)
-    if cfg.composition:
+    if getattr(cfg, "composition", False):
         return {str(t): int(n) for t, n in cfg.composition_classes.items()}
-    return {SINGLE: int(cfg.num_classes)}
+    num_classes = getattr(cfg, "num_classes", None)
+    if num_classes is None:
+        raise ConfigError(f"{type(model_or_config).__name__} is neither a ca2st model nor a model config "
+                          "(no composition classes or num_classes)")
+    return {SINGLE: int(num_classes)}
 
 
 def as_task_dict(x) -> dict:

@@ -58,7 +58,7 @@ def test_build_dataset_gives_the_items_train_and_eval_consume(synthetic_data, tm
     # the checkpoint carries the recipe and the class names of the run
     model = ca2st.load_model(result.last_checkpoint)
     assert model.input_recipe.sampler == "segment" and model.input_recipe.num_views == 6
-    assert model.class_names["class"] == synthetic_data.files["classes"].read_text().split()
+    assert model.class_names["class"] == synthetic_data.files["classes"].read_text().splitlines()
 
 
 def test_build_dataset_takes_recipe_names_and_overrides(tmp_path):

@@ -1,4 +1,4 @@
-"""torch.distributed set-up for ``torchrun`` (DDP: gloo on CPU, nccl on GPU) and data-order helpers."""
+"""torch.distributed set-up for ``torchrun`` (DDP: gloo on CPU, nccl on GPU), data-order samplers and collectives."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler, Sampler
+
+from ..errors import ConfigError
 
 
 @dataclass
@@ -49,6 +51,13 @@ def init_distributed(device: str = "auto") -> DistInfo:
     return DistInfo(rank, world, local, dev)
 
 
+def rank_and_world() -> tuple[int, int]:
+    """``(rank, world_size)`` of the initialised process group, or ``(0, 1)``."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def cleanup() -> None:
     if dist.is_initialized():
         dist.barrier()
@@ -85,3 +94,36 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(value)
         value /= dist.get_world_size()
     return value
+
+
+def all_gather_objects(obj) -> list:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank; ``[obj]`` without a process group."""
+    _, world = rank_and_world()
+    if world == 1:
+        return [obj]
+    gathered = [None] * world
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+class ShardedEvalSampler(Sampler[int]):
+    """Indices ``rank, rank + world, rank + 2·world, ...`` of a dataset: disjoint shards that together cover every
+    index exactly once, **without** the padding duplicates of ``DistributedSampler`` (shards may differ in length
+    by one). ``num_replicas``/``rank`` default to the initialised process group (or 1/0)."""
+
+    def __init__(self, dataset_or_length, num_replicas: int | None = None, rank: int | None = None):
+        self.length = int(dataset_or_length) if isinstance(dataset_or_length, int) else len(dataset_or_length)
+        r, w = rank_and_world()
+        self.num_replicas = w if num_replicas is None else int(num_replicas)
+        self.rank = r if rank is None else int(rank)
+        if self.num_replicas < 1 or not 0 <= self.rank < self.num_replicas:
+            raise ConfigError(f"ShardedEvalSampler: rank {self.rank} is not in [0, {self.num_replicas})")
+
+    def __iter__(self):
+        return iter(range(self.rank, self.length, self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.num_replicas))
+
+    def set_epoch(self, epoch: int) -> None:  # interface parity with DistributedSampler; order never changes
+        pass

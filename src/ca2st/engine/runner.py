@@ -7,11 +7,13 @@ from pathlib import Path
 import torch
 
 from ..checkpoints import load_any
+from ..data.datasets import dataset_name
 from ..errors import ConfigError
 from .config import RunConfig
 from .data import build_loader, dataset_of_run
-from .distributed import cleanup, init_distributed
-from .evaluate import EvalResult, ShardedEvalSampler, evaluate
+from .distributed import ShardedEvalSampler, cleanup, init_distributed
+from .evaluate import evaluate
+from .results import EvalResult
 
 
 def load_for_eval(cfg: RunConfig, device: torch.device):
@@ -25,7 +27,8 @@ def load_for_eval(cfg: RunConfig, device: torch.device):
 
 def run_eval(cfg: RunConfig, out_dir: str | Path | None = None) -> tuple[EvalResult, dict[str, Path]]:
     """Evaluate ``cfg.checkpoint`` on ``cfg.data.val``; rank 0 writes results.json, per-class CSV and the
-    confusion-matrix plot into ``out_dir`` (default: ``output_dir/eval``)."""
+    confusion-matrix plot into ``out_dir`` (default: ``output_dir/eval``). The result is labelled with the
+    dataset's name (from the annotation format), the model preset and the run (the name of ``output_dir``)."""
     info = init_distributed(cfg.device)
     try:
         model = load_for_eval(cfg, info.device)
@@ -35,10 +38,12 @@ def run_eval(cfg: RunConfig, out_dir: str | Path | None = None) -> tuple[EvalRes
         annotations = dataset.annotations
         sampler = ShardedEvalSampler(len(dataset), num_replicas=info.world_size, rank=info.rank) if info.enabled else None
         loader = build_loader(dataset, cfg.data.eval_batch_size or cfg.data.batch_size, cfg.data.num_workers, sampler)
-        result = evaluate(model, loader, device=info.device, precision="fp32" if cfg.precision == "fp16" else cfg.precision,
+        result = evaluate(model, loader, device=info.device,
+                          precision="fp32" if cfg.precision == "fp16" else cfg.precision,
                           progress=cfg.progress and info.is_main,
                           class_names=annotations.class_names or model.class_names,
-                          dataset=Path(cfg.data.val).name, model_name=cfg.model.get("name"))
+                          dataset=dataset_name(annotations.format, annotations.path or cfg.data.val),
+                          model_name=cfg.model.get("name"), run_name=Path(cfg.output_dir).name)
         files = result.save(Path(out_dir or Path(cfg.output_dir) / "eval")) if info.is_main else {}
         return result, files
     finally:

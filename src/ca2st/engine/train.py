@@ -30,8 +30,8 @@ from ..models import MultiExpertModel
 from .checkpointing import latest_checkpoint, load_training_state, prune_checkpoints, save_checkpoint
 from .config import RunConfig
 from .data import build_loader, dataset_of_run, recipe_of_run
-from .distributed import DistInfo, EpochSampler, all_reduce_mean, cleanup, init_distributed
-from .evaluate import ShardedEvalSampler, evaluate
+from .distributed import DistInfo, EpochSampler, ShardedEvalSampler, all_reduce_mean, cleanup, init_distributed
+from .evaluate import evaluate
 from .host_memory import keep_freed_memory
 from .optim import TrainableEMA, VideoMixup, build_optimizer, build_scheduler, classification_loss, seed_mixup
 

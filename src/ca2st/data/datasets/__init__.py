@@ -31,6 +31,8 @@ __all__ = [
     "FORMATS",
     "parse_annotations",
     "guess_format",
+    "DATASET_NAMES",
+    "dataset_name",
     "load_class_map",
     "load_class_mapping",
     "parse_timestamp",
@@ -55,6 +57,30 @@ FORMATS: dict[str, Callable[..., Annotations]] = {
     "hd_epic_sounds": parse_hd_epic_sounds,
     "activitynet": parse_activitynet,
 }
+
+DATASET_NAMES: dict[str, str] = {  # format -> the dataset's name in tables and results (as the papers spell it)
+    "cast_ek100": "EK100",
+    "epic100": "EK100",
+    "cast_ssv2": "SSV2",
+    "ssv2": "SSV2",
+    "cast_k400": "K400",
+    "kinetics": "K400",
+    "kinetics_sound": "KineticsSound",
+    "ucf101": "UCF-101",
+    "vggsound": "VGG-Sound",
+    "epic_sounds": "EPIC-SOUNDS",
+    "hd_epic": "HD-EPIC",
+    "hd_epic_sounds": "HD-EPIC-SOUNDS",
+    "activitynet": "ActivityNet",
+}
+
+
+def dataset_name(format: str | None, path: str | Path) -> str:
+    """The dataset's name for an annotation file of ``format`` (e.g. ``epic100`` → ``'EK100'``); for
+    ``path_label`` and unknown formats, the annotation file's stem."""
+    if format in DATASET_NAMES:
+        return DATASET_NAMES[format]
+    return Path(str(path)).stem
 
 
 def guess_format(path: str | Path) -> str:

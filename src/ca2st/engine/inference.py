@@ -1,0 +1,165 @@
+"""Multi-view inference: a model over a loader, the softmax of every view averaged per video.
+
+**Batches.** A loader item holds all ``V = clips × crops`` views of one video: ``video (B, V, C, T, S, S)``,
+audio ``(B, V, L, 128)``; ``V = 1`` items may drop the view axis. Batches are ``(video, audio, target, meta)``
+as :class:`~ca2st.data.datasets.VideoDataset` collates them, or ``(video, audio, target)``, or
+``(video, target)``; without ``meta`` the dataset indices are those of
+:class:`~ca2st.engine.distributed.ShardedEvalSampler` for this rank.
+
+**Views.** All views of the batch go through the model in one call (``(B·V, C, T, S, S)``); the softmax is taken
+**per view** and the probabilities are **averaged over the views** of each video (per task for composition
+models) — the official CAST ``merge``. Time-encoding models get ``meta['intervals']`` as ``times``.
+
+**Exclusion.** Items whose ``meta['excluded']`` is set (an unreadable file under ``on_error='exclude'``) are not
+run; they are listed with their index, id and error in :attr:`ViewOutputs.excluded`. Nothing is substituted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from ..tasks import SINGLE, as_task_dict
+
+__all__ = ["PRECISIONS", "ViewOutputs", "run_views"]
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # name -> autocast dtype
+
+
+@dataclass
+class ViewOutputs:
+    """What :func:`run_views` returns for the samples it ran, in loader order.
+
+    ``indices`` ``(N,)`` dataset indices; ``ids`` and ``paths`` (the video file, ``None`` when the loader does
+    not give ``meta['path']``) per sample; ``probs`` ``{task: (N, C)}`` view-averaged probabilities; ``targets``
+    ``{task: (N,)}`` (-1 unlabelled); ``excluded`` ``[{'index', 'id', 'error'}]``; ``views`` per video.
+    """
+
+    indices: torch.Tensor
+    ids: list[str]
+    probs: dict[str, torch.Tensor]
+    targets: dict[str, torch.Tensor]
+    paths: list[str | None] = field(default_factory=list)
+    excluded: list[dict[str, Any]] = field(default_factory=list)
+    views: int = 1
+
+
+def _unpack(batch, position: int, rank: int, world: int):
+    """``(video, audio, target, meta, indices, ids, paths, excluded, errors)`` of one batch."""
+    if isinstance(batch, (list, tuple)) and len(batch) == 4:
+        video, audio, target, meta = batch
+    elif isinstance(batch, (list, tuple)) and len(batch) == 3:
+        (video, audio, target), meta = batch, {}
+    elif isinstance(batch, (list, tuple)) and len(batch) == 2:
+        (video, target), audio, meta = batch, None, {}
+    else:
+        raise ConfigError("inference: loader batches must be (video, audio, target, meta), (video, audio, target) "
+                          "or (video, target)")
+    b = video.shape[0]
+    meta = dict(meta)
+    if "requested" in meta or "index" in meta:
+        idx = torch.as_tensor(meta.get("requested", meta.get("index"))).reshape(-1).long()
+    else:  # no meta: the order of ShardedEvalSampler
+        idx = torch.arange(position, position + b, dtype=torch.long) * world + rank
+    ids = meta.get("id")
+    ids = [str(i) for i in ids] if ids is not None else [str(int(i)) for i in idx]
+    paths = [str(p) for p in meta["path"]] if "path" in meta else [None] * b
+    excluded = torch.as_tensor(meta.get("excluded", torch.zeros(b))).reshape(-1).bool()
+    errors = list(meta.get("error", [""] * b))
+    return video, audio, target, meta, idx, ids, paths, excluded, errors
+
+
+def _flatten_views(x: torch.Tensor, dims: int, b: int) -> tuple[torch.Tensor, int]:
+    """``(B, V, *item)`` → ``(B·V, *item)`` where an item has ``dims`` dimensions; ``(B, *item)`` has V = 1."""
+    if x.dim() == dims + 2:
+        return x.reshape(b * x.shape[1], *x.shape[2:]), x.shape[1]
+    if x.dim() == dims + 1:
+        return x, 1
+    raise ValueError(f"expected a batch of {dims}-d items, with or without a view axis, got shape {tuple(x.shape)}")
+
+
+@torch.inference_mode()
+def _softmax(model, video, audio, times, device, precision) -> dict[str, torch.Tensor]:
+    dev = torch.device(device)
+    video = video.to(dev, non_blocking=True)
+    audio = audio.to(dev, non_blocking=True) if audio is not None else None
+    kwargs = {"times": times.to(dev)} if times is not None else {}
+    dtype = PRECISIONS[precision]
+    ctx = torch.autocast(dev.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    with ctx:
+        out = model(video, audio, **kwargs)
+    return {t: F.softmax(v.float(), dim=-1) for t, v in as_task_dict(out).items()}
+
+
+def run_views(model: torch.nn.Module, loader: Iterable, *, device: str | torch.device = "cpu",
+              precision: str = "fp32", progress: bool = True, desc: str = "eval", show_top1: bool = True,
+              rank: int = 0, world: int = 1) -> ViewOutputs:
+    """Run ``model`` (in eval mode, restored afterwards) over ``loader``; see the module docstring.
+
+    Args:
+        model: returns logits ``(B, C)`` or ``{task: logits}``; called as ``model(video, audio[, times=...])``.
+            It must already be on ``device`` (the inputs are moved there).
+        precision: ``'fp32'``, or ``'bf16'``/``'fp16'`` autocast (the softmax is computed in float32).
+        progress, desc: a tqdm bar and its label; ``show_top1`` adds the running top-1 of the labelled samples.
+        rank, world: this process's shard, for loaders without ``meta`` indices.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    use_times = getattr(model, "time_codes", None) is not None
+    was_training = model.training
+    model.eval()
+    indices, ids, paths, excluded = [], [], [], []
+    probs: dict[str, list[torch.Tensor]] = {}
+    targets: dict[str, list[torch.Tensor]] = {}
+    position, views, hits, seen = 0, 1, 0, 0
+    bar = tqdm(loader, desc=desc, unit="batch", disable=not progress, dynamic_ncols=True)
+    try:
+        for batch in bar:
+            video, audio, target, meta, idx, bids, bpaths, bad, errors = _unpack(batch, position, rank, world)
+            position += video.shape[0]
+            for i in torch.nonzero(bad).flatten().tolist():
+                excluded.append({"index": int(idx[i]), "id": bids[i], "error": str(errors[i])})
+            keep = ~bad
+            if not keep.any():
+                continue
+            k = int(keep.sum())
+            if audio is not None and audio.numel() and getattr(model, "needs_audio", True):
+                audio, _ = _flatten_views(audio[keep], 2, k)
+            else:
+                audio = None
+            times = None
+            if use_times and "intervals" in meta:
+                times, _ = _flatten_views(torch.as_tensor(meta["intervals"])[keep], 2, k)
+            video, views = _flatten_views(video[keep], 4, k)
+            out = _softmax(model, video, audio, times, device, precision)
+            tgt = {t: torch.as_tensor(v).reshape(-1)[keep].long() for t, v in as_task_dict(target).items()}
+            if set(tgt) == {SINGLE} and set(out) != {SINGLE} and bool((tgt[SINGLE] < 0).all()):
+                tgt = {t: tgt[SINGLE] for t in out}  # unlabelled items of a composition model
+            if set(tgt) != set(out):
+                raise ConfigError(f"the model's outputs {sorted(out)} and the dataset's targets {sorted(tgt)} "
+                                  "are different tasks (a composition model needs {'verb', 'noun'} targets)")
+            for t, p in out.items():
+                probs.setdefault(t, []).append(p.reshape(k, views, p.shape[-1]).mean(1).cpu())
+                targets.setdefault(t, []).append(tgt[t])
+            indices.append(idx[keep])
+            ids.extend(i for i, m in zip(bids, keep.tolist()) if m)
+            paths.extend(p for p, m in zip(bpaths, keep.tolist()) if m)
+            first = next(iter(out))
+            labelled = tgt[first] >= 0
+            if show_top1 and labelled.any():
+                hits += int((probs[first][-1].argmax(1)[labelled] == tgt[first][labelled]).sum())
+                seen += int(labelled.sum())
+                bar.set_postfix_str(f"top-1 {100 * hits / seen:.1f}%", refresh=False)
+    finally:
+        bar.close()
+        model.train(was_training)
+    return ViewOutputs(indices=torch.cat(indices) if indices else torch.empty(0, dtype=torch.long), ids=ids,
+                       probs={t: torch.cat(v) for t, v in probs.items()},
+                       targets={t: torch.cat(v) for t, v in targets.items()}, paths=paths, excluded=excluded,
+                       views=views)

@@ -1,0 +1,27 @@
+"""Distributed helpers: exact evaluation shards, and collectives without a process group."""
+
+import pytest
+
+from ca2st.engine.distributed import ShardedEvalSampler, all_gather_objects, rank_and_world
+from ca2st.errors import ConfigError
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4, 7])
+def test_sharded_sampler_covers_every_index_once(world):
+    for n in list(range(0, 13)) + [101]:
+        shards = [list(ShardedEvalSampler(n, num_replicas=world, rank=r)) for r in range(world)]
+        flat = [i for s in shards for i in s]
+        assert sorted(flat) == list(range(n)), (n, world)
+        assert len(flat) == len(set(flat)) == n
+        assert [len(ShardedEvalSampler(n, num_replicas=world, rank=r)) for r in range(world)] == \
+            [len(s) for s in shards]
+        assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    assert list(ShardedEvalSampler(list(range(5)))) == [0, 1, 2, 3, 4]  # no process group: one shard
+    with pytest.raises(ConfigError):
+        ShardedEvalSampler(5, num_replicas=2, rank=2)
+
+
+def test_without_a_process_group_this_is_the_only_rank():
+    assert rank_and_world() == (0, 1)
+    payload = {"a": [1, 2]}
+    assert all_gather_objects(payload) == [payload]
