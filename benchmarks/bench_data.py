@@ -24,7 +24,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from ca2st.bench import train_step_stats
-from ca2st.data.datasets import Annotations, Sample, VideoDataset
+from ca2st.data.datasets import Annotations, Sample, VideoDataset, collate
+from ca2st.data.recipe import InputRecipe
+from ca2st.engine.data import make_sampler, make_transform
 
 
 def make_videos(folder: Path, count: int, seconds: float, fps: int = 25, width: int = 568, height: int = 320):
@@ -49,7 +51,7 @@ def make_videos(folder: Path, count: int, seconds: float, fps: int = 25, width: 
 
 def loader_rate(dataset, workers: int, clips: int, batch: int) -> float:
     loader = DataLoader(dataset, batch_size=batch, num_workers=workers, shuffle=False,
-                        persistent_workers=False, prefetch_factor=2 if workers else None)
+                        persistent_workers=False, prefetch_factor=2 if workers else None, collate_fn=collate)
     it = iter(loader)
     next(it)  # start-up (worker spawn, first decode) is not counted
     done, t0 = 0, time.perf_counter()
@@ -84,7 +86,8 @@ def main() -> None:
               f"in {time.perf_counter() - t0:.1f} s")
         samples = [Sample(p.stem, str(p), 0) for p in paths]
         ann = Annotations(samples * max(1, -(-args.clips * 2 // len(samples))), 400, "bench", sampler="dense")
-        ds = VideoDataset(ann, train=True, num_frames=16, sampling_rate=4)
+        recipe = InputRecipe(sampler="dense", num_frames=16, sampling_rate=4)
+        ds = VideoDataset(ann, None, make_sampler(recipe, True), make_transform(recipe, True), train=True)
         rates = {}
         for w in args.workers:
             rates[w] = loader_rate(ds, w, args.clips, args.batch)

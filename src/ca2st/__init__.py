@@ -8,7 +8,7 @@ from .engine.config import load_config
 from .engine.data import build_dataset
 from .checkpoints import load_any, load_model, save_model
 from .models import build_model, list_models
-from .predict import predict
+from .prediction import predict
 
 __version__ = "0.1.0"
 

@@ -108,7 +108,7 @@ def cmd_predict(args) -> int:
 
     from .checkpoints import load_any
     from .engine.distributed import resolve_device
-    from .predict import predict
+    from .prediction import predict
 
     experts = parse_overrides(args.expert)
     device = resolve_device(args.device)
@@ -185,15 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
                                     "and a PNG plot.")
     pr.add_argument("video")
     pr.add_argument("--checkpoint", required=True, help="our checkpoint directory, or an official CAST checkpoint")
-    pr.add_argument("--labels", help="class names: one per line, or a JSON list / dict")
+    pr.add_argument("--labels", help="class names: one per line, or a JSON list / dict (default: the checkpoint's)")
     pr.add_argument("--topk", type=int, default=5)
     pr.add_argument("--window", type=float, help="window length in seconds (sliding-window timeline)")
     pr.add_argument("--stride", type=float, help="window stride in seconds (default: the window)")
-    pr.add_argument("--sampler", default="dense", choices=("dense", "segment"),
-                    help="frame sampling (dense stride for Kinetics-like models, segment for SSV2/EK100)")
-    pr.add_argument("--sampling-rate", type=int, default=4)
-    pr.add_argument("--clips", type=int, default=1, help="temporal views per window")
-    pr.add_argument("--crops", type=int, default=1, help="spatial views (1 or 3)")
+    pr.add_argument("--sampler", choices=("dense", "segment"),
+                    help="frame sampling: dense stride (Kinetics-like) or segment (SSV2/EK100); default: the "
+                         "checkpoint's recipe")
+    pr.add_argument("--sampling-rate", type=int, help="dense stride (default: the checkpoint's recipe)")
+    pr.add_argument("--clips", type=int, help="temporal views per window (default: the checkpoint's recipe)")
+    pr.add_argument("--crops", type=int, help="spatial views, 1 or 3 (default: the checkpoint's recipe)")
     pr.add_argument("--expert", nargs="*", default=[], help="expert weights, e.g. spatial=ViT-B-16.pt "
                                                             "(default: the paths the checkpoint recorded)")
     pr.add_argument("--num-heads", type=int, help="heads of an official CAST checkpoint (default 12)")

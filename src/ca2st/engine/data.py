@@ -88,11 +88,11 @@ def build_dataset(recipe_or_config: str | RunConfig, split: str = "train",
 
 
 def inference_dataset(samples: Sequence[Sample], recipe: InputRecipe, root=None, *, data: DataConfig | None = None,
-                      tasks: Sequence[str] | None = None) -> VideoDataset:
-    """Evaluation-mode dataset of ``samples`` under a model's ``recipe`` (``ca2st predict``); broken files are
-    excluded and reported, never replaced."""
+                      tasks: Sequence[str] | None = None, on_error: str = "exclude") -> VideoDataset:
+    """Evaluation-mode dataset of ``samples`` under a model's ``recipe`` (``ca2st predict``); a broken file is
+    excluded and reported (``on_error='exclude'``) or raises (``'error'``), never replaced."""
     return VideoDataset(samples, root, make_sampler(recipe, False), make_transform(recipe, False),
-                        audio=audio_spec(recipe, False, data), on_error="exclude", tasks=tasks)
+                        audio=audio_spec(recipe, False, data), on_error=on_error, tasks=tasks)
 
 
 def build_loader(dataset: VideoDataset, batch_size: int, num_workers: int, sampler=None, drop_last: bool = False,

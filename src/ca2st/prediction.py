@@ -1,11 +1,10 @@
 """Run a model on one video file: top-k classes, or a timeline of sliding windows over a long video.
 
-The views are built exactly as in evaluation (they go through :class:`~ca2st.data.datasets.VideoDataset` with
-the file's segment as one unlabelled sample): the sampler picks the frames (``'dense'``: ``num_frames`` frames
-``sampling_rate`` apart, ``num_clips`` evenly spaced clips; ``'segment'``: one frame from each of ``num_frames``
-equal parts), :class:`~ca2st.data.transforms.EvalTransform` resizes the short side to the model's ``img_size``
-and takes ``num_crops`` crops, and audio models get the segment's log-mel frames (``model.config.audio_frames``
-long, read with ``read_audio`` and ``log_mel``). The softmax is averaged over the views.
+The views are built exactly as in evaluation, from the model's input recipe (``model.input_recipe``: sampler,
+frames, sampling rate, test clips and crops, size, normalisation, audio frames; arguments override single
+fields): the file's segment goes through :class:`~ca2st.data.datasets.VideoDataset` as one unlabelled sample, and
+the softmax is averaged over the views. Class names come from the model (``model.class_names``) unless ``labels``
+are given.
 
 With ``window`` (seconds) the video is cut into windows ``[k·stride, k·stride + window]`` (``stride`` defaults to
 ``window``); when the last regular window stops short of the end, one more window ending at the end of the
@@ -29,108 +28,9 @@ from typing import Any, Mapping
 import torch
 
 from .errors import ConfigError, DataError
-from .tasks import SINGLE, model_tasks
+from .tasks import SINGLE
 
-__all__ = ["predict", "Prediction", "load_labels", "sliding_windows"]
-
-
-# --------------------------------------------------------------------------------------------- labels
-
-
-def _names_from_json(data, where: str):
-    if isinstance(data, list):
-        return [str(x) for x in data]
-    if isinstance(data, dict):
-        if data and all(isinstance(v, list) for v in data.values()):
-            return {str(k): [str(x) for x in v] for k, v in data.items()}
-        if data and all(isinstance(v, int) and not isinstance(v, bool) for v in data.values()):
-            pairs = {int(v): str(k) for k, v in data.items()}  # {name: index}
-        else:
-            try:
-                pairs = {int(k): str(v) for k, v in data.items()}  # {index: name}
-            except ValueError:
-                raise ConfigError(f"{where}: a labels dict must map names to indices, indices to names, or tasks "
-                                  "to lists of names") from None
-        if sorted(pairs) != list(range(len(pairs))):
-            raise ConfigError(f"{where}: the label indices must be 0..{len(pairs) - 1} without gaps")
-        return [pairs[i] for i in range(len(pairs))]
-    raise ConfigError(f"{where}: labels JSON must be a list or a dict")
-
-
-def _names_from_csv(path: Path):
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise ConfigError(f"{path}: the labels CSV has no rows")
-    cols = {c.strip().lower(): c for c in rows[0]}
-    name_col = next((cols[c] for c in ("key", "name", "class_name", "label", "class") if c in cols), None)
-    if name_col is None:
-        raise ConfigError(f"{path}: a labels CSV needs a 'key', 'name', 'class_name', 'label' or 'class' column")
-    id_col = next((cols[c] for c in ("id", "index", "class_id") if c in cols), None)
-    if id_col is None:
-        return [r[name_col] for r in rows]
-    try:
-        return _names_from_json({int(r[id_col]): r[name_col] for r in rows}, str(path))
-    except ValueError:
-        raise ConfigError(f"{path}: column {id_col!r} must hold integer class ids") from None
-
-
-def load_labels(labels, tasks: Mapping[str, int] | None = None) -> dict[str, list[str]]:
-    """Class names ``{task: [name, ...]}`` from a file or an object.
-
-    Accepted: a list of names; a dict ``{task: [names]}`` (composition: ``{'verb': [...], 'noun': [...]}``), a dict
-    ``{index: name}`` or ``{name: index}``; a path to a ``.txt`` (one name per line, blank lines ignored), a
-    ``.json`` holding any of those, or a ``.csv`` with a name column (``key``/``name``/``class_name``/``label``/
-    ``class``) and optionally an ``id`` column (EPIC's ``*_classes.csv``). A directory holding ``verb``/``noun``
-    files (``verb.txt``, ``EPIC_100_verb_classes.csv``, ...) is read per task. With ``tasks`` (``{task: classes}``)
-    the counts are checked.
-    """
-    where = "labels"
-    if isinstance(labels, (str, Path)):
-        path = Path(labels)
-        where = str(path)
-        if path.is_dir():
-            if not tasks:
-                raise ConfigError(f"{path}: a labels folder needs the model's tasks")
-            out = {}
-            for t in tasks:
-                found = sorted(p for p in path.iterdir() if p.is_file() and t in p.stem.lower()
-                               and p.suffix.lower() in (".txt", ".json", ".csv"))
-                if not found:
-                    raise ConfigError(f"{path}: no labels file for task {t!r} (e.g. {t}.txt)")
-                got = load_labels(found[0])
-                out[t] = got[SINGLE] if SINGLE in got else next(iter(got.values()))
-            labels = out
-        elif not path.is_file():
-            raise ConfigError(f"{path}: labels file not found")
-        elif path.suffix.lower() == ".json":
-            try:
-                labels = _names_from_json(json.loads(path.read_text()), where)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}: not valid JSON ({e})") from None
-        elif path.suffix.lower() == ".csv":
-            labels = _names_from_csv(path)
-        else:
-            labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    elif isinstance(labels, Mapping):
-        labels = _names_from_json(dict(labels), where)
-    else:
-        labels = [str(x) for x in labels]
-    out = dict(labels) if isinstance(labels, dict) else {SINGLE: list(labels)}
-    if tasks is not None:
-        if list(tasks) != [SINGLE] and SINGLE in out:
-            raise ConfigError(f"{where}: the model predicts {list(tasks)}; give labels per task, e.g. a JSON "
-                              f"{{'verb': [...], 'noun': [...]}}")
-        if list(tasks) == [SINGLE] and SINGLE not in out:
-            if len(out) != 1:
-                raise ConfigError(f"{where}: a single-label model needs one list of names, got tasks {list(out)}")
-            out = {SINGLE: next(iter(out.values()))}
-        for t, n in tasks.items():
-            if t not in out:
-                raise ConfigError(f"{where}: no names for task {t!r}")
-            if len(out[t]) != n:
-                raise ConfigError(f"{where}: {len(out[t])} names for {t!r} but the model has {n} classes")
-    return out
+__all__ = ["predict", "Prediction", "sliding_windows"]
 
 
 # --------------------------------------------------------------------------------------------- result
@@ -251,8 +151,8 @@ class Prediction:
         return path
 
     def save_csv(self, path) -> Path:
-        """Timeline CSV: one row per window (start, end, and per task the top-1 and the top-k with probabilities);
-        without a timeline, one row for the whole video."""
+        """Timeline CSV: one row per window (video path, start, end, and per task the top-1 class and name and the
+        top-k names with probabilities); without a timeline, one row for the whole video."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if self.has_timeline:
@@ -262,13 +162,13 @@ class Prediction:
             spans, probs = [(0.0, self.duration)], [self.probs]
         with path.open("w", newline="") as f:
             w = csv.writer(f, lineterminator="\n")
-            head = ["start", "end"]
+            head = ["path", "start", "end"]
             for t in self.tasks:
                 p = "" if t == SINGLE else f"{t}_"
                 head += [f"{p}top1", f"{p}top1_name", f"{p}top1_prob", f"{p}top{self.k}"]
             w.writerow(head)
             for (s, e), pr in zip(spans, probs):
-                row = [f"{s:.3f}", f"{e:.3f}"]
+                row = [self.path, f"{s:.3f}", f"{e:.3f}"]
                 for t in self.tasks:
                     top = self._top(pr[t], t, self.k)
                     row += [top[0]["class"], top[0]["name"], f"{top[0]['prob']:.4f}",
@@ -281,13 +181,11 @@ class Prediction:
         ``top`` classes with the highest mean probability over the windows. Needs a timeline."""
         if not self.has_timeline:
             raise ConfigError("a timeline plot needs a sliding-window prediction (window=...)")
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
 
         n = len(self.tasks)
-        fig, axes = plt.subplots(n, 1, figsize=(10, 3.2 * n), squeeze=False, sharex=True)
+        fig = Figure(figsize=(10, 3.2 * n))
+        axes = fig.subplots(n, 1, squeeze=False, sharex=True)
         centres = ((self.starts + self.ends) / 2).numpy()
         for ax, t in zip(axes[:, 0], self.tasks):
             p = self.window_probs[t]
@@ -304,7 +202,6 @@ class Prediction:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100)
-        plt.close(fig)
         return path
 
     def save(self, out_dir, stem: str | None = None, top: int = 5) -> dict[str, Path]:
@@ -345,10 +242,10 @@ def predict(
     *,
     labels=None,
     topk: int = 5,
-    sampler: str = "dense",
-    sampling_rate: int = 4,
-    num_clips: int = 1,
-    num_crops: int = 1,
+    sampler: str | None = None,
+    sampling_rate: int | None = None,
+    num_clips: int | None = None,
+    num_crops: int | None = None,
     window: float | None = None,
     stride: float | None = None,
     device: str | torch.device = "cpu",
@@ -358,27 +255,33 @@ def predict(
 ) -> Prediction:
     """Top-k classes of one video (or, with ``window``/``stride`` in seconds, a timeline over it).
 
-    ``labels``: class names (see :func:`load_labels`); default ``'0'``, ``'1'``, ... ``sampler``: ``'dense'`` or
-    ``'segment'`` (see the module docstring). ``num_clips × num_crops`` views per window, softmax averaged.
-    ``device``: where the inputs go (the model must already be there); ``precision``: ``'fp32'`` or ``'bf16'``.
-    ``batch_size`` windows go through the model at once; ``progress`` shows a tqdm bar. Raises
-    :class:`~ca2st.errors.DataError` for an unreadable file (or a file without audio for an audio model).
+    ``sampler`` (``'dense'`` or ``'segment'``), ``sampling_rate``, ``num_clips`` and ``num_crops`` override the
+    model's input recipe (``None``: the recipe's); ``num_clips × num_crops`` views per window, softmax averaged.
+    ``labels``: class names (see :func:`~ca2st.data.labels.load_labels`); default the model's, else ``'0'``,
+    ``'1'``, ... ``device``: where the inputs go (the model must already be there); ``precision``: ``'fp32'``,
+    ``'bf16'`` or ``'fp16'`` (autocast). ``batch_size`` windows go through the model at once; ``progress`` shows
+    a tqdm bar. Raises :class:`~ca2st.errors.DataError` for an unreadable file (or a file without audio for an
+    audio model).
     """
     from torch.utils.data import DataLoader
 
     from .data.datasets import Sample, collate
     from .data.decode import probe
+    from .data.labels import load_labels
     from .engine.data import inference_dataset
     from .engine.inference import run_views
 
     if topk < 1:
         raise ConfigError(f"topk must be >= 1, got {topk}")
-    cfg = getattr(model, "config", None)
-    if cfg is None:
-        raise ConfigError("predict needs a ca2st model (with .config)")
-    tasks = model_tasks(model)
-    names = load_labels(labels, tasks) if labels is not None else {t: [str(i) for i in range(n)]
-                                                                  for t, n in tasks.items()}
+    if getattr(model, "input_recipe", None) is None:
+        raise ConfigError("predict needs a ca2st model (with an input recipe)")
+    tasks = model.tasks
+    if labels is not None:
+        names = load_labels(labels, tasks)
+    else:
+        names = model.class_names or {t: [str(i) for i in range(n)] for t, n in tasks.items()}
+    recipe = model.input_recipe.replace(sampler=sampler, sampling_rate=sampling_rate, test_clips=num_clips,
+                                        test_crops=num_crops)
     path = Path(path)
     info = probe(path)
     duration = info.num_frames / info.fps if info.fps else info.duration
@@ -386,9 +289,8 @@ def predict(
         raise ConfigError("stride needs window (both in seconds)")
     spans = sliding_windows(duration, window, stride) if window is not None else [(None, None)]
     samples = [Sample(id=str(k), path=str(path), label=None, start=s, end=e) for k, (s, e) in enumerate(spans)]
-    recipe = model.input_recipe.replace(sampler=sampler, sampling_rate=sampling_rate, test_clips=num_clips,
-                                        test_crops=num_crops)
-    dataset = inference_dataset(samples, recipe)
+    dataset = inference_dataset(samples, recipe, tasks=list(tasks) if list(tasks) != [SINGLE] else None,
+                                on_error="error")
     loader = DataLoader(dataset, batch_size=max(1, int(batch_size)), shuffle=False, num_workers=0, collate_fn=collate)
     out = run_views(model, loader, device=device, precision=precision, progress=progress, desc="predict",
                     show_top1=False)
@@ -398,8 +300,7 @@ def predict(
     window_probs = {t: out.probs[t][order] for t in tasks}
     pred = Prediction(path=str(path), tasks=list(tasks), probs={t: p.mean(0) for t, p in window_probs.items()},
                       class_names=names, k=int(topk), num_views=out.views, duration=float(duration),
-                      meta={"sampler": sampler, "num_frames": cfg.num_frames,
-                            "sampling_rate": sampling_rate if sampler == "dense" else None})
+                      meta={"input": recipe.to_dict()})
     if window is not None:
         pred.window = float(window)
         pred.stride = float(stride if stride is not None else window)

@@ -1,4 +1,5 @@
-"""predict(): top-k on a generated video (video-only and audio models), sliding-window timeline and its files."""
+"""predict(): top-k on a generated video (video-only and audio models), sliding-window timeline and its files,
+and the input recipe and class names a checkpoint carries."""
 
 import csv
 import json
@@ -13,7 +14,7 @@ from ca2st.data.decode import read_frames
 from ca2st.data.sampling import DenseSampler
 from ca2st.data.transforms import EvalTransform, to_tchw
 from ca2st.errors import ConfigError, DataError
-from ca2st.predict import Prediction, load_labels, predict, sliding_windows
+from ca2st.prediction import Prediction, predict, sliding_windows
 
 FPS = 10
 TINY = dict(embed_dim=32, depth=1, num_heads=2, num_frames=4, img_size=32)
@@ -188,26 +189,29 @@ def test_sliding_windows():
         sliding_windows(3.0, 1.0, -1.0)
 
 
-def test_load_labels(tmp_path):
-    (tmp_path / "a.json").write_text(json.dumps(["x", "y"]))
-    (tmp_path / "b.json").write_text(json.dumps({"1": "y", "0": "x"}))
-    (tmp_path / "c.json").write_text(json.dumps({"y": 1, "x": 0}))
-    (tmp_path / "d.csv").write_text("id,key,instances\n1,y,4\n0,x,9\n")
-    (tmp_path / "e.txt").write_text("x\ny\n")
-    for name in ("a.json", "b.json", "c.json", "d.csv", "e.txt"):
-        assert load_labels(tmp_path / name, {"class": 2}) == {"class": ["x", "y"]}, name
-    comp = {"verb": ["take", "put"], "noun": ["cup"]}
-    (tmp_path / "comp.json").write_text(json.dumps(comp))
-    assert load_labels(tmp_path / "comp.json", {"verb": 2, "noun": 1}) == comp
-    folder = tmp_path / "epic"
-    folder.mkdir()
-    (folder / "EPIC_100_verb_classes.csv").write_text("id,key\n0,take\n1,put\n")
-    (folder / "EPIC_100_noun_classes.csv").write_text("id,key\n0,cup\n")
-    assert load_labels(folder, {"verb": 2, "noun": 1}) == comp
-    with pytest.raises(ConfigError, match="3 classes"):
-        load_labels(tmp_path / "a.json", {"class": 3})
-    with pytest.raises(ConfigError, match="not found"):
-        load_labels(tmp_path / "none.txt")
-    (tmp_path / "gap.json").write_text(json.dumps({"0": "x", "2": "z"}))
-    with pytest.raises(ConfigError, match="gaps"):
-        load_labels(tmp_path / "gap.json")
+def test_a_checkpoint_trained_with_segment_sampling_predicts_with_it(synthetic_data, tmp_path, capsys):
+    from helpers import smoke_config
+
+    from ca2st.cli import main
+    from ca2st.engine.train import train
+
+    result = train(smoke_config(tmp_path / "run", "optim.epochs=1", "data.sampler=segment", "data.test_clips=2",
+                                "data.test_crops=1", f"data.options={{classes: {synthetic_data.files['classes']}}}",
+                                data=synthetic_data))
+    clip = synthetic_data.root / synthetic_data.files["val"].read_text().split()[0]
+    model = ca2st.load_model(result.last_checkpoint)
+    names = synthetic_data.files["classes"].read_text().splitlines()
+    pred = predict(model, clip, progress=False)  # no flags: segment sampling, 2 clips, the run's class names
+    assert pred.num_views == 2 and pred.meta["input"]["sampler"] == "segment"
+    torch.testing.assert_close(pred.probs["class"], predict(model, clip, sampler="segment", num_clips=2,
+                                                            progress=False).probs["class"])
+    assert not torch.allclose(pred.probs["class"], predict(model, clip, sampler="dense", num_clips=2,
+                                                           progress=False).probs["class"])
+    assert pred.top()[0]["name"] == names[int(pred.probs["class"].argmax())]
+    assert main(["predict", str(clip), "--checkpoint", str(result.last_checkpoint), "--out", str(tmp_path / "p"),
+                 "-q"]) == 0
+    assert names[int(pred.probs["class"].argmax())] in capsys.readouterr().out
+    saved = json.loads((tmp_path / "p" / f"{clip.stem}.json").read_text())
+    assert saved["views"] == 2 and saved["top"]["class"][0]["name"] == pred.top()[0]["name"]
+    rows = list(csv.DictReader((tmp_path / "p" / f"{clip.stem}.csv").open()))
+    assert rows[0]["path"] == str(clip) and rows[0]["top1_name"] == pred.top()[0]["name"]
