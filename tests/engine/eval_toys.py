@@ -29,11 +29,12 @@ class ToyModel(nn.Module):
 
 
 class ToyDataset(Dataset):
-    """Items as VideoDataset collates them; ``logits[i]`` is ``(V, width)``, written into the video."""
+    """Evaluation items as VideoDataset gives them (every view, no audio); ``logits[i]`` is ``(V, width)``, written
+    into the video."""
 
-    def __init__(self, logits, targets, excluded=(), views=None, paths=False):
+    def __init__(self, logits, targets, excluded=(), paths=False):
         self.logits, self.targets, self.excluded = logits, targets, set(excluded)
-        self.views, self.paths = views, paths
+        self.paths = paths
 
     def __len__(self):
         return len(self.logits)
@@ -43,8 +44,6 @@ class ToyDataset(Dataset):
         v, w = lg.shape
         video = torch.zeros(v, 3, 2, 1, max(w, 8))
         video[:, 0, 0, 0, :w] = lg
-        if self.views == 1:
-            video = video[0]
         bad = i in self.excluded
         target = self.targets[i]
         if isinstance(target, dict):
@@ -55,7 +54,7 @@ class ToyDataset(Dataset):
                 "error": f"s{i}.mp4: broken" if bad else "", "intervals": torch.zeros(v, 2, 2)}
         if self.paths:
             meta["path"] = f"/videos/s{i}.mp4"
-        return video, torch.empty(0), target, meta
+        return video, None, target, meta
 
 
 def toy(n=7, views=3, seed=0, composition=False):

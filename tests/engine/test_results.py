@@ -12,6 +12,8 @@ import torch
 from eval_toys import C, ToyDataset, ToyModel, toy
 from torch.utils.data import DataLoader
 
+from ca2st.data.datasets import collate
+
 from ca2st.engine.evaluate import evaluate
 from ca2st.engine.results import EvalResult
 
@@ -20,7 +22,7 @@ NAMES = ["cut", "stir", "wash", "open", "close"]
 
 def test_output_files(tmp_path):
     logits, targets = toy(n=8, views=2)
-    res = evaluate(ToyModel(), DataLoader(ToyDataset(logits, targets, excluded=[2], paths=True), batch_size=4),
+    res = evaluate(ToyModel(), DataLoader(ToyDataset(logits, targets, excluded=[2], paths=True), batch_size=4, collate_fn=collate),
                    progress=False, class_names=NAMES, dataset="toy", model_name="cast", run_name="cast_toy")
     files = res.save(tmp_path / "out", probabilities=True)
     assert set(files) == {"results", "per_class", "predictions", "confusion", "probabilities", "summary"}
@@ -44,7 +46,7 @@ def test_output_files(tmp_path):
 
 def test_predictions_csv_holds_class_names_and_paths(tmp_path):
     logits, targets = toy(n=4, views=2)
-    res = evaluate(ToyModel(), DataLoader(ToyDataset(logits, targets, paths=True), batch_size=4), progress=False,
+    res = evaluate(ToyModel(), DataLoader(ToyDataset(logits, targets, paths=True), batch_size=4, collate_fn=collate), progress=False,
                    class_names=NAMES)
     preds = list(csv.DictReader(res.save_predictions_csv(tmp_path / "p.csv", topk=3).open()))
     assert list(preds[0]) == ["index", "id", "path", "target", "target_name", "pred", "pred_name", "top3",
@@ -62,7 +64,7 @@ def test_predictions_csv_holds_class_names_and_paths(tmp_path):
 def test_predictions_csv_of_a_composition_model(tmp_path):
     logits, targets = toy(n=3, views=1, composition=True)
     verbs, nouns = ["take", "put", "wash"], ["cup", "pan", "knife", "tap"]
-    res = evaluate(ToyModel(composition=True), DataLoader(ToyDataset(logits, targets), batch_size=3),
+    res = evaluate(ToyModel(composition=True), DataLoader(ToyDataset(logits, targets), batch_size=3, collate_fn=collate),
                    progress=False, class_names={"verb": verbs, "noun": nouns})
     preds = list(csv.DictReader(res.save_predictions_csv(tmp_path / "p.csv").open()))
     assert {"verb_pred_name", "noun_pred_name", "verb_top5_names", "noun_target_name"} <= set(preds[0])

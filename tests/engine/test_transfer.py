@@ -5,6 +5,8 @@ import torch
 from eval_toys import ToyDataset, ToyModel, toy
 from torch.utils.data import DataLoader
 
+from ca2st.data.datasets import collate
+
 from ca2st.engine.evaluate import evaluate
 from ca2st.engine.transfer import invert_class_mapping, map_predictions, mapping_tables
 from ca2st.errors import ConfigError
@@ -38,7 +40,7 @@ def test_transfer_mapping_merges_probabilities_and_reports_unreachable():
     logits = [torch.tensor([[2.0, 1.5, 0, 3.0, 0]]), torch.tensor([[0, 0, 2.0, 0, 0]]),
               torch.tensor([[0, 0, 0, 0, 1.0]]), torch.tensor([[1.0, 0, 0, 0, 0]])]
     targets = [1, 0, 0, 3]
-    res = evaluate(ToyModel(), DataLoader(ToyDataset(logits, targets, views=1), batch_size=4), progress=False,
+    res = evaluate(ToyModel(), DataLoader(ToyDataset(logits, targets), batch_size=4, collate_fn=collate), progress=False,
                    class_mapping=table, class_names=["zero", "one", "two", "three"])
     p = [lg[0].softmax(-1) for lg in logits]
     merged = torch.stack([torch.stack([q[2], q[0] + q[1], q[4], torch.tensor(0.0)]) for q in p])
@@ -54,7 +56,7 @@ def test_transfer_mapping_merges_probabilities_and_reports_unreachable():
     assert tr["unreachable"] == [{"index": 3, "id": "s3"}]
     assert "unreachable" in res.summary()
     # the same through a dict (model class -> dataset class); missing keys are unmapped
-    res2 = evaluate(ToyModel(), DataLoader(ToyDataset(logits, targets, views=1), batch_size=4), progress=False,
+    res2 = evaluate(ToyModel(), DataLoader(ToyDataset(logits, targets), batch_size=4, collate_fn=collate), progress=False,
                     class_mapping={"class": {0: 1, 1: 1, 2: 0, 4: 2}}, class_names=["a", "b", "c", "d"])
     torch.testing.assert_close(res2.probs["class"], merged)
     assert res2.metrics == res.metrics
@@ -65,9 +67,9 @@ def test_transfer_mapping_composition_and_inversion():
     verb_map = torch.tensor([2, 0, 1])  # a permutation of 3 verbs
     noun_map = {0: 0, 1: 1, 2: 2, 3: 3}  # identity
     mapped_targets = [{"verb": int(verb_map[t["verb"]]), "noun": t["noun"]} for t in targets]
-    res = evaluate(ToyModel(composition=True), DataLoader(ToyDataset(logits, mapped_targets), batch_size=4),
+    res = evaluate(ToyModel(composition=True), DataLoader(ToyDataset(logits, mapped_targets), batch_size=4, collate_fn=collate),
                    progress=False, class_mapping={"verb": verb_map, "noun": noun_map})
-    plain = evaluate(ToyModel(composition=True), DataLoader(ToyDataset(logits, targets), batch_size=4),
+    plain = evaluate(ToyModel(composition=True), DataLoader(ToyDataset(logits, targets), batch_size=4, collate_fn=collate),
                      progress=False)
     # a permutation of the labels with the matching mapping gives exactly the unmapped metrics
     for k in ("verb_top1", "noun_top1", "action_top1", "action_top5"):
@@ -79,8 +81,8 @@ def test_transfer_mapping_composition_and_inversion():
     with pytest.raises(ConfigError, match="many-to-one"):
         invert_class_mapping({0: 1, 1: 1}, 3)
     with pytest.raises(ConfigError):
-        evaluate(ToyModel(composition=True), DataLoader(ToyDataset(logits, targets), batch_size=4),
+        evaluate(ToyModel(composition=True), DataLoader(ToyDataset(logits, targets), batch_size=4, collate_fn=collate),
                  progress=False, class_mapping=verb_map)  # a composition model needs a table per task
     with pytest.raises(ConfigError):
-        evaluate(ToyModel(), DataLoader(ToyDataset(*toy(n=2)), batch_size=2), progress=False,
+        evaluate(ToyModel(), DataLoader(ToyDataset(*toy(n=2)), batch_size=2, collate_fn=collate), progress=False,
                  class_mapping=torch.tensor([0, 1]))  # wrong length

@@ -67,7 +67,7 @@ def evaluate(
     """
     rank, world = rank_and_world()
     local = run_views(model, loader, device=device, precision=precision, progress=progress and rank == 0,
-                      desc="eval", show_top1=class_mapping is None, rank=rank, world=world)
+                      desc="eval", show_top1=class_mapping is None)
     known = model_tasks(model) if getattr(model, "config", None) is not None else None
     out = _union(all_gather_objects(local), known)
     tasks = list(out.probs)

@@ -1,10 +1,10 @@
 """Multi-view inference: a model over a loader, the softmax of every view averaged per video.
 
-**Batches.** A loader item holds all ``V = clips × crops`` views of one video: ``video (B, V, C, T, S, S)``,
-audio ``(B, V, L, 128)``; ``V = 1`` items may drop the view axis. Batches are ``(video, audio, target, meta)``
-as :class:`~ca2st.data.datasets.VideoDataset` collates them, or ``(video, audio, target)``, or
-``(video, target)``; without ``meta`` the dataset indices are those of
-:class:`~ca2st.engine.distributed.ShardedEvalSampler` for this rank.
+**Batches.** One contract: ``(video, audio, target, meta)`` as :func:`~ca2st.data.datasets.collate` batches
+:class:`~ca2st.data.datasets.VideoDataset`'s evaluation items. An item holds all ``V = clips × crops`` views of
+one video: ``video (B, V, C, T, S, S)``, ``audio`` ``(B, V, L, 128)`` or ``None``; ``target`` ``(B,)`` or
+``{task: (B,)}``; ``meta`` a dict with the dataset ``index`` of each item (and ``id``, ``path``, ``excluded``,
+``error``, ``intervals`` when known).
 
 **Views.** All views of the batch go through the model in one call (``(B·V, C, T, S, S)``); the softmax is taken
 **per view** and the probabilities are **averaged over the views** of each video (per task for composition
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -50,38 +50,23 @@ class ViewOutputs:
     views: int = 1
 
 
-def _unpack(batch, position: int, rank: int, world: int):
+def _unpack(batch):
     """``(video, audio, target, meta, indices, ids, paths, excluded, errors)`` of one batch."""
-    if isinstance(batch, (list, tuple)) and len(batch) == 4:
-        video, audio, target, meta = batch
-    elif isinstance(batch, (list, tuple)) and len(batch) == 3:
-        (video, audio, target), meta = batch, {}
-    elif isinstance(batch, (list, tuple)) and len(batch) == 2:
-        (video, target), audio, meta = batch, None, {}
-    else:
-        raise ConfigError("inference: loader batches must be (video, audio, target, meta), (video, audio, target) "
-                          "or (video, target)")
+    if not (isinstance(batch, (list, tuple)) and len(batch) == 4 and isinstance(batch[3], Mapping)):
+        raise ConfigError("inference: loader batches must be (video, audio, target, meta) with meta a dict, as "
+                          "ca2st.data.datasets.collate batches VideoDataset items")
+    video, audio, target, meta = batch
+    if video.dim() != 6:
+        raise ConfigError(f"inference: video batches must be (batch, views, C, T, H, W), got {tuple(video.shape)}")
+    if "index" not in meta:
+        raise ConfigError("inference: meta must hold each item's dataset 'index'")
     b = video.shape[0]
-    meta = dict(meta)
-    if "requested" in meta or "index" in meta:
-        idx = torch.as_tensor(meta.get("requested", meta.get("index"))).reshape(-1).long()
-    else:  # no meta: the order of ShardedEvalSampler
-        idx = torch.arange(position, position + b, dtype=torch.long) * world + rank
-    ids = meta.get("id")
-    ids = [str(i) for i in ids] if ids is not None else [str(int(i)) for i in idx]
+    idx = torch.as_tensor(meta.get("requested", meta["index"])).reshape(-1).long()
+    ids = [str(i) for i in meta["id"]] if "id" in meta else [str(int(i)) for i in idx]
     paths = [str(p) for p in meta["path"]] if "path" in meta else [None] * b
     excluded = torch.as_tensor(meta.get("excluded", torch.zeros(b))).reshape(-1).bool()
     errors = list(meta.get("error", [""] * b))
     return video, audio, target, meta, idx, ids, paths, excluded, errors
-
-
-def _flatten_views(x: torch.Tensor, dims: int, b: int) -> tuple[torch.Tensor, int]:
-    """``(B, V, *item)`` → ``(B·V, *item)`` where an item has ``dims`` dimensions; ``(B, *item)`` has V = 1."""
-    if x.dim() == dims + 2:
-        return x.reshape(b * x.shape[1], *x.shape[2:]), x.shape[1]
-    if x.dim() == dims + 1:
-        return x, 1
-    raise ValueError(f"expected a batch of {dims}-d items, with or without a view axis, got shape {tuple(x.shape)}")
 
 
 @torch.inference_mode()
@@ -98,8 +83,8 @@ def _softmax(model, video, audio, times, device, precision) -> dict[str, torch.T
 
 
 def run_views(model: torch.nn.Module, loader: Iterable, *, device: str | torch.device = "cpu",
-              precision: str = "fp32", progress: bool = True, desc: str = "eval", show_top1: bool = True,
-              rank: int = 0, world: int = 1) -> ViewOutputs:
+              precision: str = "fp32", progress: bool = True, desc: str = "eval",
+              show_top1: bool = True) -> ViewOutputs:
     """Run ``model`` (in eval mode, restored afterwards) over ``loader``; see the module docstring.
 
     Args:
@@ -107,7 +92,6 @@ def run_views(model: torch.nn.Module, loader: Iterable, *, device: str | torch.d
             It must already be on ``device`` (the inputs are moved there).
         precision: ``'fp32'``, or ``'bf16'``/``'fp16'`` autocast (the softmax is computed in float32).
         progress, desc: a tqdm bar and its label; ``show_top1`` adds the running top-1 of the labelled samples.
-        rank, world: this process's shard, for loaders without ``meta`` indices.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -117,30 +101,25 @@ def run_views(model: torch.nn.Module, loader: Iterable, *, device: str | torch.d
     indices, ids, paths, excluded = [], [], [], []
     probs: dict[str, list[torch.Tensor]] = {}
     targets: dict[str, list[torch.Tensor]] = {}
-    position, views, hits, seen = 0, 1, 0, 0
+    views, hits, seen = 1, 0, 0
     bar = tqdm(loader, desc=desc, unit="batch", disable=not progress, dynamic_ncols=True)
     try:
         for batch in bar:
-            video, audio, target, meta, idx, bids, bpaths, bad, errors = _unpack(batch, position, rank, world)
-            position += video.shape[0]
+            video, audio, target, meta, idx, bids, bpaths, bad, errors = _unpack(batch)
             for i in torch.nonzero(bad).flatten().tolist():
                 excluded.append({"index": int(idx[i]), "id": bids[i], "error": str(errors[i])})
             keep = ~bad
             if not keep.any():
                 continue
-            k = int(keep.sum())
-            if audio is not None and audio.numel() and getattr(model, "needs_audio", True):
-                audio, _ = _flatten_views(audio[keep], 2, k)
-            else:
-                audio = None
+            pick = (lambda x: x) if bool(keep.all()) else (lambda x: x[keep])  # no copy when nothing is excluded
+            k, views = int(keep.sum()), video.shape[1]
+            video = pick(video).flatten(0, 1)
+            audio = pick(audio).flatten(0, 1) if audio is not None else None
             times = None
             if use_times and "intervals" in meta:
-                times, _ = _flatten_views(torch.as_tensor(meta["intervals"])[keep], 2, k)
-            video, views = _flatten_views(video[keep], 4, k)
+                times = pick(torch.as_tensor(meta["intervals"])).flatten(0, 1)
             out = _softmax(model, video, audio, times, device, precision)
             tgt = {t: torch.as_tensor(v).reshape(-1)[keep].long() for t, v in as_task_dict(target).items()}
-            if set(tgt) == {SINGLE} and set(out) != {SINGLE} and bool((tgt[SINGLE] < 0).all()):
-                tgt = {t: tgt[SINGLE] for t in out}  # unlabelled items of a composition model
             if set(tgt) != set(out):
                 raise ConfigError(f"the model's outputs {sorted(out)} and the dataset's targets {sorted(tgt)} "
                                   "are different tasks (a composition model needs {'verb', 'noun'} targets)")
