@@ -11,7 +11,6 @@ runs), since this class of machine slows down and speeds up from one minute to t
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import platform
@@ -78,7 +77,8 @@ def train_step_stats(name: str, batch: int, precision: str, checkpointing: bool,
     if device == "cpu":
         keep_freed_memory()
     torch.manual_seed(0)
-    model = build_model(name, grad_checkpointing=checkpointing, **overrides).to(device).train()
+    model = build_model(name, **overrides).to(device).train()
+    model.set_grad_checkpointing(checkpointing)
     if precision == "bf16":
         model.cast_matmul_weights_(torch.bfloat16)
     inputs = example_inputs(model, batch, device)
@@ -205,20 +205,3 @@ def format_table(r: dict) -> str:
         for key, t in r["train"].items():
             lines.append(f"{key:<16}{t['step_s']:>9.3f}{t['ratio_to_forward']:>10.2f}{t['peak_gib']:>9.2f}")
     return "\n".join(lines)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="cast_b16")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=10, help="timed forward runs after warm-up (at least 5)")
-    parser.add_argument("--steps", type=int, default=5,
-                        help="timed training steps after two warm-up steps (the best counts)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--compile", choices=("none", "forward", "all"), default="forward",
-                        help="torch.compile: 'forward' measures the forward eager and compiled (default), 'all' "
-                             "also compiles the training steps (ratios against the compiled forward)")
-    parser.add_argument("--skip-train", action="store_true", help="forward figures only")
-    parser.add_argument("--json", help="write the figures to this file")
-    parser.add_argument("--train-step-only", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help=argparse.SUPPRESS)
-    parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)

@@ -30,7 +30,6 @@ from .config import EXPERT_ENV, RunConfig
 from .data import build_dataset, build_loader
 from .distributed import DistInfo, EpochSampler, all_reduce_mean, cleanup, init_distributed
 from .evaluate import ShardedEvalSampler, evaluate
-from .host_memory import keep_freed_memory
 from .optim import TrainableEMA, VideoMixup, build_optimizer, build_scheduler, classification_loss, seed_mixup
 
 log = logging.getLogger(__name__)
@@ -125,8 +124,6 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
     device, main = dist_info.device, dist_info.is_main
     if cfg.precision == "fp16" and device.type != "cuda":
         raise ConfigError("config key precision=fp16 needs a GPU; use bf16 on CPU")
-    if device.type == "cpu":
-        keep_freed_memory()
     out = Path(cfg.output_dir)
     seed_everything(cfg.seed)
     _, model_cfg = cfg.model_config()
@@ -134,6 +131,7 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
     classes = annotations.num_classes
     val_set = build_dataset(cfg, model_cfg, "val")[0] if cfg.data.val else None
     name, model = build_run_model(cfg, classes, device)
+    model.set_grad_checkpointing(cfg.grad_checkpointing)
     # experts that no file can restore (random_experts) are saved inside every checkpoint
     with_experts = any(kind not in cfg.expert_paths() for kind in model.experts)
     if cfg.precision in ("bf16", "fp16") and cfg.freeze_experts:  # autocast would cast them on every call

@@ -11,6 +11,7 @@ from ..errors import ConfigError
 EXPERT_KINDS = ("spatial", "temporal", "audio")
 SPATIAL_ARCHS = ("clip", "resnet50")
 FUSIONS = ("sequential", "parallel")
+RETIRED_FIELDS = ("grad_checkpointing",)  # read from older checkpoints, ignored
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,6 @@ class ModelConfig:
     composition_classes: dict[str, int] = field(default_factory=lambda: {"verb": 97, "noun": 300})
     drop_path_rate: float = 0.0
     head_drop_rate: float = 0.0
-    grad_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         self.experts = tuple(self.experts)
@@ -147,6 +147,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        """A config saved by :meth:`to_dict`; older files' ``grad_checkpointing`` (now a setting of the
+        run, :meth:`MultiExpertModel.set_grad_checkpointing`) is dropped."""
+        data = {k: v for k, v in data.items() if k not in RETIRED_FIELDS}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
