@@ -108,14 +108,12 @@ def format_table(results: dict) -> str:
 
 
 def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     names = list(results["accuracy"])
     values = [100 * results["accuracy"][n] for n in names]
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.subplots()
     colours = ["#9bb7d4"] * 3 + ["#2c6fad"] * (len(names) - 3)
     ax.bar(names, values, color=colours)
     ax.axhline(100 * results["chance"], color="grey", linestyle="--", label="chance")
@@ -127,4 +125,3 @@ def plot(results: dict, path: Path) -> None:
         ax.text(i, v + 1.5, f"{v:.0f}", ha="center", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
