@@ -77,7 +77,7 @@ def test_public_names_resolve_on_first_use():
     assert ca2st.predict is predict  # importing the submodule ca2st.predict leaves the function in its place
     assert {"build_model", "load_config", "predict", "errors", "__version__"} <= set(dir(ca2st)) & set(ca2st.__all__)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        ca2st.nope
+        _ = ca2st.nope
 
 
 @pytest.mark.parametrize("device,applied", [("cpu", True), ("cuda", False)])

@@ -184,7 +184,7 @@ def run(args) -> dict:
         for key, again in _forward_times(args, args.compile == "all", max(5, args.runs // 2)).items():
             times[key] = times.get(key, []) + again
         ceilings = best_ceilings(ceilings)
-        for key, stats in result["train"].items():
+        for stats in result["train"].values():
             stats["ratio_to_forward"] = stats["step_s"] / min(times[stats["precision"] + suffix])
     result["ceiling_gflops"] = ceilings
     result["forward"] = {key: {"min_s": min(t), "median_s": statistics.median(t), "gflops": flops / min(t) / 1e9,

@@ -80,8 +80,9 @@ def train_on_labels(name: str, experts: dict[str, Path], files: dict, root: Path
     return float(evaluation.metrics["top1"])
 
 
-def run(out: str | Path, cache: str | Path | None = None, settings: DemoSettings = DemoSettings()) -> dict:
+def run(out: str | Path, cache: str | Path | None = None, settings: DemoSettings | None = None) -> dict:
     """Run the whole demo; returns (and writes to ``out/results.json``) chance and per-model accuracy."""
+    settings = settings or DemoSettings()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     root = Path(cache) if cache else out / "data"

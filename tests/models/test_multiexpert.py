@@ -55,7 +55,7 @@ def test_identity_at_initialisation_pooled_features_equal_the_experts_own():
     model = tiny().eval()
     with torch.no_grad():  # random (non-zero) frozen expert weights; adapters and up-projections stay at init
         for expert in model.experts.values():
-            for name, p in expert.named_parameters():
+            for p in expert.parameters():
                 if not p.requires_grad:
                     p.normal_(0, 0.2)
     x = video()

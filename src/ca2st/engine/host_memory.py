@@ -41,10 +41,10 @@ def _glibc():
         return None
     try:
         libc = ctypes.CDLL(path)
-        libc.gnu_get_libc_version  # glibc only: musl and macOS have no mallopt thresholds like these
-        return libc
-    except (OSError, AttributeError):
+    except OSError:
         return None
+    # glibc only: musl and macOS have no mallopt thresholds like these
+    return libc if hasattr(libc, "gnu_get_libc_version") else None
 
 
 def keep_freed_memory() -> bool:

@@ -13,8 +13,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
-from .config import ModelConfig, resnet_stage_layers
 from .attention import recompute_probabilities
+from .config import ModelConfig, resnet_stage_layers
 from .exchange import Exchange
 from .experts import ASTExpert, CLIPExpert, Expert, VideoMAEExpert
 from .experts.resnet import ResNetExpert
