@@ -196,7 +196,8 @@ def run(args) -> dict:
 def format_table(r: dict) -> str:
     lines = [f"{r['model']} batch {r['batch']} on {r['device']} ({r['machine']}, {r['threads']} threads, "
              f"torch {r['torch']}) — {r['gflop']:.1f} GFLOP per forward",
-             f"matmul ceiling: fp32 {r['ceiling_gflops']['fp32']:.1f} GFLOP/s, bf16 {r['ceiling_gflops']['bf16']:.1f} GFLOP/s",
+             f"matmul ceiling: fp32 {r['ceiling_gflops']['fp32']:.1f} GFLOP/s, "
+             f"bf16 {r['ceiling_gflops']['bf16']:.1f} GFLOP/s",
              f"{'forward':<16}{'min s':>9}{'median s':>10}{'GFLOP/s':>9}{'of ceiling':>12}"]
     for p, f in r["forward"].items():
         lines.append(f"{p:<16}{f['min_s']:>9.3f}{f['median_s']:>10.3f}{f['gflops']:>9.1f}{f['ratio_to_ceiling']:>11.1%}")

@@ -57,7 +57,8 @@ def _common(files: dict, root: Path, settings: DemoSettings, out: Path) -> list[
 def pretrain_expert(kind: str, files: dict, root: Path, settings: DemoSettings, out: Path) -> Path:
     """Train one expert (all its weights) on its own cue; returns the weight file of the frozen expert."""
     cue = PRETRAIN_CUE[kind]
-    cfg = load_config(None, [*_common(files, root, settings, out / f"expert_{kind}"), f"data.train={files['train_' + cue]}",
+    cfg = load_config(None, [*_common(files, root, settings, out / f"expert_{kind}"),
+                             f"data.train={files['train_' + cue]}",
                              "data.options={num_classes: 2}", f"model.experts=[{kind}]", "random_experts=true",
                              "freeze_experts=false", f"optim.epochs={settings.pretrain_epochs}",
                              f"optim.lr={settings.pretrain_lr}"])
