@@ -6,12 +6,16 @@ PIP     = $(VENV)/bin/pip
 # pull a multi-GB build). Elsewhere, install the torch build you want first and pyproject's ranges apply.
 TORCH   = torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test install install-test clean
+.PHONY: demo lint test install install-test clean
 
 demo: $(VENV)/.runtime
 	$(VENV)/bin/ca2st demo --out runs/demo
 
-test: $(VENV)/.test
+lint: $(VENV)/.test
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+test: lint
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q
 
 install: $(VENV)/.runtime

@@ -1,7 +1,12 @@
 import subprocess
 import sys
 
+import pytest
+
+from ca2st import cli
 from ca2st.cli import main, parse_overrides
+
+HEAVY = ("torch", "transformers", "matplotlib", "tensorboard", "ca2st.models")
 
 
 def test_info_prints_counts(capsys):
@@ -35,3 +40,49 @@ def test_console_entry_point_runs_as_module():
     out = subprocess.run([sys.executable, "-m", "ca2st", "info", "cast_b16"], capture_output=True, text=True,
                          check=True).stdout
     assert "45,378,832 trainable" in out
+
+
+def _heavy_modules_after(code: str) -> list[str]:
+    """The HEAVY modules a fresh interpreter has imported after running ``code``."""
+    script = f"import sys\n{code}\nprint('imported:', *[m for m in {HEAVY!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    last = out.splitlines()[-1].split()
+    assert last[0] == "imported:", out
+    return last[1:]
+
+
+def test_help_imports_neither_torch_nor_models():
+    commands = ["info", "train", "eval", "predict", "report", "demo", "bench", "data"]
+    code = ("import ca2st.cli\n"
+            f"for argv in [['--help'], *[[c, '--help'] for c in {commands!r}]]:\n"
+            "    try:\n"
+            "        ca2st.cli.main(argv)\n"
+            "    except SystemExit:\n"
+            "        pass")
+    assert _heavy_modules_after(code) == []
+    out = subprocess.run([sys.executable, "-m", "ca2st", "--help"], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("usage: ca2st") and "bench" in out
+
+
+def test_import_is_lazy():
+    assert _heavy_modules_after("import ca2st") == []
+
+
+def test_public_names_resolve_on_first_use():
+    import ca2st
+    from ca2st.models import build_model
+    from ca2st.prediction import predict
+
+    assert ca2st.build_model is build_model
+    assert ca2st.predict is predict and ca2st.prediction.predict is predict  # the module has its own name
+    assert {"build_model", "load_config", "predict", "errors", "__version__"} <= set(dir(ca2st)) & set(ca2st.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = ca2st.nope
+
+
+@pytest.mark.parametrize("device,applied", [("cpu", True), ("cuda", False)])
+def test_cpu_training_keeps_freed_host_memory(device, applied, monkeypatch):
+    calls = []  # a process-wide setting: recorded, not applied, in pytest
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append(True) or True)
+    cli.keep_freed_host_memory(device)
+    assert calls == ([True] if applied else [])

@@ -1,16 +1,48 @@
-"""ca2st: CAST, CAVA and CA²ST for holistic video recognition in PyTorch."""
+"""ca2st: CAST, CAVA and CA²ST for holistic video recognition in PyTorch.
+
+The public names are imported on first use (PEP 562), so that ``import ca2st`` and ``ca2st --help``
+load neither torch's models nor plotting or logging libraries.
+"""
+
+import importlib
 
 from . import errors
-from .checkpoints import load_expert_weights, load_official_cast
-from .data.audio import log_mel
-from .data.decode import read_audio, read_frames
-from .engine.config import load_config
-from .engine.data import build_dataset
-from .checkpoints import load_any, load_model, save_model
-from .models import build_model, list_models
-from .prediction import predict
 
 __version__ = "0.1.0"
 
-__all__ = ["build_model", "list_models", "load_official_cast", "load_expert_weights", "load_model", "save_model",
-           "read_frames", "read_audio", "log_mel", "predict", "errors", "__version__"]
+# public name -> "module:attribute" it is imported from on first access
+_EXPORTS = {
+    "build_model": "ca2st.models:build_model",
+    "list_models": "ca2st.models:list_models",
+    "load_official_cast": "ca2st.checkpoints:load_official_cast",
+    "load_expert_weights": "ca2st.checkpoints:load_expert_weights",
+    "load_any": "ca2st.checkpoints:load_any",
+    "load_model": "ca2st.checkpoints:load_model",
+    "save_model": "ca2st.checkpoints:save_model",
+    "load_config": "ca2st.engine.config:load_config",
+    "build_dataset": "ca2st.engine.data:build_dataset",
+    "read_frames": "ca2st.data.decode:read_frames",
+    "read_audio": "ca2st.data.decode:read_audio",
+    "log_mel": "ca2st.data.audio:log_mel",
+    "predict": "ca2st.prediction:predict",
+}
+
+__all__ = [*_EXPORTS, "errors", "__version__"]
+
+
+def __getattr__(name: str):
+    target = _EXPORTS.get(name)
+    if target is None:
+        raise AttributeError(f"module 'ca2st' has no attribute {name!r}")
+    module_name, _, attribute = target.partition(":")
+    module = importlib.import_module(module_name)
+    try:
+        value = getattr(module, attribute)
+    except AttributeError:
+        raise AttributeError(f"module 'ca2st' has no attribute {name!r} ({module_name} has no {attribute})") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

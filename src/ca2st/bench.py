@@ -11,7 +11,6 @@ runs), since this class of machine slows down and speeds up from one minute to t
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import platform
@@ -78,7 +77,8 @@ def train_step_stats(name: str, batch: int, precision: str, checkpointing: bool,
     if device == "cpu":
         keep_freed_memory()
     torch.manual_seed(0)
-    model = build_model(name, grad_checkpointing=checkpointing, **overrides).to(device).train()
+    model = build_model(name, **overrides).to(device).train()
+    model.set_grad_checkpointing(checkpointing)
     if precision == "bf16":
         model.cast_matmul_weights_(torch.bfloat16)
     inputs = example_inputs(model, batch, device)
@@ -184,7 +184,7 @@ def run(args) -> dict:
         for key, again in _forward_times(args, args.compile == "all", max(5, args.runs // 2)).items():
             times[key] = times.get(key, []) + again
         ceilings = best_ceilings(ceilings)
-        for key, stats in result["train"].items():
+        for stats in result["train"].values():
             stats["ratio_to_forward"] = stats["step_s"] / min(times[stats["precision"] + suffix])
     result["ceiling_gflops"] = ceilings
     result["forward"] = {key: {"min_s": min(t), "median_s": statistics.median(t), "gflops": flops / min(t) / 1e9,
@@ -196,7 +196,8 @@ def run(args) -> dict:
 def format_table(r: dict) -> str:
     lines = [f"{r['model']} batch {r['batch']} on {r['device']} ({r['machine']}, {r['threads']} threads, "
              f"torch {r['torch']}) — {r['gflop']:.1f} GFLOP per forward",
-             f"matmul ceiling: fp32 {r['ceiling_gflops']['fp32']:.1f} GFLOP/s, bf16 {r['ceiling_gflops']['bf16']:.1f} GFLOP/s",
+             f"matmul ceiling: fp32 {r['ceiling_gflops']['fp32']:.1f} GFLOP/s, "
+             f"bf16 {r['ceiling_gflops']['bf16']:.1f} GFLOP/s",
              f"{'forward':<16}{'min s':>9}{'median s':>10}{'GFLOP/s':>9}{'of ceiling':>12}"]
     for p, f in r["forward"].items():
         lines.append(f"{p:<16}{f['min_s']:>9.3f}{f['median_s']:>10.3f}{f['gflops']:>9.1f}{f['ratio_to_ceiling']:>11.1%}")
@@ -205,20 +206,3 @@ def format_table(r: dict) -> str:
         for key, t in r["train"].items():
             lines.append(f"{key:<16}{t['step_s']:>9.3f}{t['ratio_to_forward']:>10.2f}{t['peak_gib']:>9.2f}")
     return "\n".join(lines)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="cast_b16")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=10, help="timed forward runs after warm-up (at least 5)")
-    parser.add_argument("--steps", type=int, default=5,
-                        help="timed training steps after two warm-up steps (the best counts)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--compile", choices=("none", "forward", "all"), default="forward",
-                        help="torch.compile: 'forward' measures the forward eager and compiled (default), 'all' "
-                             "also compiles the training steps (ratios against the compiled forward)")
-    parser.add_argument("--skip-train", action="store_true", help="forward figures only")
-    parser.add_argument("--json", help="write the figures to this file")
-    parser.add_argument("--train-step-only", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help=argparse.SUPPRESS)
-    parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)

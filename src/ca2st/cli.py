@@ -8,7 +8,10 @@ import logging
 import os
 import sys
 
+from .engine.host_memory import keep_freed_memory
 from .errors import Ca2stError, ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -62,12 +65,22 @@ def cmd_data_check(args) -> int:
     return 0 if report.ok else 1
 
 
+def keep_freed_host_memory(device: str) -> None:
+    """Fix glibc's allocator thresholds when training runs on the CPU (see :mod:`ca2st.engine.host_memory`)."""
+    from .engine.distributed import resolve_device
+
+    if resolve_device(device).type == "cpu":
+        keep_freed_memory()
+
+
 def cmd_train(args) -> int:
     from .engine.config import load_config
     from .engine.train import train
 
     config, overrides = split_config_arg(args.config, args.overrides)
-    result = train(load_config(config, overrides))
+    cfg = load_config(config, overrides)
+    keep_freed_host_memory(cfg.device)
+    result = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         print(result.summary())
     return 0
@@ -96,6 +109,7 @@ def cmd_eval(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import format_table, run
 
+    keep_freed_host_memory("auto")  # the demo trains on the default device
     results = run(args.out, args.cache)
     print(format_table(results))
     print(f"chance {100 * results['chance']:.1f}%; {results['seconds']:.0f} s; results in {args.out}/results.json, "
@@ -141,7 +155,10 @@ def cmd_bench(args) -> int:
     import json
 
     from . import bench
+    from .engine.distributed import resolve_device
 
+    if args.device == "auto":
+        args.device = resolve_device("auto").type
     if args.train_step_only:
         print(json.dumps(bench.train_step_stats(args.model, args.batch, args.precision, args.checkpointing,
                                                 args.steps, args.device, args.compile == "all")))
@@ -220,10 +237,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--cache", help="folder for the generated videos (default: OUT/data; reused when present)")
     demo.set_defaults(func=cmd_demo)
 
-    from .bench import add_arguments as bench_arguments
     bench = sub.add_parser("bench", help="forward and training-step speed and memory, as ratios to the machine's "
                                          "matmul ceiling (see benchmarks/bench_model.py)")
-    bench_arguments(bench)
+    bench.add_argument("--model", default="cast_b16")
+    bench.add_argument("--batch", type=int, default=1)
+    bench.add_argument("--runs", type=int, default=10, help="timed forward runs after warm-up (at least 5)")
+    bench.add_argument("--steps", type=int, default=5,
+                       help="timed training steps after two warm-up steps (the best counts)")
+    bench.add_argument("--device", default="auto", help="cpu, cuda, or auto: cuda when available")
+    bench.add_argument("--compile", choices=("none", "forward", "all"), default="forward",
+                       help="torch.compile: 'forward' measures the forward eager and compiled (default), 'all' "
+                            "also compiles the training steps (ratios against the compiled forward)")
+    bench.add_argument("--skip-train", action="store_true", help="forward figures only")
+    bench.add_argument("--json", help="write the figures to this file")
+    bench.add_argument("--train-step-only", action="store_true", help=argparse.SUPPRESS)
+    bench.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help=argparse.SUPPRESS)
+    bench.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
     bench.set_defaults(func=cmd_bench)
 
     data = sub.add_parser("data", help="dataset tools")

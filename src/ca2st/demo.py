@@ -57,7 +57,8 @@ def _common(files: dict, root: Path, settings: DemoSettings, out: Path) -> list[
 def pretrain_expert(kind: str, files: dict, root: Path, settings: DemoSettings, out: Path) -> Path:
     """Train one expert (all its weights) on its own cue; returns the weight file of the frozen expert."""
     cue = PRETRAIN_CUE[kind]
-    cfg = load_config(None, [*_common(files, root, settings, out / f"expert_{kind}"), f"data.train={files['train_' + cue]}",
+    cfg = load_config(None, [*_common(files, root, settings, out / f"expert_{kind}"),
+                             f"data.train={files['train_' + cue]}",
                              "data.options={num_classes: 2}", f"model.experts=[{kind}]", "random_experts=true",
                              "freeze_experts=false", f"optim.epochs={settings.pretrain_epochs}",
                              f"optim.lr={settings.pretrain_lr}"])
@@ -80,8 +81,9 @@ def train_on_labels(name: str, experts: dict[str, Path], files: dict, root: Path
     return float(evaluation.metrics["top1"])
 
 
-def run(out: str | Path, cache: str | Path | None = None, settings: DemoSettings = DemoSettings()) -> dict:
+def run(out: str | Path, cache: str | Path | None = None, settings: DemoSettings | None = None) -> dict:
     """Run the whole demo; returns (and writes to ``out/results.json``) chance and per-model accuracy."""
+    settings = settings or DemoSettings()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     root = Path(cache) if cache else out / "data"
@@ -108,14 +110,12 @@ def format_table(results: dict) -> str:
 
 
 def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     names = list(results["accuracy"])
     values = [100 * results["accuracy"][n] for n in names]
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.subplots()
     colours = ["#9bb7d4"] * 3 + ["#2c6fad"] * (len(names) - 3)
     ax.bar(names, values, color=colours)
     ax.axhline(100 * results["chance"], color="grey", linestyle="--", label="chance")
@@ -127,4 +127,3 @@ def plot(results: dict, path: Path) -> None:
         ax.text(i, v + 1.5, f"{v:.0f}", ha="center", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -7,9 +7,11 @@ import pytest
 from ca2st.engine import host_memory
 
 # Three rounds of 200 blocks of 1 MiB, written then freed (the pattern of a training step's activations),
-# straight through glibc: prints whether the setting applied and the page faults of the third round.
+# straight through glibc: prints whether the setting applied and the page faults of the third round. Torch is
+# imported first, as in training: its start-up allocations move glibc's dynamic thresholds.
 SCRIPT = """
 import ctypes, resource, sys
+import torch
 from ca2st.engine.host_memory import keep_freed_memory
 
 libc = ctypes.CDLL(None)

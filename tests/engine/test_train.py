@@ -88,10 +88,10 @@ def test_ddp_two_processes_equal_one_process(synthetic_data, tmp_path):
 
 
 def test_cli_train_smoke(synthetic_data, tmp_path, capsys, monkeypatch):
+    from ca2st import cli
     from ca2st.cli import main
-    from ca2st.engine import train as train_module
     settings = []  # CPU training fixes glibc's thresholds (tested in test_host_memory), here recorded only
-    monkeypatch.setattr(train_module, "keep_freed_memory", lambda: settings.append(True) or True)
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: settings.append(True) or True)
     args = smoke_overrides(tmp_path / "cli", "optim.epochs=1", "model.name=ca2st_b16", "model.audio_layers=1",
                            data=synthetic_data)
     assert main(["train", str(SMOKE_RECIPE), *args]) == 0

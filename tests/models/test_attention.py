@@ -1,9 +1,16 @@
+import contextlib
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from ca2st.errors import ConfigError
 from ca2st.models import attention as attention_module
-from ca2st.models.attention import attention
+from ca2st.models import set_attention_backend
+from ca2st.models.attention import attention, attention_backend, recompute_probabilities
 
 SHAPES = [  # (batch dims, query tokens, key tokens, head dim, value dim)
     ((2, 3), 40, 40, 16, 16),
@@ -60,7 +67,9 @@ def test_kept_and_recomputed_probabilities_give_the_same_gradients(shape, block,
     grads = {}
     for keep in (True, False):
         q.grad = k.grad = v.grad = None
-        attention(q, k, v, keep_probabilities=keep).backward(grad)
+        with contextlib.nullcontext() if keep else recompute_probabilities():
+            out = attention(q, k, v)
+        out.backward(grad)
         grads[keep] = [t.grad for t in (q, k, v)]
     for kept, recomputed in zip(grads[True], grads[False]):
         assert torch.equal(kept, recomputed)  # same blocks, same products: the same bits
@@ -90,11 +99,13 @@ def test_probabilities_are_kept_only_when_autograd_needs_them(monkeypatch):
     real = torch.ops.ca2st.blocked_attention
     monkeypatch.setattr(torch.ops.ca2st, "blocked_attention", lambda *a: calls.append(a[3]) or real(*a))
     attention(q, k, v)
-    attention(q, k, v, keep_probabilities=False)
+    with recompute_probabilities():
+        attention(q, k, v)
     with torch.no_grad():
         attention(q, k, v)
     attention(q.detach(), k.detach(), v.detach())
-    assert calls == [True, False, False, False]
+    attention(q, k, v)  # kept again once the context is left
+    assert calls == [True, False, False, False, True]
 
 
 def test_scores_keep_their_accuracy_for_large_logits():
@@ -108,19 +119,50 @@ def test_scores_keep_their_accuracy_for_large_logits():
     assert _error(ours, ref) < 0.02 < _error(plain, ref)
 
 
-def test_fp32_and_forced_sdpa_go_to_sdpa(monkeypatch):
+@pytest.fixture
+def backend():
+    """set_attention_backend, restored after the test."""
+    previous = attention_backend()
+    yield set_attention_backend
+    set_attention_backend(previous)
+
+
+def test_backend_chooses_the_kernel(monkeypatch, backend):
     calls = []
-    real = F.scaled_dot_product_attention
+    sdpa, blocked = F.scaled_dot_product_attention, torch.ops.ca2st.blocked_attention
     monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention",
-                        lambda *a, **kw: calls.append(a[0].dtype) or real(*a, **kw))
+                        lambda *a, **kw: calls.append(("sdpa", a[0].dtype)) or sdpa(*a, **kw))
+    monkeypatch.setattr(torch.ops.ca2st, "blocked_attention", lambda *a: calls.append(("blocked", a[0].dtype))
+                        or blocked(*a))
     q, k, v = _inputs((1, 2), 10, 10, 8, 8)
+    backend("auto")
     attention(q.float(), k.float(), v.float())
-    assert calls == [torch.float32]
     attention(q, k, v)
-    assert calls == [torch.float32]  # bf16 on CPU: the blocked kernel
-    monkeypatch.setenv("CA2ST_ATTENTION", "sdpa")
+    assert calls == [("sdpa", torch.float32), ("blocked", torch.bfloat16)]  # bf16 on CPU: the blocked kernel
+    calls.clear()
+    backend("sdpa")
+    attention(q.float(), k.float(), v.float())
     attention(q, k, v)
-    assert calls == [torch.float32, torch.bfloat16]
+    assert calls == [("sdpa", torch.float32), ("sdpa", torch.bfloat16)]
+
+
+def test_bad_backend_names_raise_config_error(backend):
+    with pytest.raises(ConfigError, match=r"attention backend must be one of \['auto', 'sdpa'\], got 'flash'"):
+        backend("flash")
+
+
+def test_environment_variable_sets_the_default_backend():
+    script = "from ca2st.models.attention import attention_backend; print(attention_backend())"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         env={**os.environ, "CA2ST_ATTENTION": "sdpa"})
+    assert out.stdout == "sdpa\n"
+
+
+def test_bad_environment_variable_is_a_config_error():
+    environ = {**os.environ, "CA2ST_ATTENTION": "fast"}
+    out = subprocess.run([sys.executable, "-c", "import ca2st.models"], capture_output=True, text=True, env=environ)
+    assert out.returncode == 1
+    assert "ConfigError: environment variable CA2ST_ATTENTION must be one of ['auto', 'sdpa'], got 'fast'" in out.stderr
 
 
 def test_row_max_is_exact_for_every_sign():

@@ -29,7 +29,7 @@ def inputs(batch=2):
 def randomize_frozen_(model):
     with torch.no_grad():
         for expert in model.experts.values():
-            for name, p in expert.named_parameters():
+            for p in expert.parameters():
                 if not p.requires_grad:
                     p.normal_(0, 0.05 if p.dim() == 4 else 0.2)
     return model

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import ca2st
 from ca2st.errors import ConfigError
@@ -54,7 +55,7 @@ def test_identity_at_initialisation_pooled_features_equal_the_experts_own():
     model = tiny().eval()
     with torch.no_grad():  # random (non-zero) frozen expert weights; adapters and up-projections stay at init
         for expert in model.experts.values():
-            for name, p in expert.named_parameters():
+            for p in expert.parameters():
                 if not p.requires_grad:
                     p.normal_(0, 0.2)
     x = video()
@@ -145,25 +146,47 @@ def test_activation_checkpointing_gives_the_same_gradients():
     model(x).sum().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     model.zero_grad()
-    model.grad_checkpointing = True
+    model.set_grad_checkpointing()
+    assert model.grad_checkpointing
     model(x).sum().backward()
     for n, p in model.named_parameters():
         if p.requires_grad:
             torch.testing.assert_close(p.grad, grads[n], atol=1e-6, rtol=1e-5)
 
 
-def test_checkpointing_switches_off_kept_attention_probabilities():
-    from ca2st.models.exchange import WindowedCrossAttention
-    from ca2st.models.layers import SelfAttention
+class KeepArguments(TorchDispatchMode):
+    """Records the ``keep`` argument of every call of the blocked attention kernel."""
 
-    def flags(model):
-        return {m.keep_probabilities for m in model.modules() if isinstance(m, (SelfAttention, WindowedCrossAttention))}
+    def __init__(self):
+        super().__init__()
+        self.keeps = []
 
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.ca2st.blocked_attention.default:
+            self.keeps.append(args[3])
+        return func(*args, **(kwargs or {}))
+
+
+def test_checkpointing_recomputes_attention_probabilities_in_the_backward():
     model = tiny()
-    assert flags(model) == {True}
-    model.grad_checkpointing = True
-    assert model.grad_checkpointing and flags(model) == {False}
-    assert flags(tiny(grad_checkpointing=True)) == {False}
+    x = video()
+    keeps = {}
+    for checkpointing in (True, False):
+        model.set_grad_checkpointing(checkpointing)
+        with KeepArguments() as calls, torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+        out.float().sum().backward()
+        keeps[checkpointing] = calls.keeps
+    assert len(keeps[True]) == len(keeps[False]) > 0 and not any(keeps[True])  # never kept (nor rerun)
+    assert any(keeps[False])  # kept where autograd needs them, once checkpointing is off
+
+
+def test_grad_checkpointing_is_a_run_setting_not_a_model_option():
+    with pytest.raises(ConfigError, match="unknown model option"):
+        tiny(grad_checkpointing=True)
+    config = tiny().config
+    old = {**config.to_dict(), "grad_checkpointing": True}  # as older checkpoints saved it
+    assert type(config).from_dict(old) == config
 
 
 def test_drop_path_is_stochastic_in_training_only():
@@ -250,7 +273,7 @@ def test_checkpointing_keeps_attention_outputs_instead_of_recomputing_them(monke
 
     def step(checkpointing):
         model.zero_grad()
-        model.grad_checkpointing = checkpointing
+        model.set_grad_checkpointing(checkpointing)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = model(x)
         runs.clear()

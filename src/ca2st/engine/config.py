@@ -103,8 +103,6 @@ class RunConfig:
         name = options.pop("name", None)
         if not name:
             raise ConfigError("config key model.name is required (a preset such as cast_b16)")
-        if self.grad_checkpointing:
-            options["grad_checkpointing"] = True
         return name, get_config(name, **options)
 
     def expert_paths(self) -> dict[str, str]:

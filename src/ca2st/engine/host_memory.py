@@ -6,7 +6,8 @@ returns it to the kernel, and the next step faults it back in page by page: 70â€
 per checkpointed bf16 ``cast_b16`` step on a 2-core EPYC VM (about 7 Âµs each there), 5 % of the
 step. :func:`keep_freed_memory` fixes the thresholds instead: blocks under 32 MiB (glibc's own
 ceiling for its dynamic threshold) come from the heap, and the heap is trimmed only beyond 2 GiB of
-free memory. Peak memory is unchanged (the memory is reused by the next step, not grown).
+free memory. Peak memory is unchanged (the memory is reused by the next step, not grown). A setting
+of the whole process: ``ca2st train`` and ``ca2st demo`` apply it on CPU, the library's ``train`` does not.
 
 It does nothing where the allocator is not glibc's, when a ``MALLOC_TRIM_THRESHOLD_`` or
 ``MALLOC_MMAP_THRESHOLD_`` environment variable already tunes it, when another allocator is preloaded
@@ -40,10 +41,10 @@ def _glibc():
         return None
     try:
         libc = ctypes.CDLL(path)
-        libc.gnu_get_libc_version  # glibc only: musl and macOS have no mallopt thresholds like these
-        return libc
-    except (OSError, AttributeError):
+    except OSError:
         return None
+    # glibc only: musl and macOS have no mallopt thresholds like these
+    return libc if hasattr(libc, "gnu_get_libc_version") else None
 
 
 def keep_freed_memory() -> bool:
@@ -52,6 +53,9 @@ def keep_freed_memory() -> bool:
     if libc is None:
         return False
     ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
-    if not ok:
+    if ok:
+        log.info("glibc allocator: mmap threshold %d MiB, trim threshold %d MiB (CA2ST_KEEP_FREED_MEMORY=0: "
+                 "glibc's defaults)", MMAP_THRESHOLD >> 20, TRIM_THRESHOLD >> 20)
+    else:
         log.warning("glibc mallopt refused the mmap/trim thresholds; freed memory goes back to the kernel")
     return ok

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from timm.data import Mixup
 from timm.data.mixup import mixup_target
-from timm.optim._param_groups import param_groups_layer_decay
+from timm.optim import param_groups_layer_decay
 from timm.scheduler import CosineLRScheduler
 from torch import nn
 

@@ -32,7 +32,6 @@ from .config import RunConfig
 from .data import build_loader, dataset_of_run, recipe_of_run
 from .distributed import DistInfo, EpochSampler, ShardedEvalSampler, all_reduce_mean, cleanup, init_distributed
 from .evaluate import evaluate
-from .host_memory import keep_freed_memory
 from .optim import TrainableEMA, VideoMixup, build_optimizer, build_scheduler, classification_loss, seed_mixup
 
 log = logging.getLogger(__name__)
@@ -132,14 +131,13 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
     device, main = dist_info.device, dist_info.is_main
     if cfg.precision == "fp16" and device.type != "cuda":
         raise ConfigError("config key precision=fp16 needs a GPU; use bf16 on CPU")
-    if device.type == "cpu":
-        keep_freed_memory()
     out = Path(cfg.output_dir)
     seed_everything(cfg.seed)
     train_set = dataset_of_run(cfg, "train")
     classes = train_set.annotations.num_classes
     val_set = dataset_of_run(cfg, "val") if cfg.data.val else None
     name, model = build_run_model(cfg, train_set.annotations, device)
+    model.set_grad_checkpointing(cfg.grad_checkpointing)
     # experts that no file can restore (random_experts) are saved inside every checkpoint
     with_experts = any(kind not in cfg.expert_paths() for kind in model.experts)
     if cfg.precision in ("bf16", "fp16") and cfg.freeze_experts:  # autocast would cast them on every call

@@ -14,41 +14,87 @@ raw score ``m`` (in bf16), and the scores are then computed as ``scale · (q·k 
 small distance from the maximum, not to their magnitude (plain bf16 scores lose ``|q·k| · 2⁻⁹``,
 which grows with the logits). ``m`` is kept for the backward pass. When autograd needs the attention,
 the bf16 probabilities are kept too, in blocks of a few MiB (which glibc serves from its heap),
-and the backward saves a third of its work; with ``keep_probabilities=False`` — what activation
-checkpointing asks for, since its policy keeps attention's outputs for every layer — the backward
+and the backward saves a third of its work; inside :func:`recompute_probabilities` — what activation
+checkpointing enters, since its policy keeps attention's outputs for every layer — the backward
 recomputes them block by block from ``m``, as flash attention does.
+
+:func:`set_attention_backend` chooses between this dispatch (``"auto"``) and SDPA everywhere
+(``"sdpa"``); the ``CA2ST_ATTENTION`` environment variable, read once at import, sets the default.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
+
+from ..errors import ConfigError
 
 BLOCK_ELEMENTS = 1 << 21
 """Scores per block (``heads × queries × keys``): 4 MiB of bf16. A longer head (VideoMAE's 1568²)
 is computed in row chunks in the forward."""
 
+BACKENDS = ("auto", "sdpa")
+ENV_BACKEND = "CA2ST_ATTENTION"
+
+
+def _checked_backend(name: str, source: str) -> str:
+    if name not in BACKENDS:
+        raise ConfigError(f"{source} must be one of {list(BACKENDS)}, got {name!r}")
+    return name
+
+
+_backend = _checked_backend(os.environ.get(ENV_BACKEND, "auto"), f"environment variable {ENV_BACKEND}")
+_keep_probabilities = True
+
+
+def set_attention_backend(name: str) -> None:
+    """How :func:`attention` computes, for the whole process: ``"auto"`` (the head-blocked kernel for
+    bf16 on CPU, SDPA elsewhere) or ``"sdpa"`` (SDPA everywhere). The default is ``CA2ST_ATTENTION``'s
+    value at import, else ``"auto"``."""
+    global _backend
+    _backend = _checked_backend(name, "attention backend")
+
+
+def attention_backend() -> str:
+    """The backend :func:`set_attention_backend` chose."""
+    return _backend
+
+
+@contextlib.contextmanager
+def recompute_probabilities() -> Iterator[None]:
+    """Inside, the blocked kernel keeps no probabilities for the backward pass: the backward recomputes
+    them. Activation checkpointing enters it, as its policy keeps every layer's attention outputs."""
+    global _keep_probabilities
+    previous, _keep_probabilities = _keep_probabilities, False
+    try:
+        yield
+    finally:
+        _keep_probabilities = previous
+
 
 def _use_blocked(q: torch.Tensor, k: torch.Tensor) -> bool:
-    return (q.device.type == "cpu" and q.dtype == torch.bfloat16 and k.dtype == torch.bfloat16
-            and q.numel() > 0 and k.numel() > 0 and os.environ.get("CA2ST_ATTENTION") != "sdpa")
+    return (_backend == "auto" and q.device.type == "cpu" and q.dtype == torch.bfloat16
+            and k.dtype == torch.bfloat16 and q.numel() > 0 and k.numel() > 0)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_probabilities: bool = True) -> torch.Tensor:
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Softmax attention of ``(..., Lq, E)`` queries over ``(..., Lk, E)`` keys and ``(..., Lk, Ev)`` values.
 
     Same contract and result as ``F.scaled_dot_product_attention(q, k, v)`` (no mask, scale
-    ``E ** -0.5``). ``CA2ST_ATTENTION=sdpa`` forces SDPA everywhere. ``keep_probabilities``: whether
-    the blocked kernel stores the probabilities for the backward pass (when autograd needs one) or
-    recomputes them there.
+    ``E ** -0.5``), computed as :func:`set_attention_backend` chose. The blocked kernel stores the
+    probabilities for the backward pass when autograd needs one, except inside
+    :func:`recompute_probabilities`.
     """
     if not _use_blocked(q, k):
         return F.scaled_dot_product_attention(q, k, v)
-    keep = keep_probabilities and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    keep = _keep_probabilities and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
+                                                                  or v.requires_grad)
     batch = q.shape[:-2]
     q3, k3, v3 = (t.reshape(math.prod(t.shape[:-2]), *t.shape[-2:]) for t in (q, k, v))
     out = torch.ops.ca2st.blocked_attention(q3, k3, v3, keep)[0]

@@ -11,6 +11,7 @@ from ..errors import ConfigError
 EXPERT_KINDS = ("spatial", "temporal", "audio")
 SPATIAL_ARCHS = ("clip", "resnet50")
 FUSIONS = ("sequential", "parallel")
+RETIRED_FIELDS = ("grad_checkpointing",)  # read from older checkpoints, ignored
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,6 @@ class ModelConfig:
     composition_classes: dict[str, int] = field(default_factory=lambda: {"verb": 97, "noun": 300})
     drop_path_rate: float = 0.0
     head_drop_rate: float = 0.0
-    grad_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         self.experts = tuple(self.experts)
@@ -75,13 +75,15 @@ class ModelConfig:
         if unknown:
             raise ConfigError(f"model config: unknown experts {unknown}; known: {list(EXPERT_KINDS)}")
         if self.embed_dim % self.num_heads:
-            raise ConfigError(f"model config: embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+            raise ConfigError(f"model config: embed_dim {self.embed_dim} is not divisible by "
+                              f"num_heads {self.num_heads}")
         bottleneck = int(self.embed_dim * self.bottleneck_ratio)
         if bottleneck % self.heads_in_exchanges:
             raise ConfigError(f"model config: exchange width {bottleneck} (embed_dim × bottleneck_ratio) is not "
                               f"divisible by {self.heads_in_exchanges} exchange heads; set exchange_heads")
         if self.img_size % self.patch_size:
-            raise ConfigError(f"model config: img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
+            raise ConfigError(f"model config: img_size {self.img_size} is not a multiple of "
+                              f"patch_size {self.patch_size}")
         if self.num_frames % self.tubelet_size:
             raise ConfigError(f"model config: num_frames {self.num_frames} is not a multiple of "
                               f"tubelet_size {self.tubelet_size}")
@@ -147,6 +149,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        """A config saved by :meth:`to_dict`; older files' ``grad_checkpointing`` (now a setting of the
+        run, :meth:`MultiExpertModel.set_grad_checkpointing`) is dropped."""
+        data = {k: v for k, v in data.items() if k not in RETIRED_FIELDS}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

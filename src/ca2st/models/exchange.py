@@ -66,10 +66,7 @@ class WindowedCrossAttention(nn.Module):
     Private position tables (and any extra codes, e.g. time encodings) are added to both sides before
     the projections, so they reach the values too: ``(T, d)`` tables for the time window, ``(N, d)``
     for the space window, none for the global window. Key and value share one projection ``[k; v]``.
-    ``keep_probabilities`` as in :class:`~ca2st.models.layers.SelfAttention`.
     """
-
-    keep_probabilities = True
 
     def __init__(self, dim: int, num_heads: int, window: str, q_grid: tuple[int, int], kv_grid: tuple[int, int]):
         super().__init__()
@@ -117,13 +114,13 @@ class WindowedCrossAttention(nn.Module):
         # attention on 4-D (batch, heads, tokens, head dim): the layout SDPA's fused kernels take
         if self.window == "time":  # windows = (batch, position), tokens = time
             q, k, v = (t.permute(0, 2, 3, 1, 4).reshape(-1, h, t.shape[1], d // h) for t in (q, k, v))
-            out = attention(q, k, v, self.keep_probabilities).view(B, N, h, T, d // h).permute(0, 3, 1, 2, 4)
+            out = attention(q, k, v).view(B, N, h, T, d // h).permute(0, 3, 1, 2, 4)
         elif self.window == "space":  # windows = (batch, slot), tokens = positions
             q, k, v = (t.transpose(2, 3).reshape(-1, h, t.shape[2], d // h) for t in (q, k, v))
-            out = attention(q, k, v, self.keep_probabilities).view(B, T, h, N, d // h).transpose(2, 3)
+            out = attention(q, k, v).view(B, T, h, N, d // h).transpose(2, 3)
         else:  # one window per sample, tokens = all slots and positions
             q, k, v = (t.reshape(B, -1, h, d // h).transpose(1, 2) for t in (q, k, v))
-            out = attention(q, k, v, self.keep_probabilities).transpose(1, 2)
+            out = attention(q, k, v).transpose(1, 2)
         return self.proj(out.reshape(B, T, N, d))
 
 

@@ -35,11 +35,8 @@ class SelfAttention(nn.Module):
     """Multi-head self-attention with one fused q/k/v projection and :func:`~ca2st.models.attention.attention`.
 
     ``qkv_bias='full'`` gives q, k and v a bias (CLIP, AST); ``'qv'`` gives q and v a bias
-    and fixes the k bias at zero (VideoMAE, BEiT style). ``keep_probabilities`` is passed to
-    :func:`~ca2st.models.attention.attention` (off under activation checkpointing).
+    and fixes the k bias at zero (VideoMAE, BEiT style).
     """
-
-    keep_probabilities = True
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: str = "full"):
         super().__init__()
@@ -64,7 +61,7 @@ class SelfAttention(nn.Module):
             bias = self.qkv.bias
         qkv = F.linear(x, self.qkv.weight, bias).view(B, L, 3, self.num_heads, D // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        out = attention(q, k, v, self.keep_probabilities)
+        out = attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(B, L, D))
 
 

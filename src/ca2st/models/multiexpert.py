@@ -15,12 +15,12 @@ from torch.utils.checkpoint import checkpoint
 from ..data.recipe import InputRecipe
 from ..tasks import check_class_names, model_tasks
 from ..errors import ConfigError
+from .attention import recompute_probabilities
 from .config import ModelConfig, resnet_stage_layers
-from .exchange import Exchange, WindowedCrossAttention
+from .exchange import Exchange
 from .experts import ASTExpert, CLIPExpert, Expert, VideoMAEExpert
 from .experts.resnet import ResNetExpert
 from .heads import ClassifierHead, CompositionHead
-from .layers import SelfAttention
 from .recompute import selective_checkpoint_context
 from .time_encoding import TimeCodes, default_times
 
@@ -79,20 +79,13 @@ class MultiExpertModel(nn.Module):
         if config.time_encoding and "audio" in self.experts:
             self.time_codes = TimeCodes(width, self.experts["audio"].freq_time)
         self.head = self._build_head(config)
-        self.grad_checkpointing = config.grad_checkpointing
+        self.grad_checkpointing = False
         self.freeze_experts()
 
-    @property
-    def grad_checkpointing(self) -> bool:
-        """Whether each layer is checkpointed (selectively, see :mod:`~ca2st.models.recompute`) when training."""
-        return self._grad_checkpointing
-
-    @grad_checkpointing.setter
-    def grad_checkpointing(self, enabled: bool) -> None:
-        self._grad_checkpointing = bool(enabled)
-        for module in self.modules():  # checkpointing keeps attention outputs; probabilities would cost 0.7 GB
-            if isinstance(module, (SelfAttention, WindowedCrossAttention)):
-                module.keep_probabilities = not enabled
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Checkpoint each layer when training: recompute it in the backward pass, except what
+        :mod:`~ca2st.models.recompute` keeps (attention outputs and wide matrix products)."""
+        self.grad_checkpointing = bool(enable)
 
     def _fusers(self, sources) -> dict[str, str]:
         return {s: "mlp" if s == "audio" else "adapter" if self.experts[s].feature_dim == self.config.embed_dim
@@ -199,8 +192,10 @@ class MultiExpertModel(nn.Module):
         codes = self.codes(times, batch, next(iter(streams.values())).device)
         for i in range(self.config.depth):
             if self.grad_checkpointing and torch.is_grad_enabled():
-                streams = checkpoint(self.forward_layer, i, streams, codes, use_reentrant=False,
-                                     context_fn=selective_checkpoint_context)
+                # the policy keeps attention outputs, so the attention backward recomputes its probabilities
+                with recompute_probabilities():
+                    streams = checkpoint(self.forward_layer, i, streams, codes, use_reentrant=False,
+                                         context_fn=selective_checkpoint_context)
             else:
                 streams = self.forward_layer(i, streams, codes)
         return {kind: expert.pool(streams[kind]) for kind, expert in self.experts.items()}
