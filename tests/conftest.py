@@ -8,6 +8,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from ca2st.data.synthetic import SyntheticSpec, write_dataset  # noqa: E402  (after the offline switches)
+
 from helpers import REPO, SyntheticData  # noqa: E402
 
 FIXTURES = Path(os.environ.get("CA2ST_FIXTURES", REPO.parent / "shared" / "fixtures"))

@@ -190,10 +190,10 @@ def test_sliding_windows():
 
 
 def test_a_checkpoint_trained_with_segment_sampling_predicts_with_it(synthetic_data, tmp_path, capsys):
-    from helpers import smoke_config
-
     from ca2st.cli import main
     from ca2st.engine.train import train
+
+    from helpers import smoke_config
 
     result = train(smoke_config(tmp_path / "run", "optim.epochs=1", "data.sampler=segment", "data.test_clips=2",
                                 "data.test_crops=1", f"data.options={{classes: {synthetic_data.files['classes']}}}",

@@ -4,12 +4,13 @@ import json
 
 import pytest
 import torch
-from helpers import randomize_, tiny_overrides
 
 import ca2st
 from ca2st.checkpoints.ca2st import is_model_folder, read_record
 from ca2st.data.recipe import InputRecipe
 from ca2st.errors import CheckpointError, ConfigError
+
+from helpers import randomize_, tiny_overrides
 
 
 def composition_model():

@@ -7,7 +7,6 @@ import torch
 
 from ca2st.data.audio import AUDIOSET_MEAN, AUDIOSET_STD, SpecAugment, log_mel, mel_banks, resample
 from ca2st.data.decode import read_audio
-
 from media import bigbuckbunny
 
 

@@ -1,8 +1,8 @@
 import pytest
-from dataset_media import make_video, write
 
 from ca2st.cli import main
 from ca2st.data.check import check_dataset
+from dataset_media import make_video, write
 
 ES_HEADER = ("annotation_id,participant_id,video_id,start_timestamp,stop_timestamp,start_sample,stop_sample,"
              "description,class,class_id\n")

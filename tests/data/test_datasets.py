@@ -2,8 +2,6 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO
-from dataset_media import write
 
 from ca2st.data.datasets import (
     FORMATS,
@@ -14,6 +12,8 @@ from ca2st.data.datasets import (
     parse_timestamp,
 )
 from ca2st.errors import ConfigError, DataError
+from conftest import REPO
+from dataset_media import write
 
 REFERENCE = REPO.parent / "shared" / "reference" / "annotations"
 

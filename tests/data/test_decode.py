@@ -13,9 +13,18 @@ import torch
 import ca2st.data.decode as decode
 from ca2st.data.decode import has_audio, probe, read_audio, read_frames
 from ca2st.errors import DataError
-
-from media import (AUDIO_CODECS, HEIGHT, VIDEO_CODECS, WIDTH, bigbuckbunny, frame_index, make_audio_file, make_video,
-                   suffix, tone)
+from media import (
+    AUDIO_CODECS,
+    HEIGHT,
+    VIDEO_CODECS,
+    WIDTH,
+    bigbuckbunny,
+    frame_index,
+    make_audio_file,
+    make_video,
+    suffix,
+    tone,
+)
 
 KINDS = list(VIDEO_CODECS)
 SEEKABLE = ["mp4", "mkv", "mkv-mpeg4", "webm-vp9"]  # AVI and VP8 WebM always decode sequentially

@@ -3,13 +3,13 @@ import logging
 import av
 import pytest
 import torch
-from dataset_media import make_video, write
 from torch.utils.data import DataLoader
 
 from ca2st.data.datasets import Annotations, AudioSpec, Sample, VideoDataset, collate
 from ca2st.data.sampling import build_sampler
 from ca2st.data.transforms import EvalTransform, TrainTransform
 from ca2st.errors import ConfigError, DataError
+from dataset_media import make_video
 
 
 def dataset(samples, root, *, train=False, num_frames=4, sampling_rate=2, size=32, num_clips=1, num_crops=1,
@@ -200,7 +200,6 @@ def test_composition_targets_and_dataloader_workers(media):
 def test_empty_dataset_and_bad_options(media):
     with pytest.raises(DataError, match="no samples"):
         dataset(annotations([]), media)
-    ann = annotations([Sample("a", "a.mp4", 0)])
     with pytest.raises(ConfigError, match="missing_audio"):
         AudioSpec(50, missing="zeros")
     with pytest.raises(ConfigError, match="audio_window"):

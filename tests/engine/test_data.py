@@ -2,14 +2,15 @@
 
 import pytest
 import torch
-from dataset_media import make_video, write
-from helpers import smoke_config
 
 import ca2st
 from ca2st.data.transforms import EvalTransform, TrainTransform
 from ca2st.engine import runner
 from ca2st.engine import train as train_module
 from ca2st.errors import ConfigError
+from dataset_media import make_video, write
+
+from helpers import smoke_config
 
 
 def assert_same_items(a, b, indices):

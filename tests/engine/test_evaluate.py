@@ -12,9 +12,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 import ca2st
 from ca2st import metrics as M
+from ca2st.data.datasets import Annotations, Sample, VideoDataset, collate
 from ca2st.data.recipe import InputRecipe
 from ca2st.engine.data import make_sampler, make_transform
-from ca2st.data.datasets import Annotations, Sample, VideoDataset, collate
 from ca2st.engine.distributed import ShardedEvalSampler
 from ca2st.engine.evaluate import evaluate
 

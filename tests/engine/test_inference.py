@@ -5,9 +5,8 @@ import torch
 from eval_toys import C, ToyDataset, ToyModel, toy
 from torch.utils.data import DataLoader
 
-from ca2st.data.datasets import collate
-
 import ca2st
+from ca2st.data.datasets import collate
 from ca2st.engine.inference import ViewOutputs, run_views
 from ca2st.errors import ConfigError
 

@@ -4,8 +4,16 @@ import pytest
 import torch
 
 import ca2st
-from ca2st.engine.optim import (TrainableEMA, VideoMixup, build_optimizer, build_scheduler, lr_scales,
-                                parameter_groups, scheduled_lr)
+from ca2st.engine.optim import (
+    TrainableEMA,
+    VideoMixup,
+    build_optimizer,
+    build_scheduler,
+    classification_loss,
+    lr_scales,
+    parameter_groups,
+    scheduled_lr,
+)
 
 from helpers import smoke_model
 
@@ -67,20 +75,30 @@ def test_mixup_targets_single_and_composition():
     torch.manual_seed(0)
     video = torch.randn(4, 3, 2, 8, 8)
     audio = torch.randn(4, 10, 6)
-    mix = VideoMixup(5, mixup_alpha=1.0, cutmix_alpha=0.0, prob=1.0, label_smoothing=0.0)
+    mix = VideoMixup({"class": 5}, mixup_alpha=1.0, cutmix_alpha=0.0, prob=1.0, label_smoothing=0.0)
     target = torch.tensor([0, 1, 2, 3])
-    v, t, a, lam = mix(video.clone(), target, audio.clone())
+    v, t, a, lam = mix(video.clone(), {"class": target}, audio.clone())
     assert 0 < lam < 1
     torch.testing.assert_close(v, lam * video + (1 - lam) * video.flip(0))
     torch.testing.assert_close(a, lam * audio + (1 - lam) * audio.flip(0))
     onehot = torch.nn.functional.one_hot(target, 5).float()
-    torch.testing.assert_close(t, lam * onehot + (1 - lam) * onehot.flip(0))
+    torch.testing.assert_close(t["class"], lam * onehot + (1 - lam) * onehot.flip(0))
     comp = VideoMixup({"verb": 3, "noun": 4}, mixup_alpha=1.0, prob=1.0, label_smoothing=0.1)
     targets = {"verb": torch.tensor([0, 1, 2, 0]), "noun": torch.tensor([3, 2, 1, 0])}
     _, t, _, lam = comp(video.clone(), targets)
     for task, n in (("verb", 3), ("noun", 4)):
         smooth = torch.nn.functional.one_hot(targets[task], n).float() * 0.9 + 0.1 / n
         torch.testing.assert_close(t[task], lam * smooth + (1 - lam) * smooth.flip(0))  # the same λ for both
+
+
+def test_classification_loss_sums_the_tasks():
+    logits = {"verb": torch.randn(4, 3), "noun": torch.randn(4, 5)}
+    hard = {"verb": torch.tensor([0, 1, 2, 0]), "noun": torch.tensor([4, 3, 2, 1])}
+    expected = sum(torch.nn.functional.cross_entropy(logits[t], hard[t], label_smoothing=0.1) for t in logits)
+    torch.testing.assert_close(classification_loss(logits, hard, 0.1), expected)
+    soft = {t: torch.nn.functional.one_hot(v, logits[t].shape[1]).float() for t, v in hard.items()}
+    unsmoothed = sum(torch.nn.functional.cross_entropy(logits[t], hard[t]) for t in logits)
+    torch.testing.assert_close(classification_loss(logits, soft, 0.1), unsmoothed)  # mixup targets carry their own
 
 
 def test_ema_tracks_only_trainable_weights():

@@ -13,7 +13,6 @@ from eval_toys import C, ToyDataset, ToyModel, toy
 from torch.utils.data import DataLoader
 
 from ca2st.data.datasets import collate
-
 from ca2st.engine.evaluate import evaluate
 from ca2st.engine.results import EvalResult
 

@@ -6,7 +6,6 @@ from eval_toys import ToyDataset, ToyModel, toy
 from torch.utils.data import DataLoader
 
 from ca2st.data.datasets import collate
-
 from ca2st.engine.evaluate import evaluate
 from ca2st.engine.transfer import invert_class_mapping, map_predictions, mapping_tables
 from ca2st.errors import ConfigError

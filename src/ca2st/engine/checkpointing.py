@@ -7,6 +7,7 @@ written atomically together. ``state.pt`` is read with ``weights_only=True``.
 
 from __future__ import annotations
 
+import random
 import re
 import shutil
 from pathlib import Path
@@ -16,6 +17,7 @@ from torch import nn
 
 from ..checkpoints.ca2st import is_model_folder, write_model_folder
 from ..errors import CheckpointError
+from .distributed import DistInfo
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE = "state.pt"
@@ -55,3 +57,24 @@ def load_training_state(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: missing; this checkpoint cannot resume training")
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def rng_state(dist_info: DistInfo) -> dict:
+    """The random state a resume restores: every rank's torch generator (each rank resumes its own drop-path
+    randomness) and Python's generator, in forms ``torch.load(weights_only=True)`` reads."""
+    state = torch.get_rng_state()
+    states = [state]
+    if dist_info.enabled:
+        states = [torch.empty_like(state, device=dist_info.device) for _ in range(dist_info.world_size)]
+        torch.distributed.all_gather(states, state.to(dist_info.device))
+        states = [s.cpu() for s in states]
+    version, internal, gauss = random.getstate()
+    return {"torch": states, "python": [version, *internal, gauss if gauss is not None else -1.0]}
+
+
+def restore_rng_state(state: dict, rank: int) -> None:
+    """Restore what :func:`rng_state` saved, for ``rank``."""
+    torch.set_rng_state(state["torch"][rank])
+    flat = state["python"]
+    gauss = flat[-1]
+    random.setstate((flat[0], tuple(int(x) for x in flat[1:-1]), None if gauss == -1.0 else gauss))

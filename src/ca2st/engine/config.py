@@ -19,6 +19,7 @@ from ..checkpoints.experts import EXPERT_ENV
 from ..errors import ConfigError
 from ..models.registry import get_config
 
+
 @dataclass
 class DataConfig:
     """Annotation files and loading. ``options`` go to the annotation parser (e.g. ``classes``)."""

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
-from ..tasks import SINGLE, as_task_dict
+from ..tasks import as_task_dict
 
 __all__ = ["PRECISIONS", "ViewOutputs", "run_views"]
 
@@ -111,13 +111,13 @@ def run_views(model: torch.nn.Module, loader: Iterable, *, device: str | torch.d
             keep = ~bad
             if not keep.any():
                 continue
-            pick = (lambda x: x) if bool(keep.all()) else (lambda x: x[keep])  # no copy when nothing is excluded
             k, views = int(keep.sum()), video.shape[1]
-            video = pick(video).flatten(0, 1)
-            audio = pick(audio).flatten(0, 1) if audio is not None else None
-            times = None
-            if use_times and "intervals" in meta:
-                times = pick(torch.as_tensor(meta["intervals"])).flatten(0, 1)
+            times = torch.as_tensor(meta["intervals"]) if use_times and "intervals" in meta else None
+            if k < len(keep):  # no copy of the batch when nothing is excluded
+                video, audio, times = (None if x is None else x[keep] for x in (video, audio, times))
+            video = video.flatten(0, 1)
+            audio = None if audio is None else audio.flatten(0, 1)
+            times = None if times is None else times.flatten(0, 1)
             out = _softmax(model, video, audio, times, device, precision)
             tgt = {t: torch.as_tensor(v).reshape(-1)[keep].long() for t, v in as_task_dict(target).items()}
             if set(tgt) != set(out):

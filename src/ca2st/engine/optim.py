@@ -61,24 +61,21 @@ def scheduled_lr(step: int, lr: float, min_lr: float, total_steps: int, warmup_s
 
 
 class VideoMixup(Mixup):
-    """timm's mixup / cutmix on clips ``(B, C, T, H, W)`` (one box for all frames), with composition
-    targets (every task mixed with the same λ and partner) and spectrograms mixed alongside."""
+    """timm's mixup / cutmix on clips ``(B, C, T, H, W)`` (one box for all frames) with ``{task: targets}``
+    (every task mixed with the same λ and partner) and spectrograms mixed alongside."""
 
-    def __init__(self, classes: int | dict[str, int], mix_audio: bool = True, **kwargs):
+    def __init__(self, tasks: dict[str, int], mix_audio: bool = True, **kwargs):
         super().__init__(num_classes=1, mode="batch", **kwargs)
-        self.classes = classes
+        self.tasks = dict(tasks)
         self.mix_audio = mix_audio
 
-    def __call__(self, video: torch.Tensor, target, audio: torch.Tensor | None = None):
+    def __call__(self, video: torch.Tensor, target: dict[str, torch.Tensor], audio: torch.Tensor | None = None):
         if video.shape[0] % 2:
             raise ValueError("mixup needs an even batch size")
         lam = self._mix_batch(video)
         if audio is not None and self.mix_audio and lam != 1.0:
             audio = audio.mul(lam).add_(audio.flip(0).mul(1.0 - lam))
-        if isinstance(self.classes, dict):
-            mixed = {k: mixup_target(target[k], n, lam, self.label_smoothing) for k, n in self.classes.items()}
-        else:
-            mixed = mixup_target(target, self.classes, lam, self.label_smoothing)
+        mixed = {t: mixup_target(target[t], n, lam, self.label_smoothing) for t, n in self.tasks.items()}
         return video, mixed, audio, lam
 
 
@@ -87,12 +84,15 @@ def seed_mixup(seed: int, step: int) -> None:
     np.random.seed((seed * 1_000_003 + step) % 2 ** 32)
 
 
-def classification_loss(output, target, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Cross-entropy (with soft or hard targets); composition models sum their tasks' losses."""
-    if isinstance(output, dict):
-        return sum(classification_loss(output[k], target[k], label_smoothing) for k in output)
-    smoothing = 0.0 if target.is_floating_point() else label_smoothing  # mixed targets carry their smoothing
-    return F.cross_entropy(output.float(), target, label_smoothing=smoothing)
+def classification_loss(output: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
+                        label_smoothing: float = 0.0) -> torch.Tensor:
+    """The sum over tasks of the cross-entropy of ``{task: logits}`` with ``{task: targets}`` (hard class ids, or
+    soft targets from mixup that carry their own smoothing)."""
+    loss = 0.0
+    for task, logits in output.items():
+        smoothing = 0.0 if target[task].is_floating_point() else label_smoothing
+        loss = loss + F.cross_entropy(logits.float(), target[task], label_smoothing=smoothing)
+    return loss
 
 
 class TrainableEMA:

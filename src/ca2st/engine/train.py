@@ -21,18 +21,23 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ..checkpoints import load_any, load_expert_weights
 from ..checkpoints.ca2st import load_weights
-from ..checkpoints.io import load_strict
-from ..checkpoints.experts import EXPERT_ENV
 from ..errors import ConfigError
-from ..models import MultiExpertModel
-from .checkpointing import latest_checkpoint, load_training_state, prune_checkpoints, save_checkpoint
+from ..tasks import as_task_dict
+from .checkpointing import (
+    latest_checkpoint,
+    load_training_state,
+    prune_checkpoints,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
 from .config import RunConfig
-from .data import build_loader, dataset_of_run, recipe_of_run
+from .data import build_loader, dataset_of_run
 from .distributed import DistInfo, EpochSampler, ShardedEvalSampler, all_reduce_mean, cleanup, init_distributed
 from .evaluate import evaluate
 from .optim import TrainableEMA, VideoMixup, build_optimizer, build_scheduler, classification_loss, seed_mixup
+from .run_model import build_run_model
 
 log = logging.getLogger(__name__)
 
@@ -70,52 +75,14 @@ def autocast(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
-def build_run_model(cfg: RunConfig, annotations, device: torch.device) -> tuple[str, MultiExpertModel]:
-    """The run's model: preset and overrides, class counts and names from the data when the config gives no
-    counts, the run's input recipe, expert weights (config or environment), and ``checkpoint`` weights to start
-    from if given."""
-    name, model_cfg = cfg.model_config()
-    num_classes = annotations.num_classes
-    if isinstance(num_classes, dict) and not model_cfg.composition:
-        raise ConfigError(f"the annotations have {sorted(num_classes)} labels: use a composition model "
-                          f"(e.g. {name}_ek100 or model.composition=true)")
-    if model_cfg.composition and isinstance(num_classes, dict) and "composition_classes" not in cfg.model:
-        model_cfg = model_cfg.replace(composition_classes=dict(num_classes))
-    if not model_cfg.composition and isinstance(num_classes, int) and "num_classes" not in cfg.model:
-        model_cfg = model_cfg.replace(num_classes=num_classes)
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    model = MultiExpertModel(model_cfg)
-    model.input_recipe = recipe_of_run(cfg, model_cfg, annotations)
-    if annotations.class_names is not None:
-        try:
-            model.class_names = annotations.class_names
-        except ConfigError as err:  # the config overrides the class count
-            log.warning("class names of %s not kept: %s", annotations.path, err)
-    paths = cfg.expert_paths()
-    for kind in model.experts:
-        if kind in paths:
-            load_expert_weights(model, paths[kind], expert=kind)
-        elif not cfg.random_experts:
-            raise ConfigError(f"no weights for the {kind} expert: set experts.{kind} or the environment variable "
-                              f"{EXPERT_ENV[kind]} (random_experts=true trains on random experts, for smoke tests)")
-    if cfg.checkpoint:
-        start_from(model, cfg.checkpoint, paths)
-    if not cfg.freeze_experts:
-        model.requires_grad_(True)
-    return name, model.to(device)
-
-
-def start_from(model: MultiExpertModel, path: str, experts: dict[str, str] | None = None) -> None:
-    """Start from the weights of our checkpoint folder or an official CAST file (:func:`~ca2st.load_any`)."""
-    source = load_any(path, experts=experts, num_heads=model.config.num_heads,
-                      exchange_heads=model.config.exchange_heads)
-    load_strict(model, source.state_dict(), path)
-
-
 def _to_device(batch, device):
+    """A training batch on ``device``, its targets as ``{task: targets}``."""
     video, audio, target, meta = batch
-    move = (lambda t: t.to(device, non_blocking=True))
-    target = {k: move(v) for k, v in target.items()} if isinstance(target, dict) else move(target)
+
+    def move(t):
+        return t.to(device, non_blocking=True)
+
+    target = {t: move(v) for t, v in as_task_dict(target).items()}
     return move(video), None if audio is None else move(audio), target, meta
 
 
@@ -134,7 +101,6 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
     out = Path(cfg.output_dir)
     seed_everything(cfg.seed)
     train_set = dataset_of_run(cfg, "train")
-    classes = train_set.annotations.num_classes
     val_set = dataset_of_run(cfg, "val") if cfg.data.val else None
     name, model = build_run_model(cfg, train_set.annotations, device)
     model.set_grad_checkpointing(cfg.grad_checkpointing)
@@ -158,7 +124,7 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
     ema = TrainableEMA(model, o.ema) if o.ema else None
     mixup = None
     if o.mixup > 0 or o.cutmix > 0:
-        mixup = VideoMixup(classes, mix_audio=o.mixup_audio, mixup_alpha=o.mixup, cutmix_alpha=o.cutmix,
+        mixup = VideoMixup(model.tasks, mix_audio=o.mixup_audio, mixup_alpha=o.mixup, cutmix_alpha=o.cutmix,
                            prob=o.mixup_prob, switch_prob=o.mixup_switch_prob, label_smoothing=o.label_smoothing)
 
     step, epoch, start_batch = 0, 0, 0
@@ -172,8 +138,7 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
         if ema is not None and "ema" in state:
             ema.load_state_dict(state["ema"])
         step, epoch, start_batch = state["step"], state["epoch"], state["batch"]
-        torch.set_rng_state(state["rng"]["torch"][dist_info.rank])
-        random.setstate(_python_state(state["rng"]["python"]))
+        restore_rng_state(state["rng"], dist_info.rank)
         log.info("resumed from %s at epoch %d, batch %d (step %d)", resume, epoch, start_batch, step)
 
     net = model
@@ -188,7 +153,7 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
         (out / "run_config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
 
     def save(tag_step: int, batch_in_epoch: int, ep: int) -> Path:
-        rng = {"torch": _gather_rng(dist_info), "python": list(_flatten_python_state(random.getstate()))}
+        rng = rng_state(dist_info)
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "scaler": scaler.state_dict(), "step": tag_step, "epoch": ep, "batch": batch_in_epoch, "rng": rng}
         if ema is not None:
@@ -223,7 +188,7 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
             context = net.no_sync() if (dist_info.enabled and not sync) else nullcontext()
             with context:
                 with autocast(cfg.precision, device):
-                    output = forward(video, audio, times)
+                    output = as_task_dict(forward(video, audio, times))
                 loss = classification_loss(output, target, o.label_smoothing)
                 scaler.scale(loss / o.update_freq).backward()
             running.append(loss.detach())
@@ -329,23 +294,3 @@ def _log(record: dict, writer, path: Path | None) -> None:
 def _barrier(dist_info: DistInfo) -> None:
     if dist_info.enabled:
         torch.distributed.barrier()
-
-
-def _gather_rng(dist_info: DistInfo) -> list[torch.Tensor]:
-    """Every rank's torch RNG state (each rank resumes its own drop-path randomness)."""
-    state = torch.get_rng_state()
-    if not dist_info.enabled:
-        return [state]
-    states = [torch.empty_like(state, device=dist_info.device) for _ in range(dist_info.world_size)]
-    torch.distributed.all_gather(states, state.to(dist_info.device))
-    return [s.cpu() for s in states]
-
-
-def _flatten_python_state(state) -> list:
-    version, internal, gauss = state
-    return [version, *internal, gauss if gauss is not None else -1.0]
-
-
-def _python_state(flat: list):
-    gauss = flat[-1]
-    return flat[0], tuple(int(x) for x in flat[1:-1]), None if gauss == -1.0 else gauss

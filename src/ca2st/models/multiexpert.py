@@ -13,8 +13,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..data.recipe import InputRecipe
-from ..tasks import check_class_names, model_tasks
 from ..errors import ConfigError
+from ..tasks import check_class_names, model_tasks
 from .attention import recompute_probabilities
 from .config import ModelConfig, resnet_stage_layers
 from .exchange import Exchange

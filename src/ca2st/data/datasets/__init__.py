@@ -14,8 +14,7 @@ from typing import Callable
 from ...errors import ConfigError, DataError
 from .activitynet import parse_activitynet
 from .cast import parse_cast_ek100, parse_cast_k400, parse_cast_ssv2, parse_path_label
-from .common import (Annotations, Sample, load_class_map, load_class_mapping, open_text, parse_timestamp,
-                     read_json)
+from .common import Annotations, Sample, load_class_map, load_class_mapping, open_text, parse_timestamp, read_json
 from .epic_kitchens import parse_epic100
 from .epic_sounds import parse_epic_sounds
 from .hd_epic import parse_hd_epic, parse_hd_epic_sounds

@@ -45,7 +45,8 @@ def parse_activitynet(
                 start, end = (float(x) for x in ann["segment"])
                 name = ann["label"]
             except (KeyError, TypeError, ValueError):
-                raise DataError(f"{w}: malformed annotation {str(ann)[:80]!r}: expected segment [s, e] and label")
+                raise DataError(f"{w}: malformed annotation {str(ann)[:80]!r}: expected segment [s, e] and label") \
+                    from None
             if not 0 <= start < end:
                 raise DataError(f"{w}: segment [{start}, {end}] is empty or negative")
             if name not in index:
