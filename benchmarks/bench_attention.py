@@ -42,6 +42,7 @@ def forward_time(fn, q, k, v, runs):
     def forward():
         with torch.inference_mode():
             fn(q, k, v)
+
     return min(timed(forward, runs, 2, "cpu"))
 
 
@@ -49,6 +50,7 @@ def forward_backward_time(fn, q, k, v, grad, runs):
     def forward_backward():
         q.grad = k.grad = v.grad = None
         fn(q, k, v).backward(grad)
+
     return min(timed(forward_backward, runs, 2, "cpu"))
 
 
@@ -73,8 +75,10 @@ def main() -> None:
     keep_freed_memory()  # as in CPU training: kept probabilities reuse freed memory instead of faulting it in
     torch.manual_seed(0)
     print(f"bf16 attention, {args.threads} threads, torch {torch.__version__}; times in ms, best of {args.runs}")
-    print(f"{'shape':<34}{'SDPA fwd':>9}{'ours fwd':>9}{'ratio':>7}{'SDPA f+b':>10}{'ours f+b':>9}{'ratio':>7}"
-          f"{'recomp.':>9}{'ratio':>7}{'SDPA err':>10}{'ours err':>10}")
+    print(
+        f"{'shape':<34}{'SDPA fwd':>9}{'ours fwd':>9}{'ratio':>7}{'SDPA f+b':>10}{'ours f+b':>9}{'ratio':>7}"
+        f"{'recomp.':>9}{'ratio':>7}{'SDPA err':>10}{'ours err':>10}"
+    )
     for name, b, h, lq, lk, e in SHAPES:
         q = torch.randn(b, h, lq, e).mul(2).bfloat16().requires_grad_()
         k, v = (torch.randn(b, h, lk, e).bfloat16().requires_grad_() for _ in range(2))
@@ -88,9 +92,11 @@ def main() -> None:
         recomputed = forward_backward_time(recomputing, q, k, v, grad, args.runs)  # same forward as ours
         err_sdpa = errors(F.scaled_dot_product_attention, q, k, v, grad, ref, ref_grads)
         err_ours = errors(attention, q, k, v, grad, ref, ref_grads)
-        print(f"{name:<34}{sdpa[0] * 1e3:>9.2f}{ours[0] * 1e3:>9.2f}{sdpa[0] / ours[0]:>7.2f}"
-              f"{sdpa[1] * 1e3:>10.2f}{ours[1] * 1e3:>9.2f}{sdpa[1] / ours[1]:>7.2f}{recomputed * 1e3:>9.2f}"
-              f"{sdpa[1] / recomputed:>7.2f}{err_sdpa:>10.1e}{err_ours:>10.1e}")
+        print(
+            f"{name:<34}{sdpa[0] * 1e3:>9.2f}{ours[0] * 1e3:>9.2f}{sdpa[0] / ours[0]:>7.2f}"
+            f"{sdpa[1] * 1e3:>10.2f}{ours[1] * 1e3:>9.2f}{sdpa[1] / ours[1]:>7.2f}{recomputed * 1e3:>9.2f}"
+            f"{sdpa[1] / recomputed:>7.2f}{err_sdpa:>10.1e}{err_ours:>10.1e}"
+        )
 
 
 if __name__ == "__main__":

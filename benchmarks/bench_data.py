@@ -50,8 +50,15 @@ def make_videos(folder: Path, count: int, seconds: float, fps: int = 25, width: 
 
 
 def loader_rate(dataset, workers: int, clips: int, batch: int) -> float:
-    loader = DataLoader(dataset, batch_size=batch, num_workers=workers, shuffle=False,
-                        persistent_workers=False, prefetch_factor=2 if workers else None, collate_fn=collate)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch,
+        num_workers=workers,
+        shuffle=False,
+        persistent_workers=False,
+        prefetch_factor=2 if workers else None,
+        collate_fn=collate,
+    )
     it = iter(loader)
     next(it)  # start-up (worker spawn, first decode) is not counted
     done, t0 = 0, time.perf_counter()
@@ -73,17 +80,24 @@ def main() -> None:
     ap.add_argument("--precision", default="bf16", choices=("fp32", "bf16"), help="of the training step")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--no-model", action="store_true", help="skip the training-step timing")
-    ap.add_argument("--step-seconds", type=float,
-                    help="use this training-step time (batch 1) instead of measuring one, e.g. a GPU figure")
+    ap.add_argument(
+        "--step-seconds",
+        type=float,
+        help="use this training-step time (batch 1) instead of measuring one, e.g. a GPU figure",
+    )
     args = ap.parse_args()
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {args.device}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device {args.device}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         paths = make_videos(Path(tmp), args.videos, args.seconds)
-        print(f"wrote {len(paths)} videos 568x320 H.264, {args.seconds:g} s at 25 fps, "
-              f"in {time.perf_counter() - t0:.1f} s")
+        print(
+            f"wrote {len(paths)} videos 568x320 H.264, {args.seconds:g} s at 25 fps, "
+            f"in {time.perf_counter() - t0:.1f} s"
+        )
         samples = [Sample(p.stem, str(p), 0) for p in paths]
         ann = Annotations(samples * max(1, -(-args.clips * 2 // len(samples))), 400, "bench", sampler="dense")
         recipe = InputRecipe(sampler="dense", num_frames=16, sampling_rate=4)
@@ -91,8 +105,10 @@ def main() -> None:
         rates = {}
         for w in args.workers:
             rates[w] = loader_rate(ds, w, args.clips, args.batch)
-            print(f"loading: {w} workers: {rates[w]:.2f} clips/s (decode + sample + RandAugment + crop, batch "
-                  f"{args.batch})")
+            print(
+                f"loading: {w} workers: {rates[w]:.2f} clips/s (decode + sample + RandAugment + crop, batch "
+                f"{args.batch})"
+            )
     if args.no_model and args.step_seconds is None:
         return
     if args.step_seconds is not None:

@@ -1,6 +1,6 @@
 """Speed and memory of a preset as ratios measured in one run; same as ``ca2st bench``.
 
-    python benchmarks/bench_model.py --model cast_b16 --batch 1 --json results.json
+python benchmarks/bench_model.py --model cast_b16 --batch 1 --json results.json
 """
 
 import sys

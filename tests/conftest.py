@@ -31,5 +31,6 @@ def synthetic_data(tmp_path_factory) -> SyntheticData:
     """The synthetic 8-class dataset, one training and one validation clip per class (8 frames of 32x32),
     written once per session; configs/smoke.yaml trains on it (``helpers.smoke_config(..., data=...)``)."""
     root = tmp_path_factory.mktemp("synthetic")
-    return SyntheticData(root, write_dataset(root, SyntheticSpec(per_class_train=1, per_class_val=1, size=32,
-                                                                 num_frames=8)))
+    return SyntheticData(
+        root, write_dataset(root, SyntheticSpec(per_class_train=1, per_class_val=1, size=32, num_frames=8))
+    )

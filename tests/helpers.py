@@ -47,8 +47,14 @@ def smoke_model(name: str = "cast_b16", **kw) -> MultiExpertModel:
 def tiny_overrides(**kw):
     """A CAST small enough for CPU tests: the smoke recipe's depth and image size, but width 64 with 4 heads
     and 4 frames (the model tests' expert fixtures and tolerances are set for these), and 7 classes."""
-    base = dict(embed_dim=64, depth=SMOKE_MODEL["depth"], num_heads=4, num_frames=4, img_size=SMOKE_MODEL["img_size"],
-                num_classes=7)
+    base = dict(
+        embed_dim=64,
+        depth=SMOKE_MODEL["depth"],
+        num_heads=4,
+        num_frames=4,
+        img_size=SMOKE_MODEL["img_size"],
+        num_classes=7,
+    )
     base.update(kw)
     return base
 

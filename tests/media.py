@@ -28,8 +28,14 @@ VIDEO_CODECS = {
     "webm-vp8": ("libvpx", {"g": "12", "deadline": "realtime", "cpu-used": "8", "crf": "4", "b": "2M"}),
     "webm-vp9": ("libvpx-vp9", {"g": "12", "deadline": "realtime", "cpu-used": "8", "crf": "10", "b": "0"}),
 }
-AUDIO_CODECS = {"mp4": "aac", "mkv": "libopus", "mkv-mpeg4": "pcm_s16le", "avi": "pcm_s16le",
-                "webm-vp8": "vorbis", "webm-vp9": "libopus"}
+AUDIO_CODECS = {
+    "mp4": "aac",
+    "mkv": "libopus",
+    "mkv-mpeg4": "pcm_s16le",
+    "avi": "pcm_s16le",
+    "webm-vp8": "vorbis",
+    "webm-vp9": "libopus",
+}
 
 
 def suffix(kind: str) -> str:
@@ -41,7 +47,7 @@ def index_frame(i: int) -> np.ndarray:
     img = np.empty((HEIGHT, WIDTH, 3), dtype=np.uint8)
     for k in range(GRID[0] * GRID[1]):
         r, c = divmod(k, GRID[1])
-        img[r * BLOCK:(r + 1) * BLOCK, c * BLOCK:(c + 1) * BLOCK] = LEVELS[(i // 4**k) % 4]
+        img[r * BLOCK : (r + 1) * BLOCK, c * BLOCK : (c + 1) * BLOCK] = LEVELS[(i // 4**k) % 4]
     return img
 
 
@@ -51,7 +57,9 @@ def frame_index(img: np.ndarray) -> int:
     q = BLOCK // 4
     for k in range(GRID[0] * GRID[1]):
         r, c = divmod(k, GRID[1])
-        block = np.asarray(img[r * BLOCK + q:(r + 1) * BLOCK - q, c * BLOCK + q:(c + 1) * BLOCK - q], dtype=np.float64)
+        block = np.asarray(
+            img[r * BLOCK + q : (r + 1) * BLOCK - q, c * BLOCK + q : (c + 1) * BLOCK - q], dtype=np.float64
+        )
         i += int(np.abs(LEVELS[:, None] - block.mean()).argmin()) * 4**k
     return i
 
@@ -68,7 +76,7 @@ def _encode_audio(container, stream, samples: np.ndarray, rate: int, layout: str
     frame_size = stream.codec_context.frame_size or 1024
     resampler = av.AudioResampler(format=fmt, layout=layout, rate=rate)
     for s in range(0, samples.shape[1], frame_size):
-        chunk = np.ascontiguousarray(samples[:, s:s + frame_size])
+        chunk = np.ascontiguousarray(samples[:, s : s + frame_size])
         frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
         frame.sample_rate = rate
         frame.pts = s
@@ -80,8 +88,15 @@ def _encode_audio(container, stream, samples: np.ndarray, rate: int, layout: str
     container.mux(stream.encode(None))
 
 
-def make_video(path: Path, kind: str, num_frames: int, fps: int = 25, audio=None, audio_rate: int = 48000,
-               audio_layout: str = "stereo") -> Path:
+def make_video(
+    path: Path,
+    kind: str,
+    num_frames: int,
+    fps: int = 25,
+    audio=None,
+    audio_rate: int = 48000,
+    audio_layout: str = "stereo",
+) -> Path:
     """Write an index-spelling video of ``kind`` (a key of VIDEO_CODECS); ``audio`` is (channels, samples) or None."""
     codec, options = VIDEO_CODECS[kind]
     with av.open(str(path), "w") as container:
@@ -103,8 +118,9 @@ def make_video(path: Path, kind: str, num_frames: int, fps: int = 25, audio=None
     return path
 
 
-def make_audio_file(path: Path, samples: np.ndarray, rate: int, codec: str = "pcm_s16le",
-                    layout: str | None = None) -> Path:
+def make_audio_file(
+    path: Path, samples: np.ndarray, rate: int, codec: str = "pcm_s16le", layout: str | None = None
+) -> Path:
     """An audio-only file (wav, ogg, m4a...) holding ``samples`` (channels, n)."""
     layout = layout or {1: "mono", 2: "stereo"}[samples.shape[0]]
     with av.open(str(path), "w") as container:

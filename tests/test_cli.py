@@ -33,12 +33,18 @@ def test_bad_override_is_a_readable_error(capsys):
 
 def test_parse_overrides_literals():
     assert parse_overrides(["a=3", "b=0.5", "c=True", "d=name", "e=(1, 2)"]) == {
-        "a": 3, "b": 0.5, "c": True, "d": "name", "e": (1, 2)}
+        "a": 3,
+        "b": 0.5,
+        "c": True,
+        "d": "name",
+        "e": (1, 2),
+    }
 
 
 def test_console_entry_point_runs_as_module():
-    out = subprocess.run([sys.executable, "-m", "ca2st", "info", "cast_b16"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "ca2st", "info", "cast_b16"], capture_output=True, text=True, check=True
+    ).stdout
     assert "45,378,832 trainable" in out
 
 
@@ -53,12 +59,14 @@ def _heavy_modules_after(code: str) -> list[str]:
 
 def test_help_imports_neither_torch_nor_models():
     commands = ["info", "train", "eval", "predict", "report", "demo", "bench", "data"]
-    code = ("import ca2st.cli\n"
-            f"for argv in [['--help'], *[[c, '--help'] for c in {commands!r}]]:\n"
-            "    try:\n"
-            "        ca2st.cli.main(argv)\n"
-            "    except SystemExit:\n"
-            "        pass")
+    code = (
+        "import ca2st.cli\n"
+        f"for argv in [['--help'], *[[c, '--help'] for c in {commands!r}]]:\n"
+        "    try:\n"
+        "        ca2st.cli.main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass"
+    )
     assert _heavy_modules_after(code) == []
     out = subprocess.run([sys.executable, "-m", "ca2st", "--help"], capture_output=True, text=True, check=True).stdout
     assert out.startswith("usage: ca2st") and "bench" in out

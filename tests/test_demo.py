@@ -11,6 +11,7 @@ from ca2st.demo import DemoSettings, run
 
 def test_synthetic_cues_are_where_they_should_be(tmp_path):
     import numpy as np
+
     rng = np.random.default_rng(0)
     spec = SyntheticSpec(size=32, num_frames=8)
     bright, dark = render_frames(0, 0, spec, rng), render_frames(0, 1, spec, rng)
@@ -27,8 +28,13 @@ def test_synthetic_cues_are_where_they_should_be(tmp_path):
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    settings = DemoSettings(pretrain_epochs=1, epochs=1, batch_size=8, workers=0,
-                            spec=SyntheticSpec(per_class_train=2, per_class_val=1, size=32, num_frames=8))
+    settings = DemoSettings(
+        pretrain_epochs=1,
+        epochs=1,
+        batch_size=8,
+        workers=0,
+        spec=SyntheticSpec(per_class_train=2, per_class_val=1, size=32, num_frames=8),
+    )
     return out, run(out, settings=settings)
 
 
@@ -46,8 +52,28 @@ def test_predict_and_report_commands(demo, tmp_path, capsys):
     model_dir = out / "models" / "ca2st"
     checkpoint = sorted(model_dir.glob("checkpoint-0*"))[-1]
     video = next((out / "data" / "videos").glob("val_*.mp4"))
-    assert main(["predict", str(video), "--checkpoint", str(checkpoint), "--labels", str(out / "data" / "classes.txt"),
-                 "--sampler", "segment", "--topk", "3", "--window", "1.0", "--out", str(tmp_path), "-q"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(video),
+                "--checkpoint",
+                str(checkpoint),
+                "--labels",
+                str(out / "data" / "classes.txt"),
+                "--sampler",
+                "segment",
+                "--topk",
+                "3",
+                "--window",
+                "1.0",
+                "--out",
+                str(tmp_path),
+                "-q",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert any(name in printed for name in CLASS_NAMES)
     assert (tmp_path / f"{video.stem}.json").exists() and (tmp_path / f"{video.stem}_timeline.png").exists()

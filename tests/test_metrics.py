@@ -12,12 +12,14 @@ from ca2st import metrics as M
 #   s1: 0 > 3 > 1 > 2   target 3 -> top-2 hit
 #   s2: 1 > 2 > 3 > 0   target 0 -> top-4 hit only
 #   s3: 3 > 0 > 2 > 1   target 3 -> top-1 hit
-SCORES = torch.tensor([
-    [0.2, 0.3, 0.4, 0.1],
-    [0.5, 0.15, 0.05, 0.3],
-    [0.1, 0.4, 0.3, 0.2],
-    [0.3, 0.05, 0.15, 0.5],
-])
+SCORES = torch.tensor(
+    [
+        [0.2, 0.3, 0.4, 0.1],
+        [0.5, 0.15, 0.05, 0.3],
+        [0.1, 0.4, 0.3, 0.2],
+        [0.3, 0.05, 0.15, 0.5],
+    ]
+)
 TARGETS = torch.tensor([2, 3, 0, 3])
 
 
@@ -73,18 +75,22 @@ def test_per_class_and_mean_class_accuracy():
 
 def test_epic_action_accuracy():
     # 3 verbs, 3 nouns, 4 samples
-    verb = torch.tensor([
-        [0.7, 0.2, 0.1],   # argmax 0
-        [0.1, 0.8, 0.1],   # argmax 1
-        [0.35, 0.25, 0.4],  # argmax 2, then 0
-        [0.5, 0.4, 0.1],   # argmax 0
-    ])
-    noun = torch.tensor([
-        [0.1, 0.1, 0.8],   # argmax 2
-        [0.6, 0.3, 0.1],   # argmax 0
-        [0.2, 0.5, 0.3],   # argmax 1
-        [0.3, 0.6, 0.1],   # argmax 1
-    ])
+    verb = torch.tensor(
+        [
+            [0.7, 0.2, 0.1],  # argmax 0
+            [0.1, 0.8, 0.1],  # argmax 1
+            [0.35, 0.25, 0.4],  # argmax 2, then 0
+            [0.5, 0.4, 0.1],  # argmax 0
+        ]
+    )
+    noun = torch.tensor(
+        [
+            [0.1, 0.1, 0.8],  # argmax 2
+            [0.6, 0.3, 0.1],  # argmax 0
+            [0.2, 0.5, 0.3],  # argmax 1
+            [0.3, 0.6, 0.1],  # argmax 1
+        ]
+    )
     verb_t = torch.tensor([0, 1, 0, 1])
     noun_t = torch.tensor([2, 1, 1, 1])
     out = M.epic_accuracy(verb, noun, verb_t, noun_t, ks=(1, 2))

@@ -44,7 +44,7 @@ def make_video(path, seconds=3.0, fps=FPS, size=(40, 56), audio=True, still=Fals
             t = np.arange(int(seconds * 16000)) / 16000
             wave = (0.3 * np.sin(2 * np.pi * np.where(t < seconds / 2, 300, 1200) * t)).astype(np.float32)
             for k in range(0, len(wave), 1024):
-                frame = av.AudioFrame.from_ndarray(wave[None, k:k + 1024], format="fltp", layout="mono")
+                frame = av.AudioFrame.from_ndarray(wave[None, k : k + 1024], format="fltp", layout="mono")
                 frame.sample_rate, frame.pts = 16000, k
                 for p in aus.encode(frame):
                     out.mux(p)
@@ -77,8 +77,9 @@ def test_predict_topk_matches_the_manual_pipeline(video, cast, tmp_path):
     pred = predict(cast, video, labels=labels, topk=3, num_clips=2, num_crops=3, sampling_rate=2, progress=False)
     assert isinstance(pred, Prediction) and pred.num_views == 6 and pred.duration == pytest.approx(3.0)
     top = pred.top()
-    assert len(top) == 3 and [t["name"] for t in top] == [["cut", "stir", "wash", "open", "close"][t["class"]]
-                                                         for t in top]
+    assert len(top) == 3 and [t["name"] for t in top] == [
+        ["cut", "stir", "wash", "open", "close"][t["class"]] for t in top
+    ]
     assert top[0]["prob"] >= top[1]["prob"] >= top[2]["prob"]
     # the same views built by hand: dense sampler, EvalTransform, softmax per view, mean over views
     clips = DenseSampler(clip_len=4, sampling_rate=2, num_clips=2)(30, float(FPS))
@@ -107,8 +108,9 @@ def test_segment_sampler_and_bf16(video, cast):
 
 
 def test_sliding_window_timeline_and_files(video, cast, tmp_path):
-    pred = predict(cast, video, labels=["a", "b", "c", "d", "e"], window=1.0, stride=0.5, sampling_rate=2,
-                   progress=False)
+    pred = predict(
+        cast, video, labels=["a", "b", "c", "d", "e"], window=1.0, stride=0.5, sampling_rate=2, progress=False
+    )
     assert pred.has_timeline
     assert list(zip(pred.starts.tolist(), pred.ends.tolist())) == [(0, 1), (0.5, 1.5), (1, 2), (1.5, 2.5), (2, 3)]
     wp = pred.window_probs["class"]
@@ -159,8 +161,9 @@ def test_audio_model(video, tmp_path):
 
 
 def test_composition_model_actions(video):
-    model = randomized(ca2st.build_model("cast_b16", composition=True,
-                                         composition_classes={"verb": 4, "noun": 6}, **TINY))
+    model = randomized(
+        ca2st.build_model("cast_b16", composition=True, composition_classes={"verb": 4, "noun": 6}, **TINY)
+    )
     names = {"verb": ["take", "put", "open", "close"], "noun": ["cup", "pan", "lid", "tap", "knife", "bowl"]}
     pred = predict(model, video, labels=names, topk=3, window=1.5, progress=False)
     assert pred.tasks == ["verb", "noun"]
@@ -195,21 +198,33 @@ def test_a_checkpoint_trained_with_segment_sampling_predicts_with_it(synthetic_d
 
     from helpers import smoke_config
 
-    result = train(smoke_config(tmp_path / "run", "optim.epochs=1", "data.sampler=segment", "data.test_clips=2",
-                                "data.test_crops=1", f"data.options={{classes: {synthetic_data.files['classes']}}}",
-                                data=synthetic_data))
+    result = train(
+        smoke_config(
+            tmp_path / "run",
+            "optim.epochs=1",
+            "data.sampler=segment",
+            "data.test_clips=2",
+            "data.test_crops=1",
+            f"data.options={{classes: {synthetic_data.files['classes']}}}",
+            data=synthetic_data,
+        )
+    )
     clip = synthetic_data.root / synthetic_data.files["val"].read_text().split()[0]
     model = ca2st.load_model(result.last_checkpoint)
     names = synthetic_data.files["classes"].read_text().splitlines()
     pred = predict(model, clip, progress=False)  # no flags: segment sampling, 2 clips, the run's class names
     assert pred.num_views == 2 and pred.meta["input"]["sampler"] == "segment"
-    torch.testing.assert_close(pred.probs["class"], predict(model, clip, sampler="segment", num_clips=2,
-                                                            progress=False).probs["class"])
-    assert not torch.allclose(pred.probs["class"], predict(model, clip, sampler="dense", num_clips=2,
-                                                           progress=False).probs["class"])
+    torch.testing.assert_close(
+        pred.probs["class"], predict(model, clip, sampler="segment", num_clips=2, progress=False).probs["class"]
+    )
+    assert not torch.allclose(
+        pred.probs["class"], predict(model, clip, sampler="dense", num_clips=2, progress=False).probs["class"]
+    )
     assert pred.top()[0]["name"] == names[int(pred.probs["class"].argmax())]
-    assert main(["predict", str(clip), "--checkpoint", str(result.last_checkpoint), "--out", str(tmp_path / "p"),
-                 "-q"]) == 0
+    assert (
+        main(["predict", str(clip), "--checkpoint", str(result.last_checkpoint), "--out", str(tmp_path / "p"), "-q"])
+        == 0
+    )
     assert names[int(pred.probs["class"].argmax())] in capsys.readouterr().out
     saved = json.loads((tmp_path / "p" / f"{clip.stem}.json").read_text())
     assert saved["views"] == 2 and saved["top"]["class"][0]["name"] == pred.top()[0]["name"]

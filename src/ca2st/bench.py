@@ -54,7 +54,7 @@ def matmul_ceiling(dtype: torch.dtype, device: str, size: int = 4096, runs: int 
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     best = min(timed(lambda: torch.mm(a, b), runs, 1, device))
-    return 2 * size ** 3 / best / 1e9
+    return 2 * size**3 / best / 1e9
 
 
 def _autocast(precision: str, device: str):
@@ -65,11 +65,20 @@ def forward_latency(model, inputs: dict, precision: str, runs: int, device: str)
     def run():
         with torch.inference_mode(), _autocast(precision, device):
             model(**inputs)
+
     return timed(run, runs, 2, device)
 
 
-def train_step_stats(name: str, batch: int, precision: str, checkpointing: bool, steps: int, device: str,
-                     compile_model: bool = False, **overrides) -> dict:
+def train_step_stats(
+    name: str,
+    batch: int,
+    precision: str,
+    checkpointing: bool,
+    steps: int,
+    device: str,
+    compile_model: bool = False,
+    **overrides,
+) -> dict:
     """One training step (forward, cross-entropy, backward, AdamW) of a fresh model: best latency and peak memory.
 
     On CPU with glibc's allocator thresholds fixed, as ``ca2st train`` does (:mod:`ca2st.engine.host_memory`).
@@ -100,15 +109,30 @@ def train_step_stats(name: str, batch: int, precision: str, checkpointing: bool,
 
     times = timed(step, steps, 2, device)  # the first two steps grow the heap (page faults, ~1 s of system time)
     if device == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2 ** 30
+        peak = torch.cuda.max_memory_allocated() / 2**30
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
     return {"step_s": min(times), "peak_gib": peak, "precision": precision, "checkpointing": checkpointing}
 
 
 def _subprocess_step(args, precision: str, checkpointing: bool) -> dict:
-    cmd = [sys.executable, "-m", "ca2st", "bench", "--train-step-only", "--model", args.model, "--batch",
-           str(args.batch), "--precision", precision, "--steps", str(args.steps), "--device", args.device]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ca2st",
+        "bench",
+        "--train-step-only",
+        "--model",
+        args.model,
+        "--batch",
+        str(args.batch),
+        "--precision",
+        precision,
+        "--steps",
+        str(args.steps),
+        "--device",
+        args.device,
+    ]
     if checkpointing:
         cmd.append("--checkpointing")
     if args.compile == "all":
@@ -148,17 +172,28 @@ def _forward_times(args, compile_model: bool, runs: int) -> dict[str, list[float
             except Exception as e:  # torch.compile needs a C++ compiler (CPU) or Triton (GPU)
                 if not suffix:
                     raise
-                log.warning("%s%s forward not measured (%s: %s)", precision, suffix, type(e).__name__,
-                            str(e).splitlines()[0][:200])
+                log.warning(
+                    "%s%s forward not measured (%s: %s)",
+                    precision,
+                    suffix,
+                    type(e).__name__,
+                    str(e).splitlines()[0][:200],
+                )
     return times
 
 
 def run(args) -> dict:
     device = args.device
-    result = {"model": args.model, "batch": args.batch, "device": device,
-              "machine": torch.cuda.get_device_name() if device == "cuda" else _cpu_name(),
-              "threads": torch.get_num_threads(), "torch": torch.__version__, "compile": args.compile,
-              "date": time.strftime("%Y-%m-%d %H:%M")}
+    result = {
+        "model": args.model,
+        "batch": args.batch,
+        "device": device,
+        "machine": torch.cuda.get_device_name() if device == "cuda" else _cpu_name(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "compile": args.compile,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
     def best_ceilings(so_far: dict[str, float]) -> dict[str, float]:
@@ -187,20 +222,30 @@ def run(args) -> dict:
         for stats in result["train"].values():
             stats["ratio_to_forward"] = stats["step_s"] / min(times[stats["precision"] + suffix])
     result["ceiling_gflops"] = ceilings
-    result["forward"] = {key: {"min_s": min(t), "median_s": statistics.median(t), "gflops": flops / min(t) / 1e9,
-                               "ratio_to_ceiling": flops / min(t) / 1e9 / ceilings[key.split()[0]]}
-                         for key, t in times.items()}
+    result["forward"] = {
+        key: {
+            "min_s": min(t),
+            "median_s": statistics.median(t),
+            "gflops": flops / min(t) / 1e9,
+            "ratio_to_ceiling": flops / min(t) / 1e9 / ceilings[key.split()[0]],
+        }
+        for key, t in times.items()
+    }
     return result
 
 
 def format_table(r: dict) -> str:
-    lines = [f"{r['model']} batch {r['batch']} on {r['device']} ({r['machine']}, {r['threads']} threads, "
-             f"torch {r['torch']}) — {r['gflop']:.1f} GFLOP per forward",
-             f"matmul ceiling: fp32 {r['ceiling_gflops']['fp32']:.1f} GFLOP/s, "
-             f"bf16 {r['ceiling_gflops']['bf16']:.1f} GFLOP/s",
-             f"{'forward':<16}{'min s':>9}{'median s':>10}{'GFLOP/s':>9}{'of ceiling':>12}"]
+    lines = [
+        f"{r['model']} batch {r['batch']} on {r['device']} ({r['machine']}, {r['threads']} threads, "
+        f"torch {r['torch']}) — {r['gflop']:.1f} GFLOP per forward",
+        f"matmul ceiling: fp32 {r['ceiling_gflops']['fp32']:.1f} GFLOP/s, "
+        f"bf16 {r['ceiling_gflops']['bf16']:.1f} GFLOP/s",
+        f"{'forward':<16}{'min s':>9}{'median s':>10}{'GFLOP/s':>9}{'of ceiling':>12}",
+    ]
     for p, f in r["forward"].items():
-        lines.append(f"{p:<16}{f['min_s']:>9.3f}{f['median_s']:>10.3f}{f['gflops']:>9.1f}{f['ratio_to_ceiling']:>11.1%}")
+        lines.append(
+            f"{p:<16}{f['min_s']:>9.3f}{f['median_s']:>10.3f}{f['gflops']:>9.1f}{f['ratio_to_ceiling']:>11.1%}"
+        )
     if r["train"]:
         lines.append(f"{'train step':<16}{'s':>9}{'x forward':>10}{'peak GiB':>9}")
         for key, t in r["train"].items():

@@ -41,8 +41,10 @@ def cmd_info(args) -> int:
         for ex, layers in s.exchange_layers.items():
             print(f"  exchange {ex:<16} in {layers} layers")
         print(f"  input            {', '.join(f'{k} {tuple(v)}' for k, v in s.input_shapes.items())}")
-        print(f"  parameters       {s.total_params:,} total, {s.trainable_params:,} trainable "
-              f"({s.trainable_params / 1e6:.2f}M)")
+        print(
+            f"  parameters       {s.total_params:,} total, {s.trainable_params:,} trainable "
+            f"({s.trainable_params / 1e6:.2f}M)"
+        )
         print(f"  forward          {s.gflops:.1f} GFLOPs per clip")
     return 0
 
@@ -50,13 +52,28 @@ def cmd_info(args) -> int:
 def cmd_data_check(args) -> int:
     from .data.check import check_dataset
 
-    options = dict(classes=args.classes, mapping=args.mapping, split=args.split, subset=args.subset,
-                   video_template=args.video_template, audio_template=args.audio_template,
-                   num_classes=args.num_classes)
+    options = dict(
+        classes=args.classes,
+        mapping=args.mapping,
+        split=args.split,
+        subset=args.subset,
+        video_template=args.video_template,
+        audio_template=args.audio_template,
+        num_classes=args.num_classes,
+    )
     report = check_dataset(
-        args.annotation, args.root, format=args.format, audio=args.audio, audio_root=args.audio_root, fps=args.fps,
-        min_short_side=args.min_short_side or None, min_duration=args.min_duration, decode=not args.no_decode,
-        limit=args.limit, progress=not args.quiet, **options,
+        args.annotation,
+        args.root,
+        format=args.format,
+        audio=args.audio,
+        audio_root=args.audio_root,
+        fps=args.fps,
+        min_short_side=args.min_short_side or None,
+        min_duration=args.min_duration,
+        decode=not args.no_decode,
+        limit=args.limit,
+        progress=not args.quiet,
+        **options,
     )
     for problem in report.problems:
         print(problem)
@@ -112,8 +129,10 @@ def cmd_demo(args) -> int:
     keep_freed_host_memory("auto")  # the demo trains on the default device
     results = run(args.out, args.cache)
     print(format_table(results))
-    print(f"chance {100 * results['chance']:.1f}%; {results['seconds']:.0f} s; results in {args.out}/results.json, "
-          f"plot in {args.out}/results.png")
+    print(
+        f"chance {100 * results['chance']:.1f}%; {results['seconds']:.0f} s; results in {args.out}/results.json, "
+        f"plot in {args.out}/results.png"
+    )
     return 0
 
 
@@ -130,9 +149,21 @@ def cmd_predict(args) -> int:
     model = load_any(args.checkpoint, experts=experts, **heads).to(device)
     if args.precision == "bf16":
         model.cast_matmul_weights_(torch.bfloat16, trainable=True)
-    result = predict(model, args.video, labels=args.labels, topk=args.topk, sampler=args.sampler,
-                     sampling_rate=args.sampling_rate, num_clips=args.clips, num_crops=args.crops, window=args.window,
-                     stride=args.stride, device=device, precision=args.precision, progress=not args.quiet)
+    result = predict(
+        model,
+        args.video,
+        labels=args.labels,
+        topk=args.topk,
+        sampler=args.sampler,
+        sampling_rate=args.sampling_rate,
+        num_clips=args.clips,
+        num_crops=args.crops,
+        window=args.window,
+        stride=args.stride,
+        device=device,
+        precision=args.precision,
+        progress=not args.quiet,
+    )
     print(result.summary())
     if args.out or args.window:
         for name, path in result.save(args.out or ".").items():
@@ -160,8 +191,19 @@ def cmd_bench(args) -> int:
     if args.device == "auto":
         args.device = resolve_device("auto").type
     if args.train_step_only:
-        print(json.dumps(bench.train_step_stats(args.model, args.batch, args.precision, args.checkpointing,
-                                                args.steps, args.device, args.compile == "all")))
+        print(
+            json.dumps(
+                bench.train_step_stats(
+                    args.model,
+                    args.batch,
+                    args.precision,
+                    args.checkpointing,
+                    args.steps,
+                    args.device,
+                    args.compile == "all",
+                )
+            )
+        )
         return 0
     result = bench.run(args)
     print(bench.format_table(result))
@@ -180,40 +222,56 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("overrides", nargs="*", help="model options as key=value, e.g. num_classes=174")
     info.set_defaults(func=cmd_info)
 
-    train = sub.add_parser("train", help="train a model from a YAML recipe (DDP under torchrun)",
-                           description="Train a recipe: ca2st train configs/cast_ek100.yaml data.batch_size=4 "
-                                       "optim.epochs=10. Overrides are section.key=value.")
+    train = sub.add_parser(
+        "train",
+        help="train a model from a YAML recipe (DDP under torchrun)",
+        description="Train a recipe: ca2st train configs/cast_ek100.yaml data.batch_size=4 "
+        "optim.epochs=10. Overrides are section.key=value.",
+    )
     train.add_argument("config", nargs="?", help="YAML recipe (configs/*.yaml); omit to use only overrides")
     train.add_argument("overrides", nargs="*", help="section.key=value, e.g. optim.lr=5e-4 model.drop_path_rate=0.1")
     train.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("eval", help="evaluate a checkpoint with multi-view testing",
-                        description="ca2st eval configs/cast_ek100.yaml checkpoint=runs/cast_ek100/checkpoint-best "
-                                    "(our checkpoint directory, or an official CAST checkpoint file).")
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint with multi-view testing",
+        description="ca2st eval configs/cast_ek100.yaml checkpoint=runs/cast_ek100/checkpoint-best "
+        "(our checkpoint directory, or an official CAST checkpoint file).",
+    )
     ev.add_argument("config", nargs="?", help="YAML recipe; its data.val is evaluated")
     ev.add_argument("overrides", nargs="*", help="section.key=value; checkpoint=PATH is required")
-    ev.add_argument("--out", help="folder for results.json, per-class CSV and confusion plot "
-                                  "(default: OUTPUT_DIR/eval)")
+    ev.add_argument(
+        "--out", help="folder for results.json, per-class CSV and confusion plot (default: OUTPUT_DIR/eval)"
+    )
     ev.set_defaults(func=cmd_eval)
 
-    pr = sub.add_parser("predict", help="top-k classes of a video, or a timeline over a long one",
-                        description="ca2st predict clip.mp4 --checkpoint runs/x/checkpoint-best --labels classes.txt; "
-                                    "--window 4 --stride 2 slides over a long video and writes a JSON/CSV timeline "
-                                    "and a PNG plot.")
+    pr = sub.add_parser(
+        "predict",
+        help="top-k classes of a video, or a timeline over a long one",
+        description="ca2st predict clip.mp4 --checkpoint runs/x/checkpoint-best --labels classes.txt; "
+        "--window 4 --stride 2 slides over a long video and writes a JSON/CSV timeline "
+        "and a PNG plot.",
+    )
     pr.add_argument("video")
     pr.add_argument("--checkpoint", required=True, help="our checkpoint directory, or an official CAST checkpoint")
     pr.add_argument("--labels", help="class names: one per line, or a JSON list / dict (default: the checkpoint's)")
     pr.add_argument("--topk", type=int, default=5)
     pr.add_argument("--window", type=float, help="window length in seconds (sliding-window timeline)")
     pr.add_argument("--stride", type=float, help="window stride in seconds (default: the window)")
-    pr.add_argument("--sampler", choices=("dense", "segment"),
-                    help="frame sampling: dense stride (Kinetics-like) or segment (SSV2/EK100); default: the "
-                         "checkpoint's recipe")
+    pr.add_argument(
+        "--sampler",
+        choices=("dense", "segment"),
+        help="frame sampling: dense stride (Kinetics-like) or segment (SSV2/EK100); default: the checkpoint's recipe",
+    )
     pr.add_argument("--sampling-rate", type=int, help="dense stride (default: the checkpoint's recipe)")
     pr.add_argument("--clips", type=int, help="temporal views per window (default: the checkpoint's recipe)")
     pr.add_argument("--crops", type=int, help="spatial views, 1 or 3 (default: the checkpoint's recipe)")
-    pr.add_argument("--expert", nargs="*", default=[], help="expert weights, e.g. spatial=ViT-B-16.pt "
-                                                            "(default: the paths the checkpoint recorded)")
+    pr.add_argument(
+        "--expert",
+        nargs="*",
+        default=[],
+        help="expert weights, e.g. spatial=ViT-B-16.pt (default: the paths the checkpoint recorded)",
+    )
     pr.add_argument("--num-heads", type=int, help="heads of an official CAST checkpoint (default 12)")
     pr.add_argument("--device", default="auto")
     pr.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
@@ -221,33 +279,52 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_predict)
 
-    rp = sub.add_parser("report", help="combine results.json files of any runs into the papers' balanced table",
-                        description="One row per run (the run's name, else its model and, where two runs of one "
-                                    "model meet on a dataset, its folder), one column per dataset.")
+    rp = sub.add_parser(
+        "report",
+        help="combine results.json files of any runs into the papers' balanced table",
+        description="One row per run (the run's name, else its model and, where two runs of one "
+        "model meet on a dataset, its folder), one column per dataset.",
+    )
     rp.add_argument("results", nargs="+", help="results.json files (or the folders holding them)")
-    rp.add_argument("--columns", "--names", dest="columns", nargs="*",
-                    help="dataset (column) name of each result (default: its dataset field)")
+    rp.add_argument(
+        "--columns",
+        "--names",
+        dest="columns",
+        nargs="*",
+        help="dataset (column) name of each result (default: its dataset field)",
+    )
     rp.add_argument("--rows", nargs="*", help="row name of each result (default: its run field)")
     rp.add_argument("--out", help="write the table as CSV")
     rp.set_defaults(func=cmd_report)
 
-    demo = sub.add_parser("demo", help="the embedded default: synthetic audio-visual data, tiny experts, "
-                                       "CAST / CAVA / CA²ST against single experts (a few minutes on a CPU)")
+    demo = sub.add_parser(
+        "demo",
+        help="the embedded default: synthetic audio-visual data, tiny experts, "
+        "CAST / CAVA / CA²ST against single experts (a few minutes on a CPU)",
+    )
     demo.add_argument("--out", default="runs/demo", help="output folder (results.json, results.md, results.png)")
     demo.add_argument("--cache", help="folder for the generated videos (default: OUT/data; reused when present)")
     demo.set_defaults(func=cmd_demo)
 
-    bench = sub.add_parser("bench", help="forward and training-step speed and memory, as ratios to the machine's "
-                                         "matmul ceiling (see benchmarks/bench_model.py)")
+    bench = sub.add_parser(
+        "bench",
+        help="forward and training-step speed and memory, as ratios to the machine's "
+        "matmul ceiling (see benchmarks/bench_model.py)",
+    )
     bench.add_argument("--model", default="cast_b16")
     bench.add_argument("--batch", type=int, default=1)
     bench.add_argument("--runs", type=int, default=10, help="timed forward runs after warm-up (at least 5)")
-    bench.add_argument("--steps", type=int, default=5,
-                       help="timed training steps after two warm-up steps (the best counts)")
+    bench.add_argument(
+        "--steps", type=int, default=5, help="timed training steps after two warm-up steps (the best counts)"
+    )
     bench.add_argument("--device", default="auto", help="cpu, cuda, or auto: cuda when available")
-    bench.add_argument("--compile", choices=("none", "forward", "all"), default="forward",
-                       help="torch.compile: 'forward' measures the forward eager and compiled (default), 'all' "
-                            "also compiles the training steps (ratios against the compiled forward)")
+    bench.add_argument(
+        "--compile",
+        choices=("none", "forward", "all"),
+        default="forward",
+        help="torch.compile: 'forward' measures the forward eager and compiled (default), 'all' "
+        "also compiles the training steps (ratios against the compiled forward)",
+    )
     bench.add_argument("--skip-train", action="store_true", help="forward figures only")
     bench.add_argument("--json", help="write the figures to this file")
     bench.add_argument("--train-step-only", action="store_true", help=argparse.SUPPRESS)
@@ -258,16 +335,21 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     check = data_sub.add_parser(
-        "check", help="scan the videos of an annotation file and report missing, broken or unusual files",
+        "check",
+        help="scan the videos of an annotation file and report missing, broken or unusual files",
         description="Probe every video an annotation file names (and decode its first and last frame); report "
-                    "missing and undecodable files, missing audio (--audio), frame rate, duration, short side and "
-                    "segments outside their video. Exit status 1 if anything is wrong, 2 if the annotation file "
-                    "itself is malformed.")
+        "missing and undecodable files, missing audio (--audio), frame rate, duration, short side and "
+        "segments outside their video. Exit status 1 if anything is wrong, 2 if the annotation file "
+        "itself is malformed.",
+    )
     check.add_argument("annotation", help="annotation file (CSV, list or JSON)")
     check.add_argument("--root", help="folder the video paths are relative to")
-    check.add_argument("--format", help="annotation format (guessed when omitted): cast_ek100, cast_ssv2, cast_k400, "
-                                        "path_label, epic100, ssv2, kinetics, kinetics_sound, ucf101, vggsound, "
-                                        "epic_sounds, hd_epic, hd_epic_sounds, activitynet")
+    check.add_argument(
+        "--format",
+        help="annotation format (guessed when omitted): cast_ek100, cast_ssv2, cast_k400, "
+        "path_label, epic100, ssv2, kinetics, kinetics_sound, ucf101, vggsound, "
+        "epic_sounds, hd_epic, hd_epic_sounds, activitynet",
+    )
     check.add_argument("--audio", action="store_true", help="require an audio track (audio-visual models)")
     check.add_argument("--audio-root", help="folder of separate audio files (default: --root)")
     check.add_argument("--classes", help="class-map file (SSV2 labels.json, Kinetics/VGG-Sound class list, ...)")

@@ -25,11 +25,24 @@ from .engine.train import train
 
 log = logging.getLogger(__name__)
 
-TINY = ["model.embed_dim=64", "model.depth=2", "model.num_heads=4", "model.num_frames=8", "model.img_size=64",
-        "model.audio_frames=96", "model.audio_layers=null"]
+TINY = [
+    "model.embed_dim=64",
+    "model.depth=2",
+    "model.num_heads=4",
+    "model.num_frames=8",
+    "model.img_size=64",
+    "model.audio_frames=96",
+    "model.audio_layers=null",
+]
 # Which experts each model has, and which cue pre-trains each expert.
-MODELS = {"spatial": ("spatial",), "temporal": ("temporal",), "audio": ("audio",),
-          "cast": ("spatial", "temporal"), "cava": ("spatial", "audio"), "ca2st": ("spatial", "temporal", "audio")}
+MODELS = {
+    "spatial": ("spatial",),
+    "temporal": ("temporal",),
+    "audio": ("audio",),
+    "cast": ("spatial", "temporal"),
+    "cava": ("spatial", "audio"),
+    "ca2st": ("spatial", "temporal", "audio"),
+}
 PRETRAIN_CUE = {"spatial": "colour", "temporal": "change", "audio": "pitch"}
 PRESETS = {"cava": "cava_b16", "ca2st": "ca2st_b16"}  # the others: cast_b16 (with its experts overridden)
 
@@ -46,38 +59,72 @@ class DemoSettings:
 
 
 def _common(files: dict, root: Path, settings: DemoSettings, out: Path) -> list[str]:
-    return [f"data.root={root}", "data.format=path_label", "data.flip=false", "data.rand_augment=null",
-            "data.crop_scale=[0.6, 1.0]",
-            "data.sampler=segment", "data.test_clips=2", "data.test_crops=1", f"data.batch_size={settings.batch_size}",
-            f"data.num_workers={settings.workers}", "optim.warmup_epochs=1", "optim.mixup=0", "optim.layer_decay=1.0",
-            "optim.label_smoothing=0.0", "optim.weight_decay=0.01", "precision=fp32",
-            "resume=null", "tensorboard=false", f"output_dir={out}", *TINY]
+    return [
+        f"data.root={root}",
+        "data.format=path_label",
+        "data.flip=false",
+        "data.rand_augment=null",
+        "data.crop_scale=[0.6, 1.0]",
+        "data.sampler=segment",
+        "data.test_clips=2",
+        "data.test_crops=1",
+        f"data.batch_size={settings.batch_size}",
+        f"data.num_workers={settings.workers}",
+        "optim.warmup_epochs=1",
+        "optim.mixup=0",
+        "optim.layer_decay=1.0",
+        "optim.label_smoothing=0.0",
+        "optim.weight_decay=0.01",
+        "precision=fp32",
+        "resume=null",
+        "tensorboard=false",
+        f"output_dir={out}",
+        *TINY,
+    ]
 
 
 def pretrain_expert(kind: str, files: dict, root: Path, settings: DemoSettings, out: Path) -> Path:
     """Train one expert (all its weights) on its own cue; returns the weight file of the frozen expert."""
     cue = PRETRAIN_CUE[kind]
-    cfg = load_config(None, [*_common(files, root, settings, out / f"expert_{kind}"),
-                             f"data.train={files['train_' + cue]}",
-                             "data.options={num_classes: 2}", f"model.experts=[{kind}]", "random_experts=true",
-                             "freeze_experts=false", f"optim.epochs={settings.pretrain_epochs}",
-                             f"optim.lr={settings.pretrain_lr}"])
+    cfg = load_config(
+        None,
+        [
+            *_common(files, root, settings, out / f"expert_{kind}"),
+            f"data.train={files['train_' + cue]}",
+            "data.options={num_classes: 2}",
+            f"model.experts=[{kind}]",
+            "random_experts=true",
+            "freeze_experts=false",
+            f"optim.epochs={settings.pretrain_epochs}",
+            f"optim.lr={settings.pretrain_lr}",
+        ],
+    )
     result = train(cfg)
     return result.last_checkpoint / "model.safetensors"
 
 
-def train_on_labels(name: str, experts: dict[str, Path], files: dict, root: Path, settings: DemoSettings,
-                    out: Path) -> float:
+def train_on_labels(
+    name: str, experts: dict[str, Path], files: dict, root: Path, settings: DemoSettings, out: Path
+) -> float:
     """Train adapters, exchanges and head over frozen experts on the composite labels; multi-view top-1."""
     kinds = MODELS[name]
     weights = [f"experts.{k}={experts[k]}" for k in kinds]
-    args = [*_common(files, root, settings, out / name), f"data.train={files['train']}", f"data.val={files['val']}",
-            "data.options={num_classes: 8}", f"model.name={PRESETS.get(name, 'cast_b16')}",
-            f"model.experts=[{', '.join(kinds)}]", *weights,
-            f"optim.epochs={settings.epochs}", f"optim.lr={settings.lr}", "eval_every=0"]
+    args = [
+        *_common(files, root, settings, out / name),
+        f"data.train={files['train']}",
+        f"data.val={files['val']}",
+        "data.options={num_classes: 8}",
+        f"model.name={PRESETS.get(name, 'cast_b16')}",
+        f"model.experts=[{', '.join(kinds)}]",
+        *weights,
+        f"optim.epochs={settings.epochs}",
+        f"optim.lr={settings.lr}",
+        "eval_every=0",
+    ]
     result = train(load_config(None, args))
-    evaluation, _ = run_eval(load_config(None, [*args, f"checkpoint={result.last_checkpoint}", "progress=false"]),
-                             out / name / "eval")
+    evaluation, _ = run_eval(
+        load_config(None, [*args, f"checkpoint={result.last_checkpoint}", "progress=false"]), out / name / "eval"
+    )
     return float(evaluation.metrics["top1"])
 
 
@@ -91,8 +138,7 @@ def run(out: str | Path, cache: str | Path | None = None, settings: DemoSettings
     files = write_dataset(root, settings.spec)
     experts = {kind: pretrain_expert(kind, files, root, settings, out / "pretrain") for kind in PRETRAIN_CUE}
     accuracy = {name: train_on_labels(name, experts, files, root, settings, out / "models") for name in MODELS}
-    results = {"chance": 1.0 / len(CLASS_NAMES), "accuracy": accuracy,
-               "seconds": round(time.perf_counter() - start, 1)}
+    results = {"chance": 1.0 / len(CLASS_NAMES), "accuracy": accuracy, "seconds": round(time.perf_counter() - start, 1)}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(format_table(results))
     plot(results, out / "results.png")
@@ -100,8 +146,14 @@ def run(out: str | Path, cache: str | Path | None = None, settings: DemoSettings
 
 
 def format_table(results: dict) -> str:
-    cues = {"spatial": "colour", "temporal": "change", "audio": "pitch", "cast": "colour + change",
-            "cava": "colour + pitch", "ca2st": "colour + change + pitch"}
+    cues = {
+        "spatial": "colour",
+        "temporal": "change",
+        "audio": "pitch",
+        "cast": "colour + change",
+        "cava": "colour + pitch",
+        "ca2st": "colour + change + pitch",
+    }
     lines = ["| model | experts | cues it can read | top-1 (8 classes) |", "|---|---|---|---|"]
     for name, acc in results["accuracy"].items():
         lines.append(f"| {name} | {' + '.join(MODELS[name])} | {cues[name]} | {100 * acc:.1f}% |")

@@ -45,8 +45,9 @@ def _check(scores: torch.Tensor, targets: torch.Tensor) -> None:
     if targets.dim() != 1 or targets.shape[0] != scores.shape[0]:
         raise ValueError(f"targets must be (N,) with N = {scores.shape[0]}, got shape {tuple(targets.shape)}")
     if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= scores.shape[1]):
-        raise ValueError(f"targets must lie in [0, {scores.shape[1]}), got values in "
-                         f"[{int(targets.min())}, {int(targets.max())}]")
+        raise ValueError(
+            f"targets must lie in [0, {scores.shape[1]}), got values in [{int(targets.min())}, {int(targets.max())}]"
+        )
 
 
 def topk_correct(scores: torch.Tensor, targets: torch.Tensor, k: int = 1) -> torch.Tensor:
@@ -89,8 +90,9 @@ def confusion_matrix(preds: torch.Tensor, targets: torch.Tensor, num_classes: in
     return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def per_class_accuracy(scores: torch.Tensor, targets: torch.Tensor, num_classes: int | None = None,
-                       k: int = 1) -> dict[str, torch.Tensor]:
+def per_class_accuracy(
+    scores: torch.Tensor, targets: torch.Tensor, num_classes: int | None = None, k: int = 1
+) -> dict[str, torch.Tensor]:
     """Per-class table over ``C`` classes (``num_classes`` defaults to ``scores.shape[1]``).
 
     Returns tensors of length ``C``: ``support`` (samples of that true class), ``correct`` (of those, how many
@@ -121,8 +123,13 @@ def mean_class_accuracy(scores: torch.Tensor, targets: torch.Tensor, k: int = 1)
     return table["accuracy"][present].mean().item()
 
 
-def epic_accuracy(verb_scores: torch.Tensor, noun_scores: torch.Tensor, verb_targets: torch.Tensor,
-                  noun_targets: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+def epic_accuracy(
+    verb_scores: torch.Tensor,
+    noun_scores: torch.Tensor,
+    verb_targets: torch.Tensor,
+    noun_targets: torch.Tensor,
+    ks: Sequence[int] = (1, 5),
+) -> dict[str, float]:
     """EPIC-KITCHENS-100 verb, noun and action top-k (the official definition, see the module docstring).
 
     Returns ``{'verb_top1', 'noun_top1', 'action_top1', 'verb_top5', ...}`` for every ``k`` in ``ks``:
@@ -134,7 +141,7 @@ def epic_accuracy(verb_scores: torch.Tensor, noun_scores: torch.Tensor, verb_tar
     for k in ks:
         v = topk_correct(verb_scores, verb_targets, k)
         n = topk_correct(noun_scores, noun_targets, k)
-        mean = (lambda t: t.float().mean().item() if t.numel() else float("nan"))  # noqa: E731
+        mean = lambda t: t.float().mean().item() if t.numel() else float("nan")  # noqa: E731
         out[f"verb_top{k}"] = mean(v)
         out[f"noun_top{k}"] = mean(n)
         out[f"action_top{k}"] = mean(v & n)
@@ -153,8 +160,9 @@ def harmonic_mean(values: Iterable[float]) -> float:
     return len(vals) / sum(1.0 / v for v in vals)
 
 
-def classification_metrics(scores: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = (1, 5),
-                           prefix: str = "") -> dict[str, float]:
+def classification_metrics(
+    scores: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = (1, 5), prefix: str = ""
+) -> dict[str, float]:
     """``{prefix + 'top1', prefix + 'top5', prefix + 'mean_class_acc'}`` of one single-label task."""
     out = {f"{prefix}top{k}": v for k, v in topk_accuracy(scores, targets, ks).items()}
     out[f"{prefix}mean_class_acc"] = mean_class_accuracy(scores, targets) if targets.numel() else float("nan")

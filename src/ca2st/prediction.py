@@ -90,25 +90,39 @@ class Prediction:
         for s, f in zip(flat.values, flat.indices):
             vi, ni = divmod(int(f), n_val.shape[0])
             verb, noun = int(v_idx[vi]), int(n_idx[ni])
-            out.append({"verb": verb, "noun": noun, "verb_name": self.class_names["verb"][verb],
-                        "noun_name": self.class_names["noun"][noun],
-                        "name": f"{self.class_names['verb'][verb]} {self.class_names['noun'][noun]}",
-                        "prob": float(s)})
+            out.append(
+                {
+                    "verb": verb,
+                    "noun": noun,
+                    "verb_name": self.class_names["verb"][verb],
+                    "noun_name": self.class_names["noun"][noun],
+                    "name": f"{self.class_names['verb'][verb]} {self.class_names['noun'][noun]}",
+                    "prob": float(s),
+                }
+            )
         return out
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready content: the video-level top-k per task (and actions), and the timeline if any."""
-        out: dict[str, Any] = {"path": self.path, "duration": self.duration, "views": self.num_views,
-                               "window": self.window, "stride": self.stride,
-                               "top": {t: self.top(t) for t in self.tasks}}
+        out: dict[str, Any] = {
+            "path": self.path,
+            "duration": self.duration,
+            "views": self.num_views,
+            "window": self.window,
+            "stride": self.stride,
+            "top": {t: self.top(t) for t in self.tasks},
+        }
         if self.composition:
             out["actions"] = self.actions()
         if self.has_timeline:
             timeline = []
             for w in range(self.starts.shape[0]):
                 probs = {t: self.window_probs[t][w] for t in self.tasks}
-                entry = {"start": float(self.starts[w]), "end": float(self.ends[w]),
-                         "top": {t: self._top(probs[t], t, self.k) for t in self.tasks}}
+                entry = {
+                    "start": float(self.starts[w]),
+                    "end": float(self.ends[w]),
+                    "top": {t: self._top(probs[t], t, self.k) for t in self.tasks},
+                }
                 if self.composition:
                     entry["actions"] = self.actions(probs=probs)
                 timeline.append(entry)
@@ -118,9 +132,14 @@ class Prediction:
 
     def summary(self) -> str:
         """Readable top-k (and a compact timeline: the top-1 per window)."""
-        lines = [f"{self.path}: {self.duration:.2f} s, {self.num_views} view(s)"
-                 + (f", {self.starts.shape[0]} windows of {self.window:g} s every {self.stride:g} s"
-                    if self.has_timeline else "")]
+        lines = [
+            f"{self.path}: {self.duration:.2f} s, {self.num_views} view(s)"
+            + (
+                f", {self.starts.shape[0]} windows of {self.window:g} s every {self.stride:g} s"
+                if self.has_timeline
+                else ""
+            )
+        ]
         for t in self.tasks:
             lines.append(f"  top-{self.k}" + ("" if t == SINGLE else f" {t}s") + ":")
             lines += [f"    {100 * e['prob']:6.2f}%  {e['name']}" for e in self.top(t)]
@@ -171,8 +190,12 @@ class Prediction:
                 row = [self.path, f"{s:.3f}", f"{e:.3f}"]
                 for t in self.tasks:
                     top = self._top(pr[t], t, self.k)
-                    row += [top[0]["class"], top[0]["name"], f"{top[0]['prob']:.4f}",
-                            "; ".join(f"{x['name']}:{x['prob']:.4f}" for x in top)]
+                    row += [
+                        top[0]["class"],
+                        top[0]["name"],
+                        f"{top[0]['prob']:.4f}",
+                        "; ".join(f"{x['name']}:{x['prob']:.4f}" for x in top),
+                    ]
                 w.writerow(row)
         return path
 
@@ -280,8 +303,9 @@ def predict(
         names = load_labels(labels, tasks)
     else:
         names = model.class_names or {t: [str(i) for i in range(n)] for t, n in tasks.items()}
-    recipe = model.input_recipe.replace(sampler=sampler, sampling_rate=sampling_rate, test_clips=num_clips,
-                                        test_crops=num_crops)
+    recipe = model.input_recipe.replace(
+        sampler=sampler, sampling_rate=sampling_rate, test_clips=num_clips, test_crops=num_crops
+    )
     path = Path(path)
     info = probe(path)
     duration = info.num_frames / info.fps if info.fps else info.duration
@@ -289,18 +313,27 @@ def predict(
         raise ConfigError("stride needs window (both in seconds)")
     spans = sliding_windows(duration, window, stride) if window is not None else [(None, None)]
     samples = [Sample(id=str(k), path=str(path), label=None, start=s, end=e) for k, (s, e) in enumerate(spans)]
-    dataset = inference_dataset(samples, recipe, tasks=list(tasks) if list(tasks) != [SINGLE] else None,
-                                on_error="error")
+    dataset = inference_dataset(
+        samples, recipe, tasks=list(tasks) if list(tasks) != [SINGLE] else None, on_error="error"
+    )
     loader = DataLoader(dataset, batch_size=max(1, int(batch_size)), shuffle=False, num_workers=0, collate_fn=collate)
-    out = run_views(model, loader, device=device, precision=precision, progress=progress, desc="predict",
-                    show_top1=False)
+    out = run_views(
+        model, loader, device=device, precision=precision, progress=progress, desc="predict", show_top1=False
+    )
     if out.indices.numel() != len(spans):
         raise DataError(f"{path}: {len(spans) - out.indices.numel()} window(s) could not be read")
     order = torch.argsort(out.indices)
     window_probs = {t: out.probs[t][order] for t in tasks}
-    pred = Prediction(path=str(path), tasks=list(tasks), probs={t: p.mean(0) for t, p in window_probs.items()},
-                      class_names=names, k=int(topk), num_views=out.views, duration=float(duration),
-                      meta={"input": recipe.to_dict()})
+    pred = Prediction(
+        path=str(path),
+        tasks=list(tasks),
+        probs={t: p.mean(0) for t, p in window_probs.items()},
+        class_names=names,
+        k=int(topk),
+        num_views=out.views,
+        duration=float(duration),
+        meta={"input": recipe.to_dict()},
+    )
     if window is not None:
         pred.window = float(window)
         pred.stride = float(stride if stride is not None else window)

@@ -23,8 +23,10 @@ def model_tasks(model_or_config: Any) -> dict[str, int]:
         return {str(t): int(n) for t, n in cfg.composition_classes.items()}
     num_classes = getattr(cfg, "num_classes", None)
     if num_classes is None:
-        raise ConfigError(f"{type(model_or_config).__name__} is neither a ca2st model nor a model config "
-                          "(no composition classes or num_classes)")
+        raise ConfigError(
+            f"{type(model_or_config).__name__} is neither a ca2st model nor a model config "
+            "(no composition classes or num_classes)"
+        )
     return {SINGLE: int(num_classes)}
 
 
@@ -33,8 +35,9 @@ def as_task_dict(x) -> dict:
     return dict(x) if isinstance(x, Mapping) else {SINGLE: x}
 
 
-def check_class_names(names: Sequence[str] | Mapping[str, Sequence[str]] | None, tasks: Mapping[str, int],
-                      where: str = "class names") -> dict[str, list[str]] | None:
+def check_class_names(
+    names: Sequence[str] | Mapping[str, Sequence[str]] | None, tasks: Mapping[str, int], where: str = "class names"
+) -> dict[str, list[str]] | None:
     """``names`` as ``{task: [name, ...]}`` with one name per class of every task (``None`` stays ``None``).
 
     A plain list names the classes of a single-label model. Tasks without names, or a count that differs
@@ -44,8 +47,9 @@ def check_class_names(names: Sequence[str] | Mapping[str, Sequence[str]] | None,
         return None
     if not isinstance(names, Mapping):
         if list(tasks) != [SINGLE]:
-            raise ConfigError(f"{where}: the model predicts {list(tasks)}; give names per task, e.g. "
-                              f"{{'verb': [...], 'noun': [...]}}")
+            raise ConfigError(
+                f"{where}: the model predicts {list(tasks)}; give names per task, e.g. {{'verb': [...], 'noun': [...]}}"
+            )
         names = {SINGLE: names}
     out = {str(t): [str(n) for n in v] for t, v in names.items()}
     if list(tasks) == [SINGLE] and SINGLE not in out and len(out) == 1:

@@ -14,8 +14,15 @@ transformers = pytest.importorskip("transformers")
 
 
 def hf_ast(max_length=100, cls=None):
-    cfg = transformers.ASTConfig(hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                                 max_length=max_length, num_mel_bins=128, layer_norm_eps=1e-6)
+    cfg = transformers.ASTConfig(
+        hidden_size=32,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_length=max_length,
+        num_mel_bins=128,
+        layer_norm_eps=1e-6,
+    )
     return randomize_((cls or transformers.ASTModel)(cfg)).eval()
 
 
@@ -47,7 +54,9 @@ def legacy_hf_names(sd):
     out = {}
     for k, v in sd.items():
         k = k.replace("layers.", "encoder.layer.").replace("attention.q_proj", "attention.attention.query")
-        k = k.replace("attention.k_proj", "attention.attention.key").replace("attention.v_proj", "attention.attention.value")
+        k = k.replace("attention.k_proj", "attention.attention.key").replace(
+            "attention.v_proj", "attention.attention.value"
+        )
         k = k.replace("attention.o_proj", "attention.output.dense").replace("mlp.fc1", "intermediate.dense")
         k = k.replace("mlp.fc2", "output.dense")
         out["audio_spectrogram_transformer." + k] = v
@@ -65,17 +74,27 @@ def test_legacy_hf_ast_classifier_layout(tmp_path):
 
 def official_names(sd):
     """The official AST code base's names (a timm DeiT under ``module.v.``) for a transformers state dict."""
-    out = {"module.v.cls_token": sd["embeddings.cls_token"], "module.v.dist_token": sd["embeddings.distillation_token"],
-           "module.v.pos_embed": sd["embeddings.position_embeddings"],
-           "module.v.norm.weight": sd["layernorm.weight"], "module.v.norm.bias": sd["layernorm.bias"],
-           "module.mlp_head.0.weight": torch.ones(32), "module.mlp_head.1.weight": torch.zeros(527, 32)}
+    out = {
+        "module.v.cls_token": sd["embeddings.cls_token"],
+        "module.v.dist_token": sd["embeddings.distillation_token"],
+        "module.v.pos_embed": sd["embeddings.position_embeddings"],
+        "module.v.norm.weight": sd["layernorm.weight"],
+        "module.v.norm.bias": sd["layernorm.bias"],
+        "module.mlp_head.0.weight": torch.ones(32),
+        "module.mlp_head.1.weight": torch.zeros(527, 32),
+    }
     for kind in ("weight", "bias"):
         out[f"module.v.patch_embed.proj.{kind}"] = sd[f"embeddings.patch_embeddings.projection.{kind}"]
         for i in range(2):
             p, q = f"layers.{i}.", f"module.v.blocks.{i}."
             out[q + "attn.qkv." + kind] = torch.cat([sd[p + f"attention.{n}_proj.{kind}"] for n in "qkv"])
-            for src, dst in (("layernorm_before", "norm1"), ("attention.o_proj", "attn.proj"),
-                             ("layernorm_after", "norm2"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
+            for src, dst in (
+                ("layernorm_before", "norm1"),
+                ("attention.o_proj", "attn.proj"),
+                ("layernorm_after", "norm2"),
+                ("mlp.fc1", "mlp.fc1"),
+                ("mlp.fc2", "mlp.fc2"),
+            ):
                 out[q + f"{dst}.{kind}"] = sd[p + f"{src}.{kind}"]
     return out
 
@@ -108,8 +127,9 @@ def test_other_lengths_interpolate_the_position_table_along_time(tmp_path):
 
 
 def test_ast_weights_into_cava(tmp_path):
-    model = ca2st.build_model("cava_b16", embed_dim=32, depth=2, num_heads=4, num_frames=4, img_size=32,
-                              audio_frames=100)
+    model = ca2st.build_model(
+        "cava_b16", embed_dim=32, depth=2, num_heads=4, num_frames=4, img_size=32, audio_frames=100
+    )
     torch.save(official_names(hf_ast().state_dict()), tmp_path / "ast.pth")
     assert ca2st.load_expert_weights(model, tmp_path / "ast.pth") == "audio"
     assert not model.experts["audio"].blocks[0].attn.qkv.weight.requires_grad
@@ -132,7 +152,9 @@ def test_torchvision_resnet50_weights(tmp_path):
     video = torch.randn(2, 3, 4, 64, 64)
     expert = model.experts["spatial"].eval()
     with torch.no_grad():
-        ref = net.avgpool(torch.nn.Sequential(*list(net.children())[:-2])(video[:, :, 1::2].transpose(1, 2).flatten(0, 1)))
+        ref = net.avgpool(
+            torch.nn.Sequential(*list(net.children())[:-2])(video[:, :, 1::2].transpose(1, 2).flatten(0, 1))
+        )
         ref = ref.flatten(1).view(2, 2, -1).mean(1)
         torch.testing.assert_close(expert.pool(expert(video)), ref, atol=1e-4, rtol=1e-4)
     clip = ca2st.build_model("cast_b16", embed_dim=32, depth=2, num_heads=4, num_frames=4, img_size=32)

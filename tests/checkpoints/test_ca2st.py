@@ -22,8 +22,9 @@ def test_class_names_and_input_recipe_round_trip(tmp_path):
     model = composition_model()
     names = {"verb": ["take", "put", "open"], "noun": ["cup", "pan", "tap", "lid"]}
     model.class_names = names
-    model.input_recipe = model.input_recipe.replace(sampler="segment", test_clips=2, test_crops=3,
-                                                    mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    model.input_recipe = model.input_recipe.replace(
+        sampler="segment", test_clips=2, test_crops=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)
+    )
     path = ca2st.save_model(model, tmp_path / "m")
     record = json.loads((path / "config.json").read_text())
     assert record["tasks"] == {"verb": 3, "noun": 4} and record["class_names"] == names

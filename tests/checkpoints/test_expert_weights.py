@@ -18,17 +18,28 @@ transformers = pytest.importorskip("transformers")
 
 def hf_clip(image_size=32, cls=None):
     cls = cls or transformers.CLIPVisionModel
-    cfg = transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=128, num_hidden_layers=2,
-                                        num_attention_heads=4, image_size=image_size, patch_size=16)
+    cfg = transformers.CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=16,
+    )
     if cls is transformers.CLIPModel:
-        cfg = transformers.CLIPConfig(vision_config=cfg.to_dict(), text_config=dict(
-            hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=50))
+        cfg = transformers.CLIPConfig(
+            vision_config=cfg.to_dict(),
+            text_config=dict(
+                hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=50
+            ),
+        )
     return randomize_(cls(cfg)).eval()
 
 
 def clip_expert(img_size=32):
-    return CLIPExpert(embed_dim=32, depth=2, num_heads=4, img_size=img_size, patch_size=16, num_frames=2,
-                      adapter_ratio=0.25).eval()
+    return CLIPExpert(
+        embed_dim=32, depth=2, num_heads=4, img_size=img_size, patch_size=16, num_frames=2, adapter_ratio=0.25
+    ).eval()
 
 
 def as_video(images):
@@ -78,8 +89,17 @@ def test_clip_position_table_interpolation_matches_transformers(tmp_path):
 def open_clip_visual():
     open_clip = pytest.importorskip("open_clip")
     from open_clip.transformer import VisionTransformer
-    visual = VisionTransformer(image_size=32, patch_size=16, width=32, layers=2, heads=4, mlp_ratio=4.0,
-                               output_dim=16, act_layer=open_clip.model.QuickGELU)
+
+    visual = VisionTransformer(
+        image_size=32,
+        patch_size=16,
+        width=32,
+        layers=2,
+        heads=4,
+        mlp_ratio=4.0,
+        output_dim=16,
+        act_layer=open_clip.model.QuickGELU,
+    )
     return randomize_(visual).eval()
 
 
@@ -135,15 +155,32 @@ def test_openai_torchscript_archive_is_read_without_executing_it(tmp_path, monke
 
 
 def hf_videomae(num_frames=4, image_size=32, cls=None):
-    cfg = transformers.VideoMAEConfig(hidden_size=32, intermediate_size=128, num_hidden_layers=2,
-                                      num_attention_heads=4, image_size=image_size, patch_size=16,
-                                      num_frames=num_frames, tubelet_size=2, layer_norm_eps=1e-6, num_labels=5)
+    cfg = transformers.VideoMAEConfig(
+        hidden_size=32,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=16,
+        num_frames=num_frames,
+        tubelet_size=2,
+        layer_norm_eps=1e-6,
+        num_labels=5,
+    )
     return randomize_((cls or transformers.VideoMAEModel)(cfg)).eval()
 
 
 def vmae_expert(num_frames=4, img_size=32):
-    return VideoMAEExpert(embed_dim=32, depth=2, num_heads=4, img_size=img_size, patch_size=16,
-                          num_frames=num_frames, tubelet_size=2, adapter_ratio=0.25).eval()
+    return VideoMAEExpert(
+        embed_dim=32,
+        depth=2,
+        num_heads=4,
+        img_size=img_size,
+        patch_size=16,
+        num_frames=num_frames,
+        tubelet_size=2,
+        adapter_ratio=0.25,
+    ).eval()
 
 
 def test_hf_videomae_parity(tmp_path):
@@ -190,8 +227,9 @@ def original_videomae_keys(hf_sd):
         k = k.replace("encoder.layer.", "blocks.").replace("layernorm_before", "norm1")
         k = k.replace("layernorm_after", "norm2").replace("intermediate.dense", "mlp.fc1")
         k = k.replace("attention.output.dense", "attn.proj").replace("output.dense", "mlp.fc2")
-        k = k.replace("attention.attention.query.bias", "attn.q_bias").replace("attention.attention.value.bias",
-                                                                               "attn.v_bias")
+        k = k.replace("attention.attention.query.bias", "attn.q_bias").replace(
+            "attention.attention.value.bias", "attn.v_bias"
+        )
         out[k] = v
     for i in range(2):
         q, kk, v = (out.pop(f"blocks.{i}.attention.attention.{n}.weight") for n in ("query", "key", "value"))
@@ -204,12 +242,26 @@ def test_original_videomae_checkpoints(tmp_path, form):
     hf = hf_videomae()
     sd = original_videomae_keys(hf.state_dict())
     if form == "pretrain":
-        ckpt = {"model": {**{f"encoder.{k}": v for k, v in sd.items()}, "encoder.norm.weight": torch.ones(32),
-                          "encoder.norm.bias": torch.zeros(32), "decoder.blocks.0.norm1.weight": torch.ones(16),
-                          "encoder_to_decoder.weight": torch.zeros(16, 32), "mask_token": torch.zeros(1, 1, 16)}}
+        ckpt = {
+            "model": {
+                **{f"encoder.{k}": v for k, v in sd.items()},
+                "encoder.norm.weight": torch.ones(32),
+                "encoder.norm.bias": torch.zeros(32),
+                "decoder.blocks.0.norm1.weight": torch.ones(16),
+                "encoder_to_decoder.weight": torch.zeros(16, 32),
+                "mask_token": torch.zeros(1, 1, 16),
+            }
+        }
     else:
-        ckpt = {"module": {**sd, "fc_norm.weight": torch.ones(32) * 2, "fc_norm.bias": torch.zeros(32),
-                           "head.weight": torch.zeros(5, 32), "head.bias": torch.zeros(5)}}
+        ckpt = {
+            "module": {
+                **sd,
+                "fc_norm.weight": torch.ones(32) * 2,
+                "fc_norm.bias": torch.zeros(32),
+                "head.weight": torch.zeros(5, 32),
+                "head.bias": torch.zeros(5),
+            }
+        }
     torch.save(ckpt, tmp_path / "vmae.pth")
     expert = vmae_expert()
     ca2st.load_expert_weights(expert, tmp_path / "vmae.pth")
@@ -244,7 +296,9 @@ def test_expert_weights_into_a_cast_model_and_readable_errors(tmp_path):
     sd = read_state_dict(tmp_path / "vmae")
     del sd["encoder.layer.1.output.dense.weight"]
     save_file(sd, str(tmp_path / "partial.safetensors"))
-    with pytest.raises(CheckpointError, match=r"partial.safetensors: does not fit .* missing keys: blocks.1.mlp.fc2.weight"):
+    with pytest.raises(
+        CheckpointError, match=r"partial.safetensors: does not fit .* missing keys: blocks.1.mlp.fc2.weight"
+    ):
         ca2st.load_expert_weights(model, tmp_path / "partial.safetensors")
     torch.save({"model": {"something.else": torch.zeros(1)}}, tmp_path / "unknown.pth")
     with pytest.raises(CheckpointError, match="not a known expert checkpoint"):

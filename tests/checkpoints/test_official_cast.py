@@ -49,8 +49,9 @@ def container_forms(sd):
     yield "model+module-prefixed", {"model": {f"module.{k}": v for k, v in sd.items()}}
 
 
-@pytest.mark.parametrize("form", ["model", "module", "bare", "module-prefixed", "model+module-prefixed",
-                                  "safetensors", "deepspeed"])
+@pytest.mark.parametrize(
+    "form", ["model", "module", "bare", "module-prefixed", "model+module-prefixed", "safetensors", "deepspeed"]
+)
 def test_every_container_form_loads(fixtures_dir, tmp_path, form):
     fixture = load_fixture(fixtures_dir, "a")
     sd = next(iter(fixture["checkpoint"].values()))
@@ -69,8 +70,19 @@ def test_every_container_form_loads(fixtures_dir, tmp_path, form):
 
 def test_architecture_is_inferred_from_the_tensors(fixtures_dir):
     a = infer_config(next(iter(load_fixture(fixtures_dir, "a")["checkpoint"].values())))
-    assert a == dict(embed_dim=96, depth=2, patch_size=16, img_size=224, tubelet_size=2, num_frames=4, mlp_ratio=4.0,
-                     adapter_ratio=0.25, bottleneck_ratio=0.5, composition=False, num_classes=10)
+    assert a == dict(
+        embed_dim=96,
+        depth=2,
+        patch_size=16,
+        img_size=224,
+        tubelet_size=2,
+        num_frames=4,
+        mlp_ratio=4.0,
+        adapter_ratio=0.25,
+        bottleneck_ratio=0.5,
+        composition=False,
+        num_classes=10,
+    )
     c = infer_config(next(iter(load_fixture(fixtures_dir, "c")["checkpoint"].values())))
     assert c["composition"] and c["composition_classes"] == {"verb": 97, "noun": 300}
     assert (c["embed_dim"], c["depth"]) == (64, 1)
@@ -126,6 +138,7 @@ def test_export_round_trip_is_exact(fixtures_dir):
     sd = next(iter(load_fixture(fixtures_dir, "c")["checkpoint"].values()))
     model = ca2st.build_model("cast_b16_ek100", **infer_config(sd), num_heads=2)
     from ca2st.checkpoints.official_cast import renamer
+
     converted, unmatched = renamer(True).convert(sd)
     assert not unmatched
     model.load_state_dict(converted)

@@ -44,7 +44,7 @@ def test_log_mel_matches_ast_feature_extractor_on_real_audio(bunny_audio, extrac
 
 @pytest.mark.filterwarnings("ignore:At least one mel filter")
 def test_log_mel_short_clip_padding_and_raw_values(bunny_audio, extractor):
-    clip = bunny_audio[16000:16000 + 8000]  # 0.5 s -> 48 frames, padded to 100
+    clip = bunny_audio[16000 : 16000 + 8000]  # 0.5 s -> 48 frames, padded to 100
     ours = log_mel(clip, num_frames=100)
     ref = _reference(extractor, clip, 100)
     assert (ours - ref).abs().max().item() <= 1e-3
@@ -66,8 +66,16 @@ def test_log_mel_parity_on_silence_and_noise(extractor):
 def test_log_mel_matches_torchaudio_kaldi_fbank(bunny_audio):
     kaldi = pytest.importorskip("torchaudio.compliance.kaldi")
     wave = bunny_audio - bunny_audio.mean()
-    ref = kaldi.fbank(wave[None], htk_compat=True, sample_frequency=16000, use_energy=False,
-                      window_type="hanning", num_mel_bins=128, dither=0.0, frame_shift=10)
+    ref = kaldi.fbank(
+        wave[None],
+        htk_compat=True,
+        sample_frequency=16000,
+        use_energy=False,
+        window_type="hanning",
+        num_mel_bins=128,
+        dither=0.0,
+        frame_shift=10,
+    )
     ours = log_mel(bunny_audio, normalize=False)
     assert ours.shape == ref.shape
     assert (ours - ref).abs().max().item() <= 1e-3
@@ -99,7 +107,7 @@ def test_log_mel_crop_position():
     assert torch.equal(log_mel(wave, num_frames=n), full[:n])  # default: first window, like AST
     assert torch.allclose(log_mel(wave, num_frames=n, crop_position=1.0), full[-n:], atol=1e-6)
     start = round(0.5 * (full.shape[0] - n))
-    assert torch.allclose(log_mel(wave, num_frames=n, crop_position=0.5), full[start:start + n], atol=1e-6)
+    assert torch.allclose(log_mel(wave, num_frames=n, crop_position=0.5), full[start : start + n], atol=1e-6)
 
 
 def test_log_mel_is_independent_of_dc_offset_and_definitions():
@@ -107,6 +115,7 @@ def test_log_mel_is_independent_of_dc_offset_and_definitions():
     assert torch.allclose(log_mel(wave), log_mel(wave + 0.3), atol=1e-5)
     # Kaldi's "hanning" window is the symmetric Hann window.
     from ca2st.data.audio import _hanning
+
     n = torch.arange(400, dtype=torch.float64)
     assert torch.allclose(_hanning(400), 0.5 - 0.5 * torch.cos(2 * math.pi * n / 399))
     banks = mel_banks(128, 512, 16000)

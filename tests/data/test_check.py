@@ -4,8 +4,10 @@ from ca2st.cli import main
 from ca2st.data.check import check_dataset
 from dataset_media import make_video, write
 
-ES_HEADER = ("annotation_id,participant_id,video_id,start_timestamp,stop_timestamp,start_sample,stop_sample,"
-             "description,class,class_id\n")
+ES_HEADER = (
+    "annotation_id,participant_id,video_id,start_timestamp,stop_timestamp,start_sample,stop_sample,"
+    "description,class,class_id\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,22 +28,61 @@ def test_clean_dataset_passes(root, tmp_path, capsys):
     ann = write(tmp_path / "ok.csv", "good.mp4 0\ngood2.mp4 1\n")
     report = check_dataset(ann, root, format="cast_k400", min_short_side=48, fps=10, progress=False)
     assert report.ok and report.num_files == 2 and report.fps == {10.0: 2} and report.short_sides == {48: 2}
-    assert main(["data", "check", str(ann), "--root", str(root), "--format", "cast_k400", "--min-short-side", "48",
-                 "--audio", "-q"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "check",
+                str(ann),
+                "--root",
+                str(root),
+                "--format",
+                "cast_k400",
+                "--min-short-side",
+                "48",
+                "--audio",
+                "-q",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "no problems found" in out and "2 samples in 2 files" in out
 
 
 def test_every_problem_is_reported(root, tmp_path, capsys):
-    ann = write(tmp_path / "bad.csv", "good.mp4 0\nmissing.mp4 1\nbroken.mp4 2\nmute.mp4 3\ntiny.mp4 4\nfast.mp4 5\n"
-                "truncated.mp4 6\ngood.mp4 7\n")
+    ann = write(
+        tmp_path / "bad.csv",
+        "good.mp4 0\nmissing.mp4 1\nbroken.mp4 2\nmute.mp4 3\ntiny.mp4 4\nfast.mp4 5\ntruncated.mp4 6\ngood.mp4 7\n",
+    )
     report = check_dataset(ann, root, format="cast_k400", audio=True, fps=10, min_short_side=40, progress=False)
     kinds = {(p.path.rsplit("/", 1)[-1], p.kind) for p in report.problems}
-    assert kinds == {("missing.mp4", "missing"), ("broken.mp4", "undecodable"), ("mute.mp4", "no audio"),
-                     ("tiny.mp4", "short side"), ("fast.mp4", "fps"), ("truncated.mp4", "undecodable")}
+    assert kinds == {
+        ("missing.mp4", "missing"),
+        ("broken.mp4", "undecodable"),
+        ("mute.mp4", "no audio"),
+        ("tiny.mp4", "short side"),
+        ("fast.mp4", "fps"),
+        ("truncated.mp4", "undecodable"),
+    }
     assert report.num_samples == 8 and report.num_files == 7 and not report.ok
-    code = main(["data", "check", str(ann), "--root", str(root), "--format", "cast_k400", "--audio", "--fps", "10",
-                 "--min-short-side", "40", "-q"])
+    code = main(
+        [
+            "data",
+            "check",
+            str(ann),
+            "--root",
+            str(root),
+            "--format",
+            "cast_k400",
+            "--audio",
+            "--fps",
+            "10",
+            "--min-short-side",
+            "40",
+            "-q",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 1
     assert "missing.mp4: missing: file not found (used by 1 samples" in out
@@ -52,11 +93,21 @@ def test_every_problem_is_reported(root, tmp_path, capsys):
 
 
 def test_segments_and_separate_audio(root, tmp_path):
-    ann = write(tmp_path / "EPIC_Sounds.csv", ES_HEADER
-                + "s0,P01,good,00:00:00.500,00:00:01.000,0,1,x,rustle,4\n"
-                + "s1,P01,good,00:00:05.000,00:00:06.000,0,1,x,rustle,4\n")
-    report = check_dataset(ann, root, video_template="{video_id}.mp4", audio_template="{annotation_id}.wav",
-                           audio=True, min_short_side=None, progress=False)
+    ann = write(
+        tmp_path / "EPIC_Sounds.csv",
+        ES_HEADER
+        + "s0,P01,good,00:00:00.500,00:00:01.000,0,1,x,rustle,4\n"
+        + "s1,P01,good,00:00:05.000,00:00:06.000,0,1,x,rustle,4\n",
+    )
+    report = check_dataset(
+        ann,
+        root,
+        video_template="{video_id}.mp4",
+        audio_template="{annotation_id}.wav",
+        audio=True,
+        min_short_side=None,
+        progress=False,
+    )
     msgs = [str(p) for p in report.problems]
     assert any("segment: sample s1" in m and "outside the video" in m for m in msgs)
     assert any("s0.wav: no audio: audio file not found" in m for m in msgs)

@@ -104,11 +104,14 @@ def test_cast_ssv2_k400(tmp_path):
         parse_annotations(write(tmp_path / "s.csv", "1.mp4 1\n"), "path_label")
 
 
-@pytest.mark.parametrize("name, fmt, rows, classes", [
-    ("ek100", "cast_ek100", 9668, {"verb": 97, "noun": 300}),
-    ("ssv2", "cast_ssv2", 24777, 174),
-    ("k400", "cast_k400", 19796, 400),
-])
+@pytest.mark.parametrize(
+    "name, fmt, rows, classes",
+    [
+        ("ek100", "cast_ek100", 9668, {"verb": 97, "noun": 300}),
+        ("ssv2", "cast_ssv2", 24777, 174),
+        ("k400", "cast_k400", 19796, 400),
+    ],
+)
 def test_reference_cast_annotations(name, fmt, rows, classes):
     path = reference(name)
     a = parse_annotations(path, fmt)
@@ -125,14 +128,19 @@ def test_reference_cast_annotations(name, fmt, rows, classes):
 # ------------------------------------------------------------------ EPIC-KITCHENS-100 official
 
 
-EPIC_HEADER = ("narration_id,participant_id,video_id,narration_timestamp,start_timestamp,stop_timestamp,start_frame,"
-               "stop_frame,narration,verb,verb_class,noun,noun_class,all_nouns,all_noun_classes\n")
+EPIC_HEADER = (
+    "narration_id,participant_id,video_id,narration_timestamp,start_timestamp,stop_timestamp,start_frame,"
+    "stop_frame,narration,verb,verb_class,noun,noun_class,all_nouns,all_noun_classes\n"
+)
 
 
 def test_epic100(tmp_path):
-    f = write(tmp_path / "EPIC_100_validation.csv", EPIC_HEADER
-              + 'P01_11_0,P01,P01_11,00:00:00.560,00:00:00.14,00:00:03.37,8,202,take plate,take,0,plate,2,"[\'plate\', \'cup\']","[2, 5]"\n'
-              + "P01_11_1,P01,P01_11,00:00:04.00,00:01:04.5,00:01:05.25,3226,3263,open door,open,3,door,8,['door'],[8]\n")
+    f = write(
+        tmp_path / "EPIC_100_validation.csv",
+        EPIC_HEADER
+        + "P01_11_0,P01,P01_11,00:00:00.560,00:00:00.14,00:00:03.37,8,202,take plate,take,0,plate,2,\"['plate', 'cup']\",\"[2, 5]\"\n"
+        + "P01_11_1,P01,P01_11,00:00:04.00,00:01:04.5,00:01:05.25,3226,3263,open door,open,3,door,8,['door'],[8]\n",
+    )
     assert guess_format(f) == "epic100"
     a = parse_annotations(f)
     s = a[0]
@@ -141,24 +149,34 @@ def test_epic100(tmp_path):
     assert s.label == {"verb": 0, "noun": 2} and a[1].start == pytest.approx(64.5)
     fr = parse_annotations(f, "epic100", use_frames=True)
     assert (fr[0].start, fr[0].end, fr[0].unit) == (7, 202, "frames")
-    tr = parse_annotations(f, "epic100", trimmed=True, video_template="{narration_id}.mp4",
-                           audio_template="{narration_id}.wav")
+    tr = parse_annotations(
+        f, "epic100", trimmed=True, video_template="{narration_id}.mp4", audio_template="{narration_id}.wav"
+    )
     assert tr[1].path == "P01_11_1.mp4" and tr[1].audio_path == "P01_11_1.wav" and tr[1].start is None
 
 
 def test_epic100_test_file_without_labels(tmp_path):
-    f = write(tmp_path / "t.csv", "narration_id,participant_id,video_id,start_timestamp,stop_timestamp\n"
-              "P01_101_0,P01,P01_101,00:00:01.00,00:00:02.00\n")
+    f = write(
+        tmp_path / "t.csv",
+        "narration_id,participant_id,video_id,start_timestamp,stop_timestamp\n"
+        "P01_101_0,P01,P01_101,00:00:01.00,00:00:02.00\n",
+    )
     assert parse_annotations(f, "epic100")[0].label is None
 
 
-@pytest.mark.parametrize("row, message", [
-    ("P01_11_0,P01,P01_11,0,00:00:0x.14,00:00:03.37,8,202,n,v,0,n,2,[],[]", r":2: start_timestamp: malformed"),
-    ("P01_11_0,P01,P01_11,0,00:00:04.00,00:00:03.37,8,202,n,v,0,n,2,[],[]", r":2: segment .* is empty"),
-    ("P01_11_0,P01,P01_11,0,00:00:01.00,00:00:03.37,8,202,n,v,97,n,2,[],[]", r":2: verb_class 97 is out of range"),
-    ("P01_11_0,P01,P01_11,0,00:00:01.00,00:00:03.37,8,202,n,v,0,n,300,[],[]", r":2: noun_class 300 is out of range"),
-    ("P01_11_0,P01,P01_11,0,00:00:01.00", r":2: malformed row: 5 fields, the header has 15"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ("P01_11_0,P01,P01_11,0,00:00:0x.14,00:00:03.37,8,202,n,v,0,n,2,[],[]", r":2: start_timestamp: malformed"),
+        ("P01_11_0,P01,P01_11,0,00:00:04.00,00:00:03.37,8,202,n,v,0,n,2,[],[]", r":2: segment .* is empty"),
+        ("P01_11_0,P01,P01_11,0,00:00:01.00,00:00:03.37,8,202,n,v,97,n,2,[],[]", r":2: verb_class 97 is out of range"),
+        (
+            "P01_11_0,P01,P01_11,0,00:00:01.00,00:00:03.37,8,202,n,v,0,n,300,[],[]",
+            r":2: noun_class 300 is out of range",
+        ),
+        ("P01_11_0,P01,P01_11,0,00:00:01.00", r":2: malformed row: 5 fields, the header has 15"),
+    ],
+)
 def test_epic100_bad_rows(tmp_path, row, message):
     with pytest.raises(DataError, match=message):
         parse_annotations(write(tmp_path / "e.csv", EPIC_HEADER + row + "\n"), "epic100")
@@ -166,32 +184,45 @@ def test_epic100_bad_rows(tmp_path, row, message):
 
 def test_epic100_missing_column(tmp_path):
     with pytest.raises(DataError, match=r"e\.csv:1: header lacks the column\(s\) \['stop_timestamp'\]"):
-        parse_annotations(write(tmp_path / "e.csv", "narration_id,participant_id,video_id,start_timestamp\n"),
-                          "epic100")
+        parse_annotations(
+            write(tmp_path / "e.csv", "narration_id,participant_id,video_id,start_timestamp\n"), "epic100"
+        )
 
 
 # ------------------------------------------------------------------ SSV2 official JSON
 
 
-SSV2_LABELS = {"Holding something next to something": "1", "Pushing something from left to right": "0",
-               "Putting something into something": "2"}
+SSV2_LABELS = {
+    "Holding something next to something": "1",
+    "Pushing something from left to right": "0",
+    "Putting something into something": "2",
+}
 
 
 def test_ssv2_json(tmp_path):
     labels = write(tmp_path / "labels.json", json.dumps(SSV2_LABELS))
     entries = [
-        {"id": "78687", "label": "holding potato next to vicks", "template": "Holding [something] next to [something]",
-         "placeholders": ["potato", "vicks"]},
-        {"id": "42326", "label": "pushing pen from left to right", "template": "Pushing [something] from left to right",
-         "placeholders": ["pen"]},
+        {
+            "id": "78687",
+            "label": "holding potato next to vicks",
+            "template": "Holding [something] next to [something]",
+            "placeholders": ["potato", "vicks"],
+        },
+        {
+            "id": "42326",
+            "label": "pushing pen from left to right",
+            "template": "Pushing [something] from left to right",
+            "placeholders": ["pen"],
+        },
     ]
     f = write(tmp_path / "validation.json", json.dumps(entries))
     assert guess_format(f) == "ssv2"
     a = parse_annotations(f, classes=labels)
     assert [s.label for s in a] == [1, 0] and a[0].path == "78687.webm" and not a.flip and a.sampler == "segment"
     assert a.num_classes == 3 and a.class_names[0] == "Pushing something from left to right"
-    test = parse_annotations(write(tmp_path / "test.json", json.dumps([{"id": "1"}])), "ssv2", classes=labels,
-                             video_template="{id}.mp4")
+    test = parse_annotations(
+        write(tmp_path / "test.json", json.dumps([{"id": "1"}])), "ssv2", classes=labels, video_template="{id}.mp4"
+    )
     assert test[0].label is None and test[0].path == "1.mp4"
 
 
@@ -216,8 +247,11 @@ K_HEADER = "label,youtube_id,time_start,time_end,split\n"
 
 def test_kinetics(tmp_path):
     classes = write(tmp_path / "k400_classes.txt", "zumba\nabseiling\npassing American football (in game)\n")
-    f = write(tmp_path / "validate.csv", K_HEADER + "abseiling,0wR5jVB-WPk,417,427,validate\n"
-              '"passing American football (in game)",-5BkG7RWMlk,10,20,validate\n')
+    f = write(
+        tmp_path / "validate.csv",
+        K_HEADER + "abseiling,0wR5jVB-WPk,417,427,validate\n"
+        '"passing American football (in game)",-5BkG7RWMlk,10,20,validate\n',
+    )
     assert guess_format(f) == "kinetics"
     a = parse_annotations(f, classes=classes)
     assert [s.label for s in a] == [1, 2]  # the class file's order, not alphabetical
@@ -225,16 +259,20 @@ def test_kinetics(tmp_path):
     b = parse_annotations(f, "kinetics", classes=classes, video_template="{split}/{label}/{youtube_id}.mp4")
     assert b[0].path == "validate/abseiling/0wR5jVB-WPk.mp4"
     with pytest.raises(DataError, match=r"validate\.csv:3: label 'dancing' is not a class"):
-        parse_annotations(write(tmp_path / "validate.csv", K_HEADER + "zumba,a,0,10,validate\n"
-                                "dancing,b,0,10,validate\n"), "kinetics", classes=classes)
+        parse_annotations(
+            write(tmp_path / "validate.csv", K_HEADER + "zumba,a,0,10,validate\ndancing,b,0,10,validate\n"),
+            "kinetics",
+            classes=classes,
+        )
     with pytest.raises(DataError, match="needs classes="):
         parse_annotations(f, "kinetics")
 
 
 def test_kinetics_sound_subset(tmp_path):
     subset = write(tmp_path / "ks_classes.txt", "playing drums\nabseiling\n")
-    f = write(tmp_path / "train.csv", K_HEADER + "abseiling,a,0,10,train\nzumba,b,0,10,train\n"
-              "playing drums,c,5,15,train\n")
+    f = write(
+        tmp_path / "train.csv", K_HEADER + "abseiling,a,0,10,train\nzumba,b,0,10,train\nplaying drums,c,5,15,train\n"
+    )
     a = parse_annotations(f, "kinetics_sound", classes=subset)
     assert [(s.id, s.label) for s in a] == [("a_000000_000010", 1), ("c_000005_000015", 0)]
     assert a.num_classes == 2 and len(a.excluded) == 1 and "zumba" in a.excluded[0][1]
@@ -245,8 +283,10 @@ def test_kinetics_sound_subset(tmp_path):
 
 def test_ucf101_lists(tmp_path):
     write(tmp_path / "classInd.txt", "1 ApplyEyeMakeup\n2 HandstandPushups\n")
-    train = write(tmp_path / "trainlist01.txt", "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\n"
-                  "HandstandPushups/v_HandStandPushups_g08_c01.avi 2\n")
+    train = write(
+        tmp_path / "trainlist01.txt",
+        "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\nHandstandPushups/v_HandStandPushups_g08_c01.avi 2\n",
+    )
     test = write(tmp_path / "testlist01.txt", "HandstandPushups/v_HandStandPushups_g01_c01.avi\n")
     assert guess_format(train) == "ucf101" and guess_format(test) == "ucf101"
     a = parse_annotations(train)
@@ -268,8 +308,9 @@ def test_ucf101_lists(tmp_path):
 
 def test_vggsound(tmp_path):
     classes = write(tmp_path / "classes.txt", "people marching\ndog barking, growling\n")
-    f = write(tmp_path / "vggsound.csv", '---g-f_I2yQ,1,people marching,test\n-0BIyqJj9ZU,30,"dog barking, growling",'
-              "train\n")
+    f = write(
+        tmp_path / "vggsound.csv", '---g-f_I2yQ,1,people marching,test\n-0BIyqJj9ZU,30,"dog barking, growling",train\n'
+    )
     assert guess_format(f) == "vggsound"
     a = parse_annotations(f, classes=classes)
     assert [s.label for s in a] == [0, 1] and a[0].path == "---g-f_I2yQ_000001.mp4"
@@ -283,39 +324,53 @@ def test_vggsound(tmp_path):
 # ------------------------------------------------------------------ EPIC-SOUNDS, HD-EPIC, HD-EPIC-SOUNDS
 
 
-ES_HEADER = ("annotation_id,participant_id,video_id,start_timestamp,stop_timestamp,start_sample,stop_sample,"
-             "description,class,class_id\n")
+ES_HEADER = (
+    "annotation_id,participant_id,video_id,start_timestamp,stop_timestamp,start_sample,stop_sample,"
+    "description,class,class_id\n"
+)
 
 
 def test_epic_sounds(tmp_path):
-    f = write(tmp_path / "EPIC_Sounds_validation.csv", ES_HEADER
-              + "P01_100_0,P01,P01_100,00:00:02.466,00:00:05.315,59184,127560,paper rustle,rustle,4\n"
-              + "P01_100_1,P01,P01_100,00:00:05.000,00:00:06.000,1,2,cutting,cut / chop,43\n")
+    f = write(
+        tmp_path / "EPIC_Sounds_validation.csv",
+        ES_HEADER
+        + "P01_100_0,P01,P01_100,00:00:02.466,00:00:05.315,59184,127560,paper rustle,rustle,4\n"
+        + "P01_100_1,P01,P01_100,00:00:05.000,00:00:06.000,1,2,cutting,cut / chop,43\n",
+    )
     assert guess_format(f) == "epic_sounds"
     a = parse_annotations(f)
     assert a.num_classes == 44 and [s.label for s in a] == [4, 43]
     assert a[0].start == pytest.approx(2.466) and a[0].path == "P01/videos/P01_100.MP4"
     assert a.class_names[4] == "rustle"
-    t = parse_annotations(f, "epic_sounds", trimmed=True, video_template="{annotation_id}.mp4",
-                          audio_template="{annotation_id}.wav")
+    t = parse_annotations(
+        f, "epic_sounds", trimmed=True, video_template="{annotation_id}.mp4", audio_template="{annotation_id}.wav"
+    )
     assert t[0].audio_path == "P01_100_0.wav" and t[0].start is None
     bad = write(tmp_path / "b.csv", ES_HEADER + "a,P01,P01_1,00:00:01.0,00:00:02.0,1,2,x,rustle,44\n")
     with pytest.raises(DataError, match=r"b\.csv:2: class_id 44 is out of range: expected 0..43"):
         parse_annotations(bad, "epic_sounds")
-    clash = write(tmp_path / "c.csv", ES_HEADER + "a,P01,P01_1,00:00:01.0,00:00:02.0,1,2,x,rustle,4\n"
-                  "b,P01,P01_1,00:00:03.0,00:00:04.0,1,2,x,water,4\n")
+    clash = write(
+        tmp_path / "c.csv",
+        ES_HEADER + "a,P01,P01_1,00:00:01.0,00:00:02.0,1,2,x,rustle,4\n"
+        "b,P01,P01_1,00:00:03.0,00:00:04.0,1,2,x,water,4\n",
+    )
     with pytest.raises(DataError, match=r"c\.csv:3: class_id 4 is named 'water' here but 'rustle' before"):
         parse_annotations(clash, "epic_sounds")
 
 
-HD_HEADER = ("unique_narration_id,participant_id,video_id,narration,start_timestamp,end_timestamp,verb_classes,"
-             "noun_classes,main_action_classes\n")
+HD_HEADER = (
+    "unique_narration_id,participant_id,video_id,narration,start_timestamp,end_timestamp,verb_classes,"
+    "noun_classes,main_action_classes\n"
+)
 
 
 def test_hd_epic_mapped_to_ek100(tmp_path):
-    f = write(tmp_path / "HD_EPIC_Narrations.csv", HD_HEADER
-              + 'P01-20240202-110250-1,P01,P01-20240202-110250,Open the cupboard,7.44,8.75,"[3, 34]","[3, 3]","[(3, 3)]"\n'
-              + 'P01-20240202-110250-2,P01,P01-20240202-110250,Stir,9.0,10.0,[90],[100],"[(90, 100)]"\n')
+    f = write(
+        tmp_path / "HD_EPIC_Narrations.csv",
+        HD_HEADER
+        + 'P01-20240202-110250-1,P01,P01-20240202-110250,Open the cupboard,7.44,8.75,"[3, 34]","[3, 3]","[(3, 3)]"\n'
+        + 'P01-20240202-110250-2,P01,P01-20240202-110250,Stir,9.0,10.0,[90],[100],"[(90, 100)]"\n',
+    )
     mapping = write(tmp_path / "hd_to_ek.csv", "kind,source_class,target_class\nverb,3,3\nnoun,3,8\n")
     assert guess_format(f) == "hd_epic"
     a = parse_annotations(f, mapping=mapping)
@@ -334,9 +389,12 @@ def test_hd_epic_mapped_to_ek100(tmp_path):
 
 
 def test_hd_epic_sounds(tmp_path):
-    f = write(tmp_path / "HD_EPIC_Sounds.csv", "participant_id,video_id,start_timestamp,stop_timestamp,start_sample,"
-              "stop_sample,class,class_id\nP01,P01-20240202-110250,00:00:00.476,00:00:02.520,22848,120960,rustle,4\n"
-              "P01,P01-20240202-110250,00:00:03.000,00:00:04.000,144000,192000,beep,30\n")
+    f = write(
+        tmp_path / "HD_EPIC_Sounds.csv",
+        "participant_id,video_id,start_timestamp,stop_timestamp,start_sample,"
+        "stop_sample,class,class_id\nP01,P01-20240202-110250,00:00:00.476,00:00:02.520,22848,120960,rustle,4\n"
+        "P01,P01-20240202-110250,00:00:03.000,00:00:04.000,144000,192000,beep,30\n",
+    )
     assert guess_format(f) == "hd_epic_sounds"
     a = parse_annotations(f)
     assert [s.label for s in a] == [4, 30] and a[0].id == "P01-20240202-110250_22848"
@@ -350,11 +408,23 @@ def test_hd_epic_sounds(tmp_path):
 
 def test_activitynet(tmp_path):
     classes = write(tmp_path / "anet_classes.txt", "Long jump\nPlaying guitarra\n")
-    db = {"version": "VERSION 1.3", "taxonomy": [], "database": {
-        "abc": {"subset": "validation", "duration": 80.0, "url": "u", "annotations": [
-            {"segment": [1.5, 10.0], "label": "Playing guitarra"}, {"segment": [20, 30], "label": "Long jump"}]},
-        "def": {"subset": "training", "duration": 10.0, "annotations": [{"segment": [0, 5], "label": "Long jump"}]},
-        "ghi": {"subset": "testing", "duration": 10.0, "annotations": []}}}
+    db = {
+        "version": "VERSION 1.3",
+        "taxonomy": [],
+        "database": {
+            "abc": {
+                "subset": "validation",
+                "duration": 80.0,
+                "url": "u",
+                "annotations": [
+                    {"segment": [1.5, 10.0], "label": "Playing guitarra"},
+                    {"segment": [20, 30], "label": "Long jump"},
+                ],
+            },
+            "def": {"subset": "training", "duration": 10.0, "annotations": [{"segment": [0, 5], "label": "Long jump"}]},
+            "ghi": {"subset": "testing", "duration": 10.0, "annotations": []},
+        },
+    }
     f = write(tmp_path / "activity_net.v1-3.min.json", json.dumps(db))
     assert guess_format(f) == "activitynet"
     a = parse_annotations(f, classes=classes, subset="validation")

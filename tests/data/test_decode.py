@@ -85,8 +85,9 @@ def test_seek_is_used_only_where_safe(videos, kind, caplog):
 @pytest.mark.parametrize("kind", SEEKABLE)
 def test_seek_equals_sequential_pixels(videos, kind):
     idx = [149, 13, 100, 13, 55]
-    assert torch.equal(read_frames(videos[kind], idx, method="seek"),
-                       read_frames(videos[kind], idx, method="sequential"))
+    assert torch.equal(
+        read_frames(videos[kind], idx, method="seek"), read_frames(videos[kind], idx, method="sequential")
+    )
 
 
 def test_index_tensor_and_numpy_inputs(videos):
@@ -125,7 +126,8 @@ def test_probe(videos, kind):
     assert (info.width, info.height) == (WIDTH, HEIGHT) and info.fps == pytest.approx(25.0)
     assert info.duration == pytest.approx(AUDIO_SECONDS, abs=0.05)
     assert info.codec == VIDEO_CODECS[kind][0].replace("libx264", "h264").replace("libvpx-vp9", "vp9").replace(
-        "libvpx", "vp8")
+        "libvpx", "vp8"
+    )
     assert info.has_audio and info.audio_sample_rate == 48000 and info.audio_channels == 2
     assert has_audio(videos[kind])
     assert probe(videos[kind], count="packets").num_frames == NUM_FRAMES
@@ -209,7 +211,7 @@ def test_audio_seek_path_equals_decoding_from_start(videos, kind, monkeypatch):
     monkeypatch.setattr(decode, "_AUDIO_SEEK_AFTER", 0.0)  # force seeking for late windows
     for start, end in [(2.3, 3.1), (4.0, 5.9)]:
         window = read_audio(videos[kind], start, end)
-        assert torch.allclose(window, full[round(start * 16000):round(end * 16000)], atol=1e-5)
+        assert torch.allclose(window, full[round(start * 16000) : round(end * 16000)], atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -255,8 +257,12 @@ def _raises(match, fn, *args, **kwargs):
 
 def test_missing_file(tmp_path):
     missing = tmp_path / "nope.mp4"
-    for fn, args in [(read_frames, (missing, [0])), (read_audio, (missing,)), (probe, (missing,)),
-                     (has_audio, (missing,))]:
+    for fn, args in [
+        (read_frames, (missing, [0])),
+        (read_audio, (missing,)),
+        (probe, (missing,)),
+        (has_audio, (missing,)),
+    ]:
         assert str(missing) in _raises("file not found", fn, *args)
     _raises("is a directory", read_frames, tmp_path, [0])
 
@@ -279,8 +285,13 @@ def test_truncated_video_reports_frame_count(bad_files):
 def test_index_out_of_range_and_negative(videos):
     path = videos["mp4"]
     for method in ("auto", "sequential", "seek"):
-        msg = _raises(f"frame index 150 is out of range: the video has {NUM_FRAMES} frames", read_frames, path,
-                      [3, 150], method=method)
+        msg = _raises(
+            f"frame index 150 is out of range: the video has {NUM_FRAMES} frames",
+            read_frames,
+            path,
+            [3, 150],
+            method=method,
+        )
         assert str(path) in msg and "truncated" not in msg
     _raises("negative", read_frames, path, [-1])
     _raises("no frame indices", read_frames, path, [])
@@ -311,8 +322,9 @@ def test_no_audio_track(bad_files):
 
 def test_audio_window_outside_the_track(bad_files):
     path = bad_files["audio_only"]  # 1 s long
-    msg = _raises(r"audio window \[2.0, 3.0\] s is outside the audio track, which is 1.000 s long", read_audio,
-                  path, 2.0, 3.0)
+    msg = _raises(
+        r"audio window \[2.0, 3.0\] s is outside the audio track, which is 1.000 s long", read_audio, path, 2.0, 3.0
+    )
     assert str(path) in msg
     _raises("outside the audio track", read_audio, path, start=1.5)
     _raises("negative", read_audio, path, -0.5, 0.5)

@@ -12,8 +12,19 @@ from ca2st.errors import ConfigError, DataError
 from dataset_media import make_video
 
 
-def dataset(samples, root, *, train=False, num_frames=4, sampling_rate=2, size=32, num_clips=1, num_crops=1,
-            transform=None, **kw):
+def dataset(
+    samples,
+    root,
+    *,
+    train=False,
+    num_frames=4,
+    sampling_rate=2,
+    size=32,
+    num_clips=1,
+    num_crops=1,
+    transform=None,
+    **kw,
+):
     """A VideoDataset with the annotations' sampler kind, built as the engine builds one."""
     kind = samples.sampler if isinstance(samples, Annotations) else "dense"
     sampler = build_sampler(kind, num_frames, sampling_rate=sampling_rate, num_clips=1 if train else num_clips)
@@ -88,7 +99,9 @@ def test_segment_inside_an_untrimmed_video(media):
     sample = Sample("seg", "long.mp4", 2, start=2.0, end=4.0)
     ds = dataset(annotations([sample], "segment"), media, num_frames=4, transform=raw_eval)
     video, _, _, meta = ds[0]
-    assert grey(video[0]) == [i % 32 for i in (22, 27, 32, 37)]  # centres of 4 parts of frames 20..39 (levels wrap at 32)
+    assert grey(video[0]) == [
+        i % 32 for i in (22, 27, 32, 37)
+    ]  # centres of 4 parts of frames 20..39 (levels wrap at 32)
     torch.testing.assert_close(meta["window"], torch.tensor([[2.0, 4.0]]))
     frames = Sample("f", "long.mp4", 2, start=5, end=9, unit="frames")
     ds = dataset(annotations([frames], "segment"), media, num_frames=4, transform=raw_eval)
@@ -133,12 +146,21 @@ def test_missing_audio_track_policy(media, caplog):
         dataset(separate, media, audio=AudioSpec(50))[0]
 
 
-@pytest.mark.parametrize("sample, message", [
-    (Sample("x", "missing.mp4", 0, source="list.csv:7"), r"missing\.mp4: video file not found \(sample x, list\.csv:7\)"),
-    (Sample("x", "broken.mp4", 0), r"broken\.mp4"),
-    (Sample("x", "a.mp4", 0, start=10.0, end=12.0), r"a\.mp4: segment \[10\.0, 12\.0\] seconds starts at .* outside"),
-    (Sample("x", "empty.mp4", 0), r"empty\.mp4: no video stream"),
-])
+@pytest.mark.parametrize(
+    "sample, message",
+    [
+        (
+            Sample("x", "missing.mp4", 0, source="list.csv:7"),
+            r"missing\.mp4: video file not found \(sample x, list\.csv:7\)",
+        ),
+        (Sample("x", "broken.mp4", 0), r"broken\.mp4"),
+        (
+            Sample("x", "a.mp4", 0, start=10.0, end=12.0),
+            r"a\.mp4: segment \[10\.0, 12\.0\] seconds starts at .* outside",
+        ),
+        (Sample("x", "empty.mp4", 0), r"empty\.mp4: no video stream"),
+    ],
+)
 def test_bad_inputs_raise_with_the_file_and_reason(media, sample, message):
     ds = dataset(annotations([sample]), media)
     with pytest.raises(DataError, match=message):
@@ -152,8 +174,9 @@ def test_truncated_video_raises(media):
 
 
 def test_skip_policy_is_deterministic_counted_and_logged(media, caplog):
-    ann = annotations([Sample("a", "a.mp4", 0), Sample("x", "missing.mp4", 1), Sample("y", "broken.mp4", 2),
-                       Sample("b", "b.mp4", 3)])
+    ann = annotations(
+        [Sample("a", "a.mp4", 0), Sample("x", "missing.mp4", 1), Sample("y", "broken.mp4", 2), Sample("b", "b.mp4", 3)]
+    )
     ds = dataset(ann, media, train=True, on_error="skip")
     with caplog.at_level(logging.WARNING):
         _, _, target, meta = ds[1]
@@ -181,11 +204,17 @@ def test_evaluation_never_substitutes(media):
 
 
 def test_composition_targets_and_dataloader_workers(media):
-    ann = Annotations([Sample("a", "a.mp4", {"verb": 1, "noun": 2}), Sample("x", "missing.mp4", {"verb": 3, "noun": 4}),
-                       Sample("b", "b.mp4", {"verb": 5, "noun": 6})], {"verb": 97, "noun": 300}, "test",
-                      sampler="segment")
-    ds = dataset(ann, media, train=True, on_error="skip", transform=TrainTransform(32, rand_augment=None),
-                      num_frames=4)
+    ann = Annotations(
+        [
+            Sample("a", "a.mp4", {"verb": 1, "noun": 2}),
+            Sample("x", "missing.mp4", {"verb": 3, "noun": 4}),
+            Sample("b", "b.mp4", {"verb": 5, "noun": 6}),
+        ],
+        {"verb": 97, "noun": 300},
+        "test",
+        sampler="segment",
+    )
+    ds = dataset(ann, media, train=True, on_error="skip", transform=TrainTransform(32, rand_augment=None), num_frames=4)
     loader = DataLoader(ds, batch_size=3, num_workers=2, collate_fn=collate)
     video, audio, target, meta = next(iter(loader))
     assert video.shape == (3, 3, 4, 32, 32)

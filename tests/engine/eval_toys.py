@@ -19,9 +19,16 @@ class ToyModel(nn.Module):
         self.calls = []
 
     def forward(self, video, audio=None, times=None):
-        self.calls.append({"batch": video.shape[0], "times": None if times is None else tuple(times.shape),
-                           "audio": None if audio is None else tuple(audio.shape), "dtype": torch.get_autocast_dtype(
-                               video.device.type) if torch.is_autocast_enabled(video.device.type) else None})
+        self.calls.append(
+            {
+                "batch": video.shape[0],
+                "times": None if times is None else tuple(times.shape),
+                "audio": None if audio is None else tuple(audio.shape),
+                "dtype": torch.get_autocast_dtype(video.device.type)
+                if torch.is_autocast_enabled(video.device.type)
+                else None,
+            }
+        )
         row = video[:, 0, 0, 0, :]
         if self.composition:
             return {"verb": row[:, :3], "noun": row[:, 3:7]}
@@ -50,8 +57,14 @@ class ToyDataset(Dataset):
             target = {k: torch.tensor(-1 if bad else t) for k, t in target.items()}
         else:
             target = torch.tensor(-1 if bad else target)
-        meta = {"index": i, "requested": i, "id": f"s{i}", "excluded": int(bad),
-                "error": f"s{i}.mp4: broken" if bad else "", "intervals": torch.zeros(v, 2, 2)}
+        meta = {
+            "index": i,
+            "requested": i,
+            "id": f"s{i}",
+            "excluded": int(bad),
+            "error": f"s{i}.mp4: broken" if bad else "",
+            "intervals": torch.zeros(v, 2, 2),
+        }
         if self.paths:
             meta["path"] = f"/videos/s{i}.mp4"
         return video, None, target, meta
@@ -63,8 +76,10 @@ def toy(n=7, views=3, seed=0, composition=False):
     width = 7 if composition else C
     logits = [3 * torch.randn(views, width, generator=g) for _ in range(n)]
     if composition:
-        targets = [{"verb": int(torch.randint(3, (), generator=g)), "noun": int(torch.randint(4, (), generator=g))}
-                   for _ in range(n)]
+        targets = [
+            {"verb": int(torch.randint(3, (), generator=g)), "noun": int(torch.randint(4, (), generator=g))}
+            for _ in range(n)
+        ]
     else:
         targets = [int(torch.randint(C, (), generator=g)) for _ in range(n)]
     return logits, targets

@@ -51,5 +51,8 @@ def test_latest_is_the_newest_complete_one_and_pruning_keeps_the_newest(tmp_path
     assert latest_checkpoint(tmp_path).name == "checkpoint-00000010"  # most steps, not last written
     assert latest_checkpoint(tmp_path / "missing") is None
     prune_checkpoints(tmp_path, keep=2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-00000010", "checkpoint-00000011",
-                                                          "checkpoint-best"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint-00000010",
+        "checkpoint-00000011",
+        "checkpoint-best",
+    ]

@@ -10,13 +10,28 @@ from helpers import REPO, SMOKE_RECIPE
 
 def test_overrides_win_over_the_recipe_and_the_defaults_fill_the_rest(monkeypatch, tmp_path):
     monkeypatch.setenv("CA2ST_TEST_DATA", str(tmp_path))
-    cfg = load_config(SMOKE_RECIPE, ["optim.lr=0.001", "data.train=${CA2ST_TEST_DATA}/train.txt", "model.depth=3",
-                                     "data.options={num_classes: 3}", "optim.betas=[0.9, 0.95]"])
+    cfg = load_config(
+        SMOKE_RECIPE,
+        [
+            "optim.lr=0.001",
+            "data.train=${CA2ST_TEST_DATA}/train.txt",
+            "model.depth=3",
+            "data.options={num_classes: 3}",
+            "optim.betas=[0.9, 0.95]",
+        ],
+    )
     assert cfg.optim.lr == 0.001 and cfg.optim.epochs == 2  # overridden; from the recipe
     assert cfg.optim.min_lr == 1e-6 and cfg.data.sampling_rate == 4  # neither: the defaults
     assert cfg.data.train == f"{tmp_path}/train.txt"
-    assert cfg.model == {"name": "cast_b16", "embed_dim": 32, "depth": 3, "num_heads": 2, "num_frames": 8,
-                         "img_size": 32, "audio_frames": 96}
+    assert cfg.model == {
+        "name": "cast_b16",
+        "embed_dim": 32,
+        "depth": 3,
+        "num_heads": 2,
+        "num_frames": 8,
+        "img_size": 32,
+        "audio_frames": 96,
+    }
     assert cfg.data.options == {"num_classes": 3} and cfg.optim.betas == (0.9, 0.95)
     with pytest.raises(ConfigError, match="needs the environment variable CA2ST_UNSET"):
         load_config(SMOKE_RECIPE, ["data.root=${CA2ST_UNSET}"])

@@ -35,10 +35,18 @@ def spy_loaders(monkeypatch, module, seen):
 
 
 def test_build_dataset_gives_the_items_train_and_eval_consume(synthetic_data, tmp_path, monkeypatch):
-    cfg = smoke_config(tmp_path / "run", "optim.epochs=1", f"data.val={synthetic_data.files['val']}",
-                       "data.test_clips=2", "data.test_crops=3", "model.name=cava_b16", "data.sampler=segment",
-                       f"data.options={{classes: {synthetic_data.files['classes']}}}", "eval_every=1",
-                       data=synthetic_data)
+    cfg = smoke_config(
+        tmp_path / "run",
+        "optim.epochs=1",
+        f"data.val={synthetic_data.files['val']}",
+        "data.test_clips=2",
+        "data.test_crops=3",
+        "model.name=cava_b16",
+        "data.sampler=segment",
+        f"data.options={{classes: {synthetic_data.files['classes']}}}",
+        "eval_every=1",
+        data=synthetic_data,
+    )
     used = []
     spy_loaders(monkeypatch, train_module, used)
     spy_loaders(monkeypatch, runner, used)
@@ -65,8 +73,15 @@ def test_build_dataset_gives_the_items_train_and_eval_consume(synthetic_data, tm
 def test_build_dataset_takes_recipe_names_and_overrides(tmp_path):
     make_video(tmp_path / "a.mp4", 20, fps=10)
     listing = write(tmp_path / "ssv2.csv", "a.mp4 3\n")
-    overrides = {"data.train": str(listing), "data.val": str(listing), "data.root": str(tmp_path),
-                 "data.num_workers": 0, "model.depth": 1, "model.num_frames": 4, "model.img_size": 32}
+    overrides = {
+        "data.train": str(listing),
+        "data.val": str(listing),
+        "data.root": str(tmp_path),
+        "data.num_workers": 0,
+        "model.depth": 1,
+        "model.num_frames": 4,
+        "model.img_size": 32,
+    }
     train_set = ca2st.build_dataset("cast_ssv2", "train", overrides)
     assert train_set.sampler.kind == "segment" and not train_set.transform.flip  # SSV2: the dataset's defaults
     video, audio, target, meta = train_set[0]

@@ -13,8 +13,9 @@ def test_sharded_sampler_covers_every_index_once(world):
         flat = [i for s in shards for i in s]
         assert sorted(flat) == list(range(n)), (n, world)
         assert len(flat) == len(set(flat)) == n
-        assert [len(ShardedEvalSampler(n, num_replicas=world, rank=r)) for r in range(world)] == \
-            [len(s) for s in shards]
+        assert [len(ShardedEvalSampler(n, num_replicas=world, rank=r)) for r in range(world)] == [
+            len(s) for s in shards
+        ]
         assert max(map(len, shards)) - min(map(len, shards)) <= 1
     assert list(ShardedEvalSampler(list(range(5)))) == [0, 1, 2, 3, 4]  # no process group: one shard
     with pytest.raises(ConfigError):

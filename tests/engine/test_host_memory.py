@@ -31,8 +31,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 def _run(mode: str) -> tuple[str, int]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LD_PRELOAD"}
-    out = subprocess.run([sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True, env=environ,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True, env=environ, check=True)
     applied, faults = out.stdout.split()
     return applied, int(faults)
 

@@ -40,35 +40,49 @@ def test_mean_of_softmax_differs_from_softmax_of_mean():
 def test_one_batch_contract():
     video = torch.zeros(2, 1, 3, 2, 1, 8)
     meta = {"index": torch.tensor([0, 1])}
-    for batch, message in (((video, torch.tensor([0, 1])), "loader batches must be"),
-                           ((video, None, torch.tensor([0, 1])), "loader batches must be"),
-                           ((video[:, 0], None, torch.tensor([0, 1]), meta), r"must be \(batch, views, C, T, H, W\)"),
-                           ((video, None, torch.tensor([0, 1]), {}), "dataset 'index'")):
+    for batch, message in (
+        ((video, torch.tensor([0, 1])), "loader batches must be"),
+        ((video, None, torch.tensor([0, 1])), "loader batches must be"),
+        ((video[:, 0], None, torch.tensor([0, 1]), meta), r"must be \(batch, views, C, T, H, W\)"),
+        ((video, None, torch.tensor([0, 1]), {}), "dataset 'index'"),
+    ):
         with pytest.raises(ConfigError, match=message):
             run_views(ToyModel(), [batch], progress=False)
 
 
 def test_composition_outputs_per_task():
     logits, targets = toy(n=5, views=2, composition=True)
-    out = run_views(ToyModel(composition=True), DataLoader(ToyDataset(logits, targets), batch_size=2, collate_fn=collate),
-                    progress=False)
+    out = run_views(
+        ToyModel(composition=True),
+        DataLoader(ToyDataset(logits, targets), batch_size=2, collate_fn=collate),
+        progress=False,
+    )
     assert list(out.probs) == ["verb", "noun"]
     torch.testing.assert_close(out.probs["noun"], torch.stack([lg[:, 3:7].softmax(-1).mean(0) for lg in logits]))
     assert out.targets["verb"].tolist() == [t["verb"] for t in targets]
     with pytest.raises(ConfigError, match="different tasks"):
-        run_views(ToyModel(composition=True), DataLoader(ToyDataset(*toy(n=2)), batch_size=2, collate_fn=collate), progress=False)
+        run_views(
+            ToyModel(composition=True),
+            DataLoader(ToyDataset(*toy(n=2)), batch_size=2, collate_fn=collate),
+            progress=False,
+        )
 
 
 def test_real_model_flattening_and_precisions():
     torch.manual_seed(0)
-    model = ca2st.build_model("cast_b16", embed_dim=32, depth=1, num_heads=2, num_frames=4, img_size=32,
-                              num_classes=C)
+    model = ca2st.build_model("cast_b16", embed_dim=32, depth=1, num_heads=2, num_frames=4, img_size=32, num_classes=C)
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.3)
     videos = torch.randn(3, 2, 3, 4, 32, 32)  # 3 samples × 2 views
-    loader = [(videos, None, torch.tensor([0, 1, 2]),
-               {"index": torch.arange(3), "id": ["a", "b", "c"], "excluded": torch.zeros(3), "error": [""] * 3})]
+    loader = [
+        (
+            videos,
+            None,
+            torch.tensor([0, 1, 2]),
+            {"index": torch.arange(3), "id": ["a", "b", "c"], "excluded": torch.zeros(3), "error": [""] * 3},
+        )
+    ]
     out = run_views(model, loader, progress=False)
     model.eval()
     with torch.no_grad():
@@ -86,7 +100,12 @@ def test_autocast_dtype_follows_the_precision():
     logits, targets = toy(n=2, views=1)
     for precision, dtype in (("fp32", None), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
         model = ToyModel()
-        run_views(model, DataLoader(ToyDataset(logits, targets), batch_size=2, collate_fn=collate), progress=False, precision=precision)
+        run_views(
+            model,
+            DataLoader(ToyDataset(logits, targets), batch_size=2, collate_fn=collate),
+            progress=False,
+            precision=precision,
+        )
         assert model.calls[0]["dtype"] == dtype
 
 
@@ -107,11 +126,16 @@ def test_time_codes_and_audio_are_passed_flattened():
 def test_excluded_items_are_listed_not_run_and_paths_are_carried():
     logits, targets = toy(n=6, views=2)
     model = ToyModel()
-    out = run_views(model, DataLoader(ToyDataset(logits, targets, excluded=[1, 4], paths=True), batch_size=3, collate_fn=collate),
-                    progress=False)
+    out = run_views(
+        model,
+        DataLoader(ToyDataset(logits, targets, excluded=[1, 4], paths=True), batch_size=3, collate_fn=collate),
+        progress=False,
+    )
     assert [c["batch"] for c in model.calls] == [4, 4]  # 2 kept items × 2 views per batch
     assert out.ids == ["s0", "s2", "s3", "s5"]
     assert out.paths == [f"/videos/s{i}.mp4" for i in (0, 2, 3, 5)]
-    assert out.excluded == [{"index": 1, "id": "s1", "error": "s1.mp4: broken"},
-                            {"index": 4, "id": "s4", "error": "s4.mp4: broken"}]
+    assert out.excluded == [
+        {"index": 1, "id": "s1", "error": "s1.mp4: broken"},
+        {"index": 4, "id": "s4", "error": "s4.mp4: broken"},
+    ]
     assert model.training  # the model's mode is restored

@@ -25,9 +25,9 @@ def three_blocks():
 
 def test_layer_decay_assignment():
     scales = lr_scales(three_blocks(), 0.5)
-    assert scales["experts.spatial.blocks.0.attn_adapter.fc1.weight"] == 0.5 ** 3
-    assert scales["exchanges.0.spatial_temporal.attn_a.q_pos"] == 0.5 ** 3
-    assert scales["experts.temporal.blocks.1.mlp_adapter.fc2.bias"] == 0.5 ** 2
+    assert scales["experts.spatial.blocks.0.attn_adapter.fc1.weight"] == 0.5**3
+    assert scales["exchanges.0.spatial_temporal.attn_a.q_pos"] == 0.5**3
+    assert scales["experts.temporal.blocks.1.mlp_adapter.fc2.bias"] == 0.5**2
     assert scales["exchanges.2.spatial_temporal.proj_b.up.weight"] == 0.5  # the top block: decay¹, as officially
     assert scales["experts.spatial.norm.weight"] == scales["head.fc.weight"] == 1
     assert scales["head.fuse.temporal.fc1.weight"] == 1
@@ -40,16 +40,30 @@ def test_weight_decay_exemptions():
     decay = {names[id(p)]: g["weight_decay"] for g in parameter_groups(model, 0.05, 0.75) for p in g["params"]}
     assert decay["exchanges.1.spatial_temporal.attn_a.q.weight"] == 0.05
     assert decay["experts.spatial.blocks.0.mlp_adapter.fc1.weight"] == 0.05
-    for name in ("exchanges.1.spatial_temporal.attn_a.q.bias", "exchanges.1.spatial_temporal.norm_a.weight",
-                 "exchanges.1.spatial_temporal.attn_a.q_pos", "exchanges.1.spatial_temporal.attn_b.kv_pos",
-                 "experts.temporal.norm.weight", "head.fc.bias"):
+    for name in (
+        "exchanges.1.spatial_temporal.attn_a.q.bias",
+        "exchanges.1.spatial_temporal.norm_a.weight",
+        "exchanges.1.spatial_temporal.attn_a.q_pos",
+        "exchanges.1.spatial_temporal.attn_b.kv_pos",
+        "experts.temporal.norm.weight",
+        "head.fc.bias",
+    ):
         assert decay[name] == 0.0, name
     assert len(decay) == sum(p.numel() > 0 for p in model.parameters() if p.requires_grad)
 
 
 def test_time_codes_take_the_first_audio_layer_scale():
-    model = ca2st.build_model("ca2st_b16", embed_dim=32, depth=4, num_heads=2, num_frames=4, img_size=32,
-                              audio_frames=46, num_mel_bins=32, audio_layers=2)
+    model = ca2st.build_model(
+        "ca2st_b16",
+        embed_dim=32,
+        depth=4,
+        num_heads=2,
+        num_frames=4,
+        img_size=32,
+        audio_frames=46,
+        num_mel_bins=32,
+        audio_layers=2,
+    )
     scales = lr_scales(model, 0.5)
     assert scales["time_codes.audio.mlp.0.weight"] == scales["exchanges.2.audio_spatial.attn_a.q.weight"] == 0.25
 

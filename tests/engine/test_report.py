@@ -23,12 +23,18 @@ def _write(path, data):
 
 
 def test_report_balanced_table(tmp_path):
-    ek = {"dataset": "EK100", "model": "CAST",
-          "metrics": {"verb_top1": 0.725, "noun_top1": 0.609, "action_top1": 0.493, "verb_top5": 0.9}}
+    ek = {
+        "dataset": "EK100",
+        "model": "CAST",
+        "metrics": {"verb_top1": 0.725, "noun_top1": 0.609, "action_top1": 0.493, "verb_top5": 0.9},
+    }
     path = _write(tmp_path / "ssv2" / "results.json", {"model": "CAST", "metrics": {"top1": 0.716, "top5": 0.93}})
     k400 = {"metrics": {"top1": 85.3}, "metric_scale": "percent"}
-    clip = [{"metrics": {"verb_top1": 0.549, "noun_top1": 0.527, "action_top1": 0.338}},
-            {"metrics": {"top1": 0.478}}, {"metrics": {"top1": 0.789}}]
+    clip = [
+        {"metrics": {"verb_top1": 0.549, "noun_top1": 0.527, "action_top1": 0.338}},
+        {"metrics": {"top1": 0.478}},
+        {"metrics": {"top1": 0.789}},
+    ]
     table = report([ek, path, k400] + clip, columns=["EK100", "SSV2", "K400"] * 2, rows=["CAST"] * 3 + ["CLIP*"] * 3)
     assert table.columns == ["EK100 verb", "EK100 noun", "EK100 action", "SSV2", "K400"]
     assert table.hm_columns == ["EK100 verb", "EK100 noun", "SSV2", "K400"]
@@ -44,8 +50,14 @@ def test_report_balanced_table(tmp_path):
     # columns default to the result's dataset field, then the run folder; a missing column leaves H.M. empty
     partial = report([ek, path])
     assert partial.columns == ["EK100 verb", "EK100 noun", "EK100 action", "ssv2"]
-    two = report([{"model": "A", "metrics": {"top1": 0.5}}, {"model": "A", "metrics": {"top1": 0.25}},
-                  {"model": "B", "metrics": {"top1": 0.4}}], columns=["x", "y", "x"])
+    two = report(
+        [
+            {"model": "A", "metrics": {"top1": 0.5}},
+            {"model": "A", "metrics": {"top1": 0.25}},
+            {"model": "B", "metrics": {"top1": 0.4}},
+        ],
+        columns=["x", "y", "x"],
+    )
     assert two.records()[0][-1] == f"{100 * M.harmonic_mean([0.5, 0.25]):.1f}"
     assert two.records()[1] == ["B", "40.0", "–", "–"]
     with pytest.raises(ConfigError):
@@ -58,23 +70,34 @@ def test_report_balanced_table(tmp_path):
 
 def test_two_runs_of_one_preset_on_one_dataset(tmp_path):
     # results.json written with a run field: rows are the runs
-    a = _write(tmp_path / "new" / "a.json", {"run": "cast_lr1", "model": "cast_b16", "dataset": "K400",
-                                             "metrics": {"top1": 0.5}})
-    b = _write(tmp_path / "new" / "b.json", {"run": "cast_lr2", "model": "cast_b16", "dataset": "K400",
-                                             "metrics": {"top1": 0.6}})
+    a = _write(
+        tmp_path / "new" / "a.json",
+        {"run": "cast_lr1", "model": "cast_b16", "dataset": "K400", "metrics": {"top1": 0.5}},
+    )
+    b = _write(
+        tmp_path / "new" / "b.json",
+        {"run": "cast_lr2", "model": "cast_b16", "dataset": "K400", "metrics": {"top1": 0.6}},
+    )
     assert report([a, b]).records() == [["cast_lr1", "50.0", "50.0"], ["cast_lr2", "60.0", "60.0"]]
     # older files without a run field: the model names clash on K400, so every result of that model is named by
     # its run folder (the folder above the default 'eval' folder, else the folder holding results.json)
-    old = [_write(tmp_path / folder / "results.json", {"model": "cast_b16", "dataset": ds, "metrics": {"top1": v}})
-           for folder, ds, v in (("seed0/eval", "K400", 0.5), ("seed1/eval", "K400", 0.7), ("seed1_ssv2", "SSV2", 0.4))]
+    old = [
+        _write(tmp_path / folder / "results.json", {"model": "cast_b16", "dataset": ds, "metrics": {"top1": v}})
+        for folder, ds, v in (("seed0/eval", "K400", 0.5), ("seed1/eval", "K400", 0.7), ("seed1_ssv2", "SSV2", 0.4))
+    ]
     table = report(old + [{"model": "other", "dataset": "K400", "metrics": {"top1": 0.1}}])
-    assert table.rows == [("seed0", {"K400": 0.5}), ("seed1", {"K400": 0.7}), ("seed1_ssv2", {"SSV2": 0.4}),
-                          ("other", {"K400": 0.1})]
+    assert table.rows == [
+        ("seed0", {"K400": 0.5}),
+        ("seed1", {"K400": 0.7}),
+        ("seed1_ssv2", {"SSV2": 0.4}),
+        ("other", {"K400": 0.1}),
+    ]
     # without a clash, one model's results on several datasets stay one row
     assert report(old[1:]).rows == [("cast_b16", {"K400": 0.7, "SSV2": 0.4})]
     # the same run folder name twice: told apart by position
-    dicts = report([{"model": "m", "metrics": {"top1": 0.5}}, {"model": "m", "metrics": {"top1": 0.6}}],
-                   columns=["K400", "K400"])
+    dicts = report(
+        [{"model": "m", "metrics": {"top1": 0.5}}, {"model": "m", "metrics": {"top1": 0.6}}], columns=["K400", "K400"]
+    )
     assert [name for name, _ in dicts.rows] == ["m #1", "m #2"]
     # rows given twice for one cell are an error, not a guess
     with pytest.raises(ConfigError, match="two results for row 'x'"):
@@ -82,12 +105,15 @@ def test_two_runs_of_one_preset_on_one_dataset(tmp_path):
 
 
 def test_report_cli_rows_and_columns(tmp_path, capsys):
-    a = _write(tmp_path / "a" / "results.json", {"model": "cast_b16", "dataset": "ek.csv",
-                                                 "metrics": {"verb_top1": 0.6, "noun_top1": 0.5, "action_top1": 0.4}})
+    a = _write(
+        tmp_path / "a" / "results.json",
+        {"model": "cast_b16", "dataset": "ek.csv", "metrics": {"verb_top1": 0.6, "noun_top1": 0.5, "action_top1": 0.4}},
+    )
     b = _write(tmp_path / "b" / "results.json", {"model": "cast_b16", "dataset": "k400.csv", "metrics": {"top1": 0.8}})
     out = tmp_path / "table.csv"
-    assert main(["report", str(a), str(b), "--rows", "mine", "mine", "--columns", "EK100", "K400",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["report", str(a), str(b), "--rows", "mine", "mine", "--columns", "EK100", "K400", "--out", str(out)]) == 0
+    )
     assert "H.M." in capsys.readouterr().out
     rows = list(csv.reader(out.open()))
     assert rows[0] == ["Run", "EK100 verb", "EK100 noun", "EK100 action", "K400", "H.M."]
@@ -100,10 +126,21 @@ def test_report_cli_rows_and_columns(tmp_path, capsys):
 
 
 def test_dataset_names_from_the_format():
-    expected = {"epic100": "EK100", "cast_ek100": "EK100", "ssv2": "SSV2", "cast_ssv2": "SSV2", "kinetics": "K400",
-                "cast_k400": "K400", "ucf101": "UCF-101", "vggsound": "VGG-Sound", "kinetics_sound": "KineticsSound",
-                "epic_sounds": "EPIC-SOUNDS", "hd_epic": "HD-EPIC", "hd_epic_sounds": "HD-EPIC-SOUNDS",
-                "activitynet": "ActivityNet"}
+    expected = {
+        "epic100": "EK100",
+        "cast_ek100": "EK100",
+        "ssv2": "SSV2",
+        "cast_ssv2": "SSV2",
+        "kinetics": "K400",
+        "cast_k400": "K400",
+        "ucf101": "UCF-101",
+        "vggsound": "VGG-Sound",
+        "kinetics_sound": "KineticsSound",
+        "epic_sounds": "EPIC-SOUNDS",
+        "hd_epic": "HD-EPIC",
+        "hd_epic_sounds": "HD-EPIC-SOUNDS",
+        "activitynet": "ActivityNet",
+    }
     for fmt, name in expected.items():
         assert dataset_name(fmt, "/data/ann/val.csv") == name
     assert dataset_name("path_label", "/data/ann/my_val.txt") == "my_val"
@@ -114,15 +151,28 @@ def test_run_eval_records_dataset_and_run_names_for_the_report(tmp_path, monkeyp
     for i in range(2):
         make_video(tmp_path / f"v{i}.mp4")
     (tmp_path / "val.csv").write_text("v0.mp4 3\nv1.mp4 7\n")
-    model = ca2st.build_model("cast_b16", embed_dim=32, depth=1, num_heads=2, num_frames=4, img_size=32,
-                              num_classes=400)
+    model = ca2st.build_model(
+        "cast_b16", embed_dim=32, depth=1, num_heads=2, num_frames=4, img_size=32, num_classes=400
+    )
     monkeypatch.setattr(runner, "load_for_eval", lambda cfg, device: model)
     files = []
     for run in ("k400_a", "k400_b"):
-        cfg = load_config(None, [f"data.val={tmp_path / 'val.csv'}", f"data.root={tmp_path}", "data.format=cast_k400",
-                                 "data.num_workers=0", "data.test_clips=1", "data.batch_size=2", "model.num_frames=4",
-                                 f"output_dir={tmp_path / 'runs' / run}", "precision=fp32", "progress=false",
-                                 "device=cpu"])
+        cfg = load_config(
+            None,
+            [
+                f"data.val={tmp_path / 'val.csv'}",
+                f"data.root={tmp_path}",
+                "data.format=cast_k400",
+                "data.num_workers=0",
+                "data.test_clips=1",
+                "data.batch_size=2",
+                "model.num_frames=4",
+                f"output_dir={tmp_path / 'runs' / run}",
+                "precision=fp32",
+                "progress=false",
+                "device=cpu",
+            ],
+        )
         result, written = runner.run_eval(cfg)
         assert (result.dataset, result.run, result.model) == ("K400", run, "cast_b16")
         files.append(written["results"])

@@ -21,8 +21,15 @@ NAMES = ["cut", "stir", "wash", "open", "close"]
 
 def test_output_files(tmp_path):
     logits, targets = toy(n=8, views=2)
-    res = evaluate(ToyModel(), DataLoader(ToyDataset(logits, targets, excluded=[2], paths=True), batch_size=4, collate_fn=collate),
-                   progress=False, class_names=NAMES, dataset="toy", model_name="cast", run_name="cast_toy")
+    res = evaluate(
+        ToyModel(),
+        DataLoader(ToyDataset(logits, targets, excluded=[2], paths=True), batch_size=4, collate_fn=collate),
+        progress=False,
+        class_names=NAMES,
+        dataset="toy",
+        model_name="cast",
+        run_name="cast_toy",
+    )
     files = res.save(tmp_path / "out", probabilities=True)
     assert set(files) == {"results", "per_class", "predictions", "confusion", "probabilities", "summary"}
     data = json.loads(files["results"].read_text())
@@ -45,11 +52,25 @@ def test_output_files(tmp_path):
 
 def test_predictions_csv_holds_class_names_and_paths(tmp_path):
     logits, targets = toy(n=4, views=2)
-    res = evaluate(ToyModel(), DataLoader(ToyDataset(logits, targets, paths=True), batch_size=4, collate_fn=collate), progress=False,
-                   class_names=NAMES)
+    res = evaluate(
+        ToyModel(),
+        DataLoader(ToyDataset(logits, targets, paths=True), batch_size=4, collate_fn=collate),
+        progress=False,
+        class_names=NAMES,
+    )
     preds = list(csv.DictReader(res.save_predictions_csv(tmp_path / "p.csv", topk=3).open()))
-    assert list(preds[0]) == ["index", "id", "path", "target", "target_name", "pred", "pred_name", "top3",
-                              "top3_names", "top3_probs"]
+    assert list(preds[0]) == [
+        "index",
+        "id",
+        "path",
+        "target",
+        "target_name",
+        "pred",
+        "pred_name",
+        "top3",
+        "top3_names",
+        "top3_probs",
+    ]
     for i, row in enumerate(preds):
         probs = torch.stack([lg.softmax(-1).mean(0) for lg in logits])[i]
         top = probs.topk(3).indices.tolist()
@@ -63,8 +84,12 @@ def test_predictions_csv_holds_class_names_and_paths(tmp_path):
 def test_predictions_csv_of_a_composition_model(tmp_path):
     logits, targets = toy(n=3, views=1, composition=True)
     verbs, nouns = ["take", "put", "wash"], ["cup", "pan", "knife", "tap"]
-    res = evaluate(ToyModel(composition=True), DataLoader(ToyDataset(logits, targets), batch_size=3, collate_fn=collate),
-                   progress=False, class_names={"verb": verbs, "noun": nouns})
+    res = evaluate(
+        ToyModel(composition=True),
+        DataLoader(ToyDataset(logits, targets), batch_size=3, collate_fn=collate),
+        progress=False,
+        class_names={"verb": verbs, "noun": nouns},
+    )
     preds = list(csv.DictReader(res.save_predictions_csv(tmp_path / "p.csv").open()))
     assert {"verb_pred_name", "noun_pred_name", "verb_top5_names", "noun_target_name"} <= set(preds[0])
     assert preds[0]["path"] == ""  # the loader gave no paths
@@ -79,8 +104,14 @@ def test_confusion_plot_with_many_classes(tmp_path):
     n, c = 200, 60
     probs = torch.rand(n, c, generator=g).softmax(-1)
     targets = torch.randint(c, (n,), generator=g)
-    res = EvalResult(metrics={}, tasks=["noun"], indices=torch.arange(n), ids=[str(i) for i in range(n)],
-                     probs={"noun": probs}, targets={"noun": targets})
+    res = EvalResult(
+        metrics={},
+        tasks=["noun"],
+        indices=torch.arange(n),
+        ids=[str(i) for i in range(n)],
+        probs={"noun": probs},
+        targets={"noun": targets},
+    )
     path = res.plot_confusion(tmp_path / "cm.png", "noun", top_n=12)
     assert path.stat().st_size > 1000
     rows = res.per_class("noun")

@@ -38,8 +38,11 @@ def test_accumulation_divides_the_loss_once(synthetic_data, tmp_path):
     a = train(smoke_config(tmp_path / "a", *common, "data.batch_size=8", "optim.update_freq=1", data=synthetic_data))
     b = train(smoke_config(tmp_path / "b", *common, "data.batch_size=4", "optim.update_freq=2", data=synthetic_data))
     init = smoke_model(num_classes=8)
-    moved = max((trainable(a.last_checkpoint)[k] - v).abs().max().item()
-                for k, v in init.state_dict().items() if k in trainable(a.last_checkpoint))
+    moved = max(
+        (trainable(a.last_checkpoint)[k] - v).abs().max().item()
+        for k, v in init.state_dict().items()
+        if k in trainable(a.last_checkpoint)
+    )
     assert moved > 1e-4
     wa, wb = trainable(a.last_checkpoint), trainable(b.last_checkpoint)
     for k in wa:
@@ -47,8 +50,15 @@ def test_accumulation_divides_the_loss_once(synthetic_data, tmp_path):
 
 
 def test_resume_follows_the_same_trajectory(synthetic_data, tmp_path):
-    extra = ["optim.mixup=0.8", "model.drop_path_rate=0.3", "save_every_steps=1", "keep_checkpoints=10",
-             "optim.epochs=3", "data.batch_size=2", "optim.update_freq=2"]
+    extra = [
+        "optim.mixup=0.8",
+        "model.drop_path_rate=0.3",
+        "save_every_steps=1",
+        "keep_checkpoints=10",
+        "optim.epochs=3",
+        "data.batch_size=2",
+        "optim.update_freq=2",
+    ]
     full = train(smoke_config(tmp_path / "full", *extra, data=synthetic_data))
     losses = [h["loss"] for h in full.history if h["kind"] == "train"]
     assert len(losses) == 6  # 2 steps per epoch
@@ -69,8 +79,9 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank, world, port, cfg):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)
     train(cfg)
 
@@ -90,10 +101,12 @@ def test_ddp_two_processes_equal_one_process(synthetic_data, tmp_path):
 def test_cli_train_smoke(synthetic_data, tmp_path, capsys, monkeypatch):
     from ca2st import cli
     from ca2st.cli import main
+
     settings = []  # CPU training fixes glibc's thresholds (tested in test_host_memory), here recorded only
     monkeypatch.setattr(cli, "keep_freed_memory", lambda: settings.append(True) or True)
-    args = smoke_overrides(tmp_path / "cli", "optim.epochs=1", "model.name=ca2st_b16", "model.audio_layers=1",
-                           data=synthetic_data)
+    args = smoke_overrides(
+        tmp_path / "cli", "optim.epochs=1", "model.name=ca2st_b16", "model.audio_layers=1", data=synthetic_data
+    )
     assert main(["train", str(SMOKE_RECIPE), *args]) == 0
     out = capsys.readouterr().out
     assert "last checkpoint:" in out and (tmp_path / "cli" / "metrics.jsonl").exists()
@@ -102,14 +115,23 @@ def test_cli_train_smoke(synthetic_data, tmp_path, capsys, monkeypatch):
 
 def test_eval_cli_writes_results(synthetic_data, tmp_path, capsys):
     from ca2st.cli import main
-    args = smoke_overrides(tmp_path / "run", "optim.epochs=1", f"data.val={synthetic_data.files['val']}",
-                           "data.test_clips=2", "data.test_crops=3", data=synthetic_data)
+
+    args = smoke_overrides(
+        tmp_path / "run",
+        "optim.epochs=1",
+        f"data.val={synthetic_data.files['val']}",
+        "data.test_clips=2",
+        "data.test_crops=3",
+        data=synthetic_data,
+    )
     result = train(load_config(SMOKE_RECIPE, args))
     evals = [h for h in result.history if h["kind"] == "eval"]
     assert len(evals) == 1 and 0 <= evals[0]["top1"] <= 1
     assert (tmp_path / "run" / "checkpoint-best").exists()
-    assert main(["eval", str(SMOKE_RECIPE), *args, f"checkpoint={result.last_checkpoint}",
-                 "--out", str(tmp_path / "ev")]) == 0
+    assert (
+        main(["eval", str(SMOKE_RECIPE), *args, f"checkpoint={result.last_checkpoint}", "--out", str(tmp_path / "ev")])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "top1" in out.lower() or "top-1" in out.lower()
     saved = json.loads((tmp_path / "ev" / "results.json").read_text())
@@ -117,9 +139,18 @@ def test_eval_cli_writes_results(synthetic_data, tmp_path, capsys):
 
 
 def test_bf16_training_with_ema_and_checkpointing(synthetic_data, tmp_path):
-    result = train(smoke_config(tmp_path / "bf16", "optim.epochs=1", "precision=bf16", "optim.ema=0.9",
-                                "grad_checkpointing=true", "optim.clip_grad=1.0", "model.name=cava_b16",
-                                data=synthetic_data))
+    result = train(
+        smoke_config(
+            tmp_path / "bf16",
+            "optim.epochs=1",
+            "precision=bf16",
+            "optim.ema=0.9",
+            "grad_checkpointing=true",
+            "optim.clip_grad=1.0",
+            "model.name=cava_b16",
+            data=synthetic_data,
+        )
+    )
     losses = [h["loss"] for h in result.history if h["kind"] == "train"]
     assert losses and all(torch.isfinite(torch.tensor(losses)))
     assert "ema" in torch.load(result.last_checkpoint / "state.pt", weights_only=True)

@@ -36,11 +36,20 @@ def test_transfer_mapping_merges_probabilities_and_reports_unreachable():
     # model classes 0..4 -> dataset classes: 0->1, 1->1, 2->0, 3->-1 (unmapped), 4->2 ; dataset has 4 classes
     # (class 3 has no model class: samples labelled 3 are unreachable)
     table = torch.tensor([1, 1, 0, -1, 2])
-    logits = [torch.tensor([[2.0, 1.5, 0, 3.0, 0]]), torch.tensor([[0, 0, 2.0, 0, 0]]),
-              torch.tensor([[0, 0, 0, 0, 1.0]]), torch.tensor([[1.0, 0, 0, 0, 0]])]
+    logits = [
+        torch.tensor([[2.0, 1.5, 0, 3.0, 0]]),
+        torch.tensor([[0, 0, 2.0, 0, 0]]),
+        torch.tensor([[0, 0, 0, 0, 1.0]]),
+        torch.tensor([[1.0, 0, 0, 0, 0]]),
+    ]
     targets = [1, 0, 0, 3]
-    res = evaluate(ToyModel(), DataLoader(ToyDataset(logits, targets), batch_size=4, collate_fn=collate), progress=False,
-                   class_mapping=table, class_names=["zero", "one", "two", "three"])
+    res = evaluate(
+        ToyModel(),
+        DataLoader(ToyDataset(logits, targets), batch_size=4, collate_fn=collate),
+        progress=False,
+        class_mapping=table,
+        class_names=["zero", "one", "two", "three"],
+    )
     p = [lg[0].softmax(-1) for lg in logits]
     merged = torch.stack([torch.stack([q[2], q[0] + q[1], q[4], torch.tensor(0.0)]) for q in p])
     torch.testing.assert_close(res.probs["class"], merged)
@@ -55,8 +64,13 @@ def test_transfer_mapping_merges_probabilities_and_reports_unreachable():
     assert tr["unreachable"] == [{"index": 3, "id": "s3"}]
     assert "unreachable" in res.summary()
     # the same through a dict (model class -> dataset class); missing keys are unmapped
-    res2 = evaluate(ToyModel(), DataLoader(ToyDataset(logits, targets), batch_size=4, collate_fn=collate), progress=False,
-                    class_mapping={"class": {0: 1, 1: 1, 2: 0, 4: 2}}, class_names=["a", "b", "c", "d"])
+    res2 = evaluate(
+        ToyModel(),
+        DataLoader(ToyDataset(logits, targets), batch_size=4, collate_fn=collate),
+        progress=False,
+        class_mapping={"class": {0: 1, 1: 1, 2: 0, 4: 2}},
+        class_names=["a", "b", "c", "d"],
+    )
     torch.testing.assert_close(res2.probs["class"], merged)
     assert res2.metrics == res.metrics
 
@@ -66,10 +80,17 @@ def test_transfer_mapping_composition_and_inversion():
     verb_map = torch.tensor([2, 0, 1])  # a permutation of 3 verbs
     noun_map = {0: 0, 1: 1, 2: 2, 3: 3}  # identity
     mapped_targets = [{"verb": int(verb_map[t["verb"]]), "noun": t["noun"]} for t in targets]
-    res = evaluate(ToyModel(composition=True), DataLoader(ToyDataset(logits, mapped_targets), batch_size=4, collate_fn=collate),
-                   progress=False, class_mapping={"verb": verb_map, "noun": noun_map})
-    plain = evaluate(ToyModel(composition=True), DataLoader(ToyDataset(logits, targets), batch_size=4, collate_fn=collate),
-                     progress=False)
+    res = evaluate(
+        ToyModel(composition=True),
+        DataLoader(ToyDataset(logits, mapped_targets), batch_size=4, collate_fn=collate),
+        progress=False,
+        class_mapping={"verb": verb_map, "noun": noun_map},
+    )
+    plain = evaluate(
+        ToyModel(composition=True),
+        DataLoader(ToyDataset(logits, targets), batch_size=4, collate_fn=collate),
+        progress=False,
+    )
     # a permutation of the labels with the matching mapping gives exactly the unmapped metrics
     for k in ("verb_top1", "noun_top1", "action_top1", "action_top5"):
         assert res.metrics[k] == plain.metrics[k]
@@ -80,8 +101,16 @@ def test_transfer_mapping_composition_and_inversion():
     with pytest.raises(ConfigError, match="many-to-one"):
         invert_class_mapping({0: 1, 1: 1}, 3)
     with pytest.raises(ConfigError):
-        evaluate(ToyModel(composition=True), DataLoader(ToyDataset(logits, targets), batch_size=4, collate_fn=collate),
-                 progress=False, class_mapping=verb_map)  # a composition model needs a table per task
+        evaluate(
+            ToyModel(composition=True),
+            DataLoader(ToyDataset(logits, targets), batch_size=4, collate_fn=collate),
+            progress=False,
+            class_mapping=verb_map,
+        )  # a composition model needs a table per task
     with pytest.raises(ConfigError):
-        evaluate(ToyModel(), DataLoader(ToyDataset(*toy(n=2)), batch_size=2, collate_fn=collate), progress=False,
-                 class_mapping=torch.tensor([0, 1]))  # wrong length
+        evaluate(
+            ToyModel(),
+            DataLoader(ToyDataset(*toy(n=2)), batch_size=2, collate_fn=collate),
+            progress=False,
+            class_mapping=torch.tensor([0, 1]),
+        )  # wrong length

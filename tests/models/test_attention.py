@@ -14,11 +14,11 @@ from ca2st.models.attention import attention, attention_backend, recompute_proba
 
 SHAPES = [  # (batch dims, query tokens, key tokens, head dim, value dim)
     ((2, 3), 40, 40, 16, 16),
-    ((1, 12), 200, 200, 64, 64),   # more scores than one block: several blocks of heads
-    ((5, 2), 8, 8, 32, 32),       # time windows
-    ((1, 4), 60, 25, 48, 24),      # cross-attention, head dim without an exact bf16 scale
-    ((3,), 17, 33, 8, 8),          # 3-D input
-    ((), 9, 12, 8, 8),             # 2-D input
+    ((1, 12), 200, 200, 64, 64),  # more scores than one block: several blocks of heads
+    ((5, 2), 8, 8, 32, 32),  # time windows
+    ((1, 4), 60, 25, 48, 24),  # cross-attention, head dim without an exact bf16 scale
+    ((3,), 17, 33, 8, 8),  # 3-D input
+    ((), 9, 12, 8, 8),  # 2-D input
 ]
 
 
@@ -130,10 +130,14 @@ def backend():
 def test_backend_chooses_the_kernel(monkeypatch, backend):
     calls = []
     sdpa, blocked = F.scaled_dot_product_attention, torch.ops.ca2st.blocked_attention
-    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention",
-                        lambda *a, **kw: calls.append(("sdpa", a[0].dtype)) or sdpa(*a, **kw))
-    monkeypatch.setattr(torch.ops.ca2st, "blocked_attention", lambda *a: calls.append(("blocked", a[0].dtype))
-                        or blocked(*a))
+    monkeypatch.setattr(
+        attention_module.F,
+        "scaled_dot_product_attention",
+        lambda *a, **kw: calls.append(("sdpa", a[0].dtype)) or sdpa(*a, **kw),
+    )
+    monkeypatch.setattr(
+        torch.ops.ca2st, "blocked_attention", lambda *a: calls.append(("blocked", a[0].dtype)) or blocked(*a)
+    )
     q, k, v = _inputs((1, 2), 10, 10, 8, 8)
     backend("auto")
     attention(q.float(), k.float(), v.float())
@@ -153,8 +157,13 @@ def test_bad_backend_names_raise_config_error(backend):
 
 def test_environment_variable_sets_the_default_backend():
     script = "from ca2st.models.attention import attention_backend; print(attention_backend())"
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                         env={**os.environ, "CA2ST_ATTENTION": "sdpa"})
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "CA2ST_ATTENTION": "sdpa"},
+    )
     assert out.stdout == "sdpa\n"
 
 
@@ -167,9 +176,9 @@ def test_bad_environment_variable_is_a_config_error():
 
 def test_row_max_is_exact_for_every_sign():
     x = (torch.randn(6, 300) * 50).bfloat16()
-    x[0] = -x[0].abs()                  # all negative
-    x[1] = x[1].abs()                   # all non-negative
-    x[2] = -0.0                         # negative zeros only
+    x[0] = -x[0].abs()  # all negative
+    x[1] = x[1].abs()  # all non-negative
+    x[2] = -0.0  # negative zeros only
     x[3, :] = -5.0
     x[3, 7] = 0.0
     x[4, :] = float("-inf")

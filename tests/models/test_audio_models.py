@@ -14,8 +14,9 @@ PRESETS = ["cast_b16", "cava_b16", "ca2st_b16", "cast_r50_b16"]
 
 
 def tiny(name, **kw):
-    base = dict(embed_dim=64, depth=4, num_heads=4, num_frames=4, img_size=64, num_classes=7,
-                audio_frames=46, num_mel_bins=32)
+    base = dict(
+        embed_dim=64, depth=4, num_heads=4, num_frames=4, img_size=64, num_classes=7, audio_frames=46, num_mel_bins=32
+    )
     if name.startswith("ca2st"):
         base["audio_layers"] = 2
     base.update(kw)
@@ -52,8 +53,11 @@ def test_audio_grid_and_layers():
     assert model.experts["audio"].freq_time == (2, 4)  # (32-16)//10+1, (46-16)//10+1
     assert model.experts["audio"].grid == (1, 8)
     assert [sorted(layer) for layer in model.exchanges] == [
-        ["spatial_temporal"], ["spatial_temporal"], ["audio_spatial", "audio_temporal", "spatial_temporal"],
-        ["audio_spatial", "audio_temporal", "spatial_temporal"]]
+        ["spatial_temporal"],
+        ["spatial_temporal"],
+        ["audio_spatial", "audio_temporal", "spatial_temporal"],
+        ["audio_spatial", "audio_temporal", "spatial_temporal"],
+    ]
     assert list(model.exchanges[3]) == ["spatial_temporal", "audio_spatial", "audio_temporal"]
     assert tiny("cava_b16").exchanges[0]["audio_spatial"].attn_a.window == "global"
     assert [list(layer) for layer in tiny("cast_r50_b16").exchanges] == [["spatial_temporal"]] * 4
@@ -160,14 +164,18 @@ def test_shared_bottlenecks_are_saved_once():
     keys = [k for k in model.state_dict() if k.startswith("exchanges.3.")]
     assert sum(".proj_" in k for k in keys) == 3 * 4  # spatial, temporal, audio: down/up weight/bias once each
     unshared = tiny("ca2st_b16", share_bottleneck=False)
-    assert unshared.exchanges[3]["audio_spatial"].projection("spatial") is not \
-        unshared.exchanges[3]["spatial_temporal"].projection("spatial")
+    assert unshared.exchanges[3]["audio_spatial"].projection("spatial") is not unshared.exchanges[3][
+        "spatial_temporal"
+    ].projection("spatial")
 
 
-@pytest.mark.parametrize("name,classes,expected", [
-    ("cava_b16", 44, 43_820_204),  # the reference CAVA with 400-frame audio and time codes
-    ("cast_r50_b16_ek100", None, 19_772_173),  # the reference ResNet-50 + VideoMAE composition model
-])
+@pytest.mark.parametrize(
+    "name,classes,expected",
+    [
+        ("cava_b16", 44, 43_820_204),  # the reference CAVA with 400-frame audio and time codes
+        ("cast_r50_b16_ek100", None, 19_772_173),  # the reference ResNet-50 + VideoMAE composition model
+    ],
+)
 def test_reference_parameter_counts(name, classes, expected):
     kw = {"num_classes": classes} if classes else {}
     assert summarize(name, **kw).trainable_params == expected

@@ -14,7 +14,7 @@ def naive_attention(q, k, v, heads):
     outs = []
     for h in range(heads):
         s = slice(h * hd, (h + 1) * hd)
-        w = torch.softmax(q[:, s] @ k[:, s].T * hd ** -0.5, dim=-1)
+        w = torch.softmax(q[:, s] @ k[:, s].T * hd**-0.5, dim=-1)
         outs.append(w @ v[:, s])
     return torch.cat(outs, dim=-1)
 
@@ -45,8 +45,9 @@ def reference_window(attn: WindowedCrossAttention, qt, kvt):
     return attn.proj(out)
 
 
-@pytest.mark.parametrize("window,q_grid,kv_grid", [
-    ("time", (3, 5), (3, 5)), ("space", (3, 5), (3, 7)), ("global", (3, 5), (1, 9))])
+@pytest.mark.parametrize(
+    "window,q_grid,kv_grid", [("time", (3, 5), (3, 5)), ("space", (3, 5), (3, 7)), ("global", (3, 5), (1, 9))]
+)
 def test_windowed_attention_equals_explicit_loops(window, q_grid, kv_grid):
     attn = randomize_(WindowedCrossAttention(16, 4, window, q_grid, kv_grid))
     qt = torch.randn(2, *q_grid, 16)
@@ -61,19 +62,32 @@ def test_position_table_shapes_follow_the_window():
     assert WindowedCrossAttention(16, 2, "global", (1, 9), (4, 16)).q_pos is None
 
 
-@pytest.mark.parametrize("window,q_grid,kv_grid,match", [
-    ("time", (4, 9), (2, 9), "equal time slots"), ("space", (4, 9), (2, 9), "equal time slots"),
-    ("time", (4, 9), (4, 16), "4x4 and 3x3 positions needs one to divide the other"),
-    ("time", (4, 8), (4, 16), "needs square grids"),
-    ("diagonal", (4, 9), (4, 9), "window must be one of")])
+@pytest.mark.parametrize(
+    "window,q_grid,kv_grid,match",
+    [
+        ("time", (4, 9), (2, 9), "equal time slots"),
+        ("space", (4, 9), (2, 9), "equal time slots"),
+        ("time", (4, 9), (4, 16), "4x4 and 3x3 positions needs one to divide the other"),
+        ("time", (4, 8), (4, 16), "needs square grids"),
+        ("diagonal", (4, 9), (4, 9), "window must be one of"),
+    ],
+)
 def test_incompatible_windows_are_rejected(window, q_grid, kv_grid, match):
     with pytest.raises(ValueError, match=match):
         WindowedCrossAttention(16, 2, window, q_grid, kv_grid)
 
 
 def make_exchange(**kw):
-    args = dict(a="spatial", b="temporal", dims=(32, 32), width=16, num_heads=4, windows=("time", "space"),
-                grids=((3, 4), (3, 4)), specials=(1, 0))
+    args = dict(
+        a="spatial",
+        b="temporal",
+        dims=(32, 32),
+        width=16,
+        num_heads=4,
+        windows=("time", "space"),
+        grids=((3, 4), (3, 4)),
+        specials=(1, 0),
+    )
     args.update(kw)
     return Exchange(**args)
 

@@ -91,13 +91,23 @@ def test_frozen_weights_get_no_gradient_while_adapters_and_exchanges_do():
             assert (torch.count_nonzero(p.grad) == 0) == name.startswith(dead), name
         else:
             assert p.grad is None, name
-    expected_frozen = ["experts.spatial.patch_embed.weight", "experts.spatial.blocks.0.attn.qkv.weight",
-                       "experts.temporal.blocks.1.mlp.fc1.weight", "experts.temporal.blocks.0.attn.q_bias",
-                       "experts.spatial.pos_embed", "experts.spatial.norm_pre.weight"]
+    expected_frozen = [
+        "experts.spatial.patch_embed.weight",
+        "experts.spatial.blocks.0.attn.qkv.weight",
+        "experts.temporal.blocks.1.mlp.fc1.weight",
+        "experts.temporal.blocks.0.attn.q_bias",
+        "experts.spatial.pos_embed",
+        "experts.spatial.norm_pre.weight",
+    ]
     assert not trainable & set(expected_frozen)
-    for prefix in ("experts.spatial.blocks.0.attn_adapter.", "experts.temporal.blocks.1.mlp_adapter.",
-                   "exchanges.0.spatial_temporal.attn_a.q_pos", "experts.spatial.norm.", "experts.temporal.norm.",
-                   "head.fc."):
+    for prefix in (
+        "experts.spatial.blocks.0.attn_adapter.",
+        "experts.temporal.blocks.1.mlp_adapter.",
+        "exchanges.0.spatial_temporal.attn_a.q_pos",
+        "experts.spatial.norm.",
+        "experts.temporal.norm.",
+        "head.fc.",
+    ):
         assert any(n.startswith(prefix) for n in trainable), prefix
 
 
@@ -110,8 +120,9 @@ def test_gradient_flows_through_frozen_experts_into_early_adapters():
     assert torch.count_nonzero(model.experts["spatial"].blocks[0].mlp_adapter.fc2.weight.grad) > 0
 
 
-@pytest.mark.parametrize("name,trainable,total", [
-    ("cast_b16", 45_378_832, 217_402_384), ("cast_b16_ek100", 44_784_781, 216_808_333)])
+@pytest.mark.parametrize(
+    "name,trainable,total", [("cast_b16", 45_378_832, 217_402_384), ("cast_b16_ek100", 44_784_781, 216_808_333)]
+)
 def test_official_parameter_counts(name, trainable, total):
     s = summarize(name)
     assert s.trainable_params == trainable
@@ -230,8 +241,7 @@ def test_adapters_are_the_only_trainable_expert_modules():
     for kind, expert in model.experts.items():
         for name, p in expert.named_parameters():
             owner = expert.get_submodule(name.rsplit(".", 1)[0]) if "." in name else expert
-            in_adapter = any(isinstance(m, Adapter) and name.startswith(n + ".")
-                             for n, m in expert.named_modules())
+            in_adapter = any(isinstance(m, Adapter) and name.startswith(n + ".") for n, m in expert.named_modules())
             assert p.requires_grad == (in_adapter or owner is expert.norm), f"{kind}.{name}"
 
 
@@ -263,6 +273,7 @@ def test_frozen_weights_in_bf16_give_the_same_autocast_output():
 def test_checkpointing_keeps_attention_outputs_instead_of_recomputing_them(monkeypatch):
     from ca2st.models import attention as attention_module
     from ca2st.models import recompute
+
     monkeypatch.setattr(recompute, "WIDE_REDUCTION", 256)  # the tiny MLPs' second layers are kept too
     torch.manual_seed(1)
     model = randomize_(tiny(drop_path_rate=0.0), std=0.05)

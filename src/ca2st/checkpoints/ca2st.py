@@ -43,8 +43,17 @@ from ..models import ModelConfig, MultiExpertModel
 from .experts import EXPERT_ENV, load_expert_weights
 from .official_cast import load_official_cast
 
-__all__ = ["save_model", "load_model", "load_any", "load_weights", "read_record", "is_model_folder",
-           "write_model_folder", "atomic_directory", "trainable_state"]
+__all__ = [
+    "save_model",
+    "load_model",
+    "load_any",
+    "load_weights",
+    "read_record",
+    "is_model_folder",
+    "write_model_folder",
+    "atomic_directory",
+    "trainable_state",
+]
 
 WEIGHTS = "model.safetensors"
 RECORD = "config.json"
@@ -65,13 +74,29 @@ def trainable_state(model: nn.Module, include_experts: bool = False) -> dict[str
     return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k in names}
 
 
-def model_record(model: MultiExpertModel, *, model_name: str = "custom", experts: dict[str, str] | None = None,
-                 include_experts: bool = False, run: dict | None = None, meta: dict | None = None) -> dict[str, Any]:
+def model_record(
+    model: MultiExpertModel,
+    *,
+    model_name: str = "custom",
+    experts: dict[str, str] | None = None,
+    include_experts: bool = False,
+    run: dict | None = None,
+    meta: dict | None = None,
+) -> dict[str, Any]:
     """The ``config.json`` content for ``model``."""
-    return {"format": "ca2st", "format_version": FORMAT_VERSION, "model_name": model_name,
-            "model": model.config.to_dict(), "tasks": model.tasks, "class_names": model.class_names,
-            "input": model.input_recipe.to_dict(), "experts": dict(experts or {}), "include_experts": include_experts,
-            "run": run or {}, "meta": meta or {}}
+    return {
+        "format": "ca2st",
+        "format_version": FORMAT_VERSION,
+        "model_name": model_name,
+        "model": model.config.to_dict(),
+        "tasks": model.tasks,
+        "class_names": model.class_names,
+        "input": model.input_recipe.to_dict(),
+        "experts": dict(experts or {}),
+        "include_experts": include_experts,
+        "run": run or {},
+        "meta": meta or {},
+    }
 
 
 def _fsync(path: Path) -> None:
@@ -108,8 +133,14 @@ def atomic_directory(directory: str | Path) -> Iterator[Path]:
         raise
 
 
-def write_model_folder(directory: str | Path, model: nn.Module, *, extra_files: dict[str, Callable[[Path], Any]]
-                       | None = None, include_experts: bool = False, **record: Any) -> Path:
+def write_model_folder(
+    directory: str | Path,
+    model: nn.Module,
+    *,
+    extra_files: dict[str, Callable[[Path], Any]] | None = None,
+    include_experts: bool = False,
+    **record: Any,
+) -> Path:
     """Write weights and record (``record`` as for :func:`model_record`) atomically; ``extra_files`` maps file
     names to writers ``(path) -> None`` that add files to the same folder. Returns the folder."""
     model = getattr(model, "module", model)
@@ -122,8 +153,13 @@ def write_model_folder(directory: str | Path, model: nn.Module, *, extra_files: 
     return Path(directory)
 
 
-def save_model(model: nn.Module, path: str | Path, experts: dict[str, str] | None = None,
-               include_experts: bool | None = None, model_name: str = "custom") -> Path:
+def save_model(
+    model: nn.Module,
+    path: str | Path,
+    experts: dict[str, str] | None = None,
+    include_experts: bool | None = None,
+    model_name: str = "custom",
+) -> Path:
     """Save a model for :func:`load_model`: its trainable weights (plus every weight when ``include_experts``,
     the default when no expert weight files are named), its config, tasks, class names and input recipe."""
     if include_experts is None:
@@ -156,11 +192,16 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     own = model.state_dict()
     unexpected = sorted(k for k in weights if k not in own)
     missing = sorted(n for n, p in model.named_parameters() if p.requires_grad and n not in weights)
-    mismatched = sorted(f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in weights.items()
-                        if k in own and v.shape != own[k].shape)
+    mismatched = sorted(
+        f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in weights.items()
+        if k in own and v.shape != own[k].shape
+    )
     if unexpected or missing or mismatched:
-        raise CheckpointError(f"{path}: does not fit the model — missing {missing[:10]}, unexpected "
-                              f"{unexpected[:10]}, shape mismatches {mismatched[:10]}")
+        raise CheckpointError(
+            f"{path}: does not fit the model — missing {missing[:10]}, unexpected "
+            f"{unexpected[:10]}, shape mismatches {mismatched[:10]}"
+        )
     model.load_state_dict(weights, strict=False)
 
 
@@ -193,9 +234,11 @@ def load_model(path: str | Path, experts: dict[str, str] | None = None, **overri
         for kind in model.experts:
             source = paths.get(kind) or os.environ.get(EXPERT_ENV.get(kind, ""))
             if not source:
-                raise CheckpointError(f"{path}: holds only the trainable weights; the {kind} expert's weights are "
-                                      f"needed too: pass experts={{'{kind}': file}} or set "
-                                      f"{EXPERT_ENV.get(kind, 'the path')}")
+                raise CheckpointError(
+                    f"{path}: holds only the trainable weights; the {kind} expert's weights are "
+                    f"needed too: pass experts={{'{kind}': file}} or set "
+                    f"{EXPERT_ENV.get(kind, 'the path')}"
+                )
             load_expert_weights(model, source, expert=kind)
     load_weights(model, path)
     return model

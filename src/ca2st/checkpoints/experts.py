@@ -30,7 +30,8 @@ def _own_format(kind: str):
         return any(k.startswith(prefix) for k in sd)
 
     def convert(sd: StateDict) -> tuple[StateDict, list[str]]:
-        return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}, []
+        return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}, []
+
     return detect, convert
 
 
@@ -58,8 +59,10 @@ def detect_format(sd: StateDict, path, expert: str | None = None) -> tuple[str, 
             return match
     if matches:
         return matches[0]
-    raise CheckpointError(f"{path}: not a known expert checkpoint (OpenAI CLIP, Hugging Face CLIP/VideoMAE/AST, "
-                          f"VideoMAE, AST, torchvision ResNet-50); first keys: {sorted(sd)[:8]}")
+    raise CheckpointError(
+        f"{path}: not a known expert checkpoint (OpenAI CLIP, Hugging Face CLIP/VideoMAE/AST, "
+        f"VideoMAE, AST, torchvision ResNet-50); first keys: {sorted(sd)[:8]}"
+    )
 
 
 def load_expert_weights(model: nn.Module, path: str | Path, expert: str | None = None) -> str:
@@ -78,17 +81,21 @@ def load_expert_weights(model: nn.Module, path: str | Path, expert: str | None =
     else:
         experts = getattr(model, "experts", {})
         if kind not in experts:
-            raise CheckpointError(f"{path}: {fmt} weights are for a {kind} expert, which this model does not have "
-                                  f"(experts: {list(experts)})")
+            raise CheckpointError(
+                f"{path}: {fmt} weights are for a {kind} expert, which this model does not have "
+                f"(experts: {list(experts)})"
+            )
         target = experts[kind]
     if not isinstance(target, cls):
         need = cls.__name__ if isinstance(cls, type) else " or ".join(c.__name__ for c in cls)
-        raise CheckpointError(f"{path}: {fmt} weights need a {need} {kind} expert, but this model's is a "
-                              f"{type(target).__name__}")
+        raise CheckpointError(
+            f"{path}: {fmt} weights need a {need} {kind} expert, but this model's is a {type(target).__name__}"
+        )
     converted, unexpected = convert(sd)
     if unexpected:
-        raise CheckpointError(f"{path}: {fmt} checkpoint has keys that fit no {kind} expert weight: "
-                              f"{sorted(unexpected)[:20]}")
+        raise CheckpointError(
+            f"{path}: {fmt} checkpoint has keys that fit no {kind} expert weight: {sorted(unexpected)[:20]}"
+        )
     pos = converted.pop("pos_embed", None) if isinstance(target, VideoMAEExpert) else None
     converted = resize_tables(converted, target.pos_tables())
     optional = [name + "." for name, m in target.named_modules() if isinstance(m, Adapter)] + ["norm."]
@@ -105,7 +112,7 @@ def _fit_videomae_table(table, grid: tuple[int, int], path):
     """Resize a learned VideoMAE table ``(T'·N', D)`` to ``grid`` = (T, N) trilinearly (square space)."""
     T, N = grid
     rows = table.shape[0]
-    side = round(N ** 0.5)
+    side = round(N**0.5)
     for src_t in (T, *range(1, rows + 1)):
         if rows % src_t == 0:
             src_side = round((rows // src_t) ** 0.5)

@@ -9,33 +9,37 @@ import torch
 
 from .io import Renamer, StateDict
 
-CLIP_RENAMER = Renamer([
-    ("embeddings.patch_embedding.weight", "patch_embed.weight"),
-    ("embeddings.class_embedding", "class_embedding"),
-    ("embeddings.position_embedding.weight", "pos_embed"),
-    ("pre_layrnorm.", "norm_pre."),
-    ("post_layernorm.", "norm."),
-    ("encoder.layers.{i}.layer_norm1.", "blocks.{i}.norm1."),
-    ("encoder.layers.{i}.self_attn.qkv.", "blocks.{i}.attn.qkv."),
-    ("encoder.layers.{i}.self_attn.out_proj.", "blocks.{i}.attn.proj."),
-    ("encoder.layers.{i}.layer_norm2.", "blocks.{i}.norm2."),
-    ("encoder.layers.{i}.mlp.fc1.", "blocks.{i}.mlp.fc1."),
-    ("encoder.layers.{i}.mlp.fc2.", "blocks.{i}.mlp.fc2."),
-])
+CLIP_RENAMER = Renamer(
+    [
+        ("embeddings.patch_embedding.weight", "patch_embed.weight"),
+        ("embeddings.class_embedding", "class_embedding"),
+        ("embeddings.position_embedding.weight", "pos_embed"),
+        ("pre_layrnorm.", "norm_pre."),
+        ("post_layernorm.", "norm."),
+        ("encoder.layers.{i}.layer_norm1.", "blocks.{i}.norm1."),
+        ("encoder.layers.{i}.self_attn.qkv.", "blocks.{i}.attn.qkv."),
+        ("encoder.layers.{i}.self_attn.out_proj.", "blocks.{i}.attn.proj."),
+        ("encoder.layers.{i}.layer_norm2.", "blocks.{i}.norm2."),
+        ("encoder.layers.{i}.mlp.fc1.", "blocks.{i}.mlp.fc1."),
+        ("encoder.layers.{i}.mlp.fc2.", "blocks.{i}.mlp.fc2."),
+    ]
+)
 CLIP_IGNORED = ("text_model.", "visual_projection.", "text_projection.", "logit_scale", "embeddings.position_ids")
 
-VIDEOMAE_RENAMER = Renamer([
-    ("embeddings.patch_embeddings.projection.", "patch_embed."),
-    ("encoder.layer.{i}.layernorm_before.", "blocks.{i}.norm1."),
-    ("encoder.layer.{i}.attention.attention.qkv.weight", "blocks.{i}.attn.qkv.weight"),
-    ("encoder.layer.{i}.attention.attention.q_bias", "blocks.{i}.attn.q_bias"),
-    ("encoder.layer.{i}.attention.attention.v_bias", "blocks.{i}.attn.v_bias"),
-    ("encoder.layer.{i}.attention.output.dense.", "blocks.{i}.attn.proj."),
-    ("encoder.layer.{i}.layernorm_after.", "blocks.{i}.norm2."),
-    ("encoder.layer.{i}.intermediate.dense.", "blocks.{i}.mlp.fc1."),
-    ("encoder.layer.{i}.output.dense.", "blocks.{i}.mlp.fc2."),
-    ("fc_norm.", "norm."),
-])
+VIDEOMAE_RENAMER = Renamer(
+    [
+        ("embeddings.patch_embeddings.projection.", "patch_embed."),
+        ("encoder.layer.{i}.layernorm_before.", "blocks.{i}.norm1."),
+        ("encoder.layer.{i}.attention.attention.qkv.weight", "blocks.{i}.attn.qkv.weight"),
+        ("encoder.layer.{i}.attention.attention.q_bias", "blocks.{i}.attn.q_bias"),
+        ("encoder.layer.{i}.attention.attention.v_bias", "blocks.{i}.attn.v_bias"),
+        ("encoder.layer.{i}.attention.output.dense.", "blocks.{i}.attn.proj."),
+        ("encoder.layer.{i}.layernorm_after.", "blocks.{i}.norm2."),
+        ("encoder.layer.{i}.intermediate.dense.", "blocks.{i}.mlp.fc1."),
+        ("encoder.layer.{i}.output.dense.", "blocks.{i}.mlp.fc2."),
+        ("fc_norm.", "norm."),
+    ]
+)
 VIDEOMAE_IGNORED = ("classifier.", "layernorm.", "decoder.", "encoder_to_decoder.", "mask_token")
 
 
@@ -62,18 +66,26 @@ def fuse_qkv(sd: StateDict, pattern: str, parts: tuple[str, str, str], fused: st
 
 
 def convert_clip(sd: StateDict) -> tuple[StateDict, list[str]]:
-    sd = {k[len("vision_model."):] if k.startswith("vision_model.") else k: v for k, v in sd.items()}
+    sd = {k[len("vision_model.") :] if k.startswith("vision_model.") else k: v for k, v in sd.items()}
     for kind in ("weight", "bias"):
-        sd = fuse_qkv(sd, r"encoder\.layers\.(\d+)\.self_attn\.{part}\." + kind, ("q_proj", "k_proj", "v_proj"),
-                   "encoder.layers.{}.self_attn.qkv." + kind)
+        sd = fuse_qkv(
+            sd,
+            r"encoder\.layers\.(\d+)\.self_attn\.{part}\." + kind,
+            ("q_proj", "k_proj", "v_proj"),
+            "encoder.layers.{}.self_attn.qkv." + kind,
+        )
     out, unmatched = CLIP_RENAMER.convert(sd)
     return out, [k for k in unmatched if not k.startswith(CLIP_IGNORED)]
 
 
 def convert_videomae(sd: StateDict) -> tuple[StateDict, list[str]]:
-    sd = {k[len("videomae."):] if k.startswith("videomae.") else k: v for k, v in sd.items()}
-    sd = fuse_qkv(sd, r"encoder\.layer\.(\d+)\.attention\.attention\.{part}\.weight", ("query", "key", "value"),
-               "encoder.layer.{}.attention.attention.qkv.weight")
+    sd = {k[len("videomae.") :] if k.startswith("videomae.") else k: v for k, v in sd.items()}
+    sd = fuse_qkv(
+        sd,
+        r"encoder\.layer\.(\d+)\.attention\.attention\.{part}\.weight",
+        ("query", "key", "value"),
+        "encoder.layer.{}.attention.attention.qkv.weight",
+    )
     for part, name in (("query", "q_bias"), ("value", "v_bias")):
         for key in [k for k in sd if k.endswith(f".attention.attention.{part}.bias")]:
             sd[key.replace(f"{part}.bias", name)] = sd.pop(key)

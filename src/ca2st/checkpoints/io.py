@@ -31,6 +31,7 @@ def read_state_dict(path: str | Path) -> StateDict:
         return _read_model_dir(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
+
         try:
             return dict(load_file(str(path)))
         except Exception as err:  # safetensors raises its own error types
@@ -55,8 +56,10 @@ def _read_model_dir(path: Path) -> StateDict:
         for shard in shards:
             out.update(read_state_dict(path / shard))
         return out
-    raise CheckpointError(f"{path}: directory holds no model.safetensors, model.safetensors.index.json, "
-                          "pytorch_model.bin or mp_rank_00_model_states.pt (DeepSpeed)")
+    raise CheckpointError(
+        f"{path}: directory holds no model.safetensors, model.safetensors.index.json, "
+        "pytorch_model.bin or mp_rank_00_model_states.pt (DeepSpeed)"
+    )
 
 
 def unwrap(obj, path: str | Path) -> StateDict:
@@ -70,11 +73,15 @@ def unwrap(obj, path: str | Path) -> StateDict:
             return dict(tensors)
         if tensors:
             other = sorted(k for k in obj if k not in tensors)[:5]
-            raise CheckpointError(f"{path}: mixes tensors with other entries {other}; expected a state dict or "
-                                  f"a container with one of the keys {list(CONTAINER_KEYS)}")
-    raise CheckpointError(f"{path}: holds no state dict (top-level keys: "
-                          f"{sorted(obj)[:10] if isinstance(obj, Mapping) else type(obj).__name__}); expected a state "
-                          f"dict or a container with one of the keys {list(CONTAINER_KEYS)}")
+            raise CheckpointError(
+                f"{path}: mixes tensors with other entries {other}; expected a state dict or "
+                f"a container with one of the keys {list(CONTAINER_KEYS)}"
+            )
+    raise CheckpointError(
+        f"{path}: holds no state dict (top-level keys: "
+        f"{sorted(obj)[:10] if isinstance(obj, Mapping) else type(obj).__name__}); expected a state "
+        f"dict or a container with one of the keys {list(CONTAINER_KEYS)}"
+    )
 
 
 def strip_prefixes(sd: StateDict, prefixes: Iterable[str]) -> StateDict:
@@ -87,7 +94,7 @@ def strip_prefixes(sd: StateDict, prefixes: Iterable[str]) -> StateDict:
             changed = False
             for p in prefixes:
                 if key.startswith(p):
-                    key, changed = key[len(p):], True
+                    key, changed = key[len(p) :], True
         out[key] = value
     return out
 
@@ -112,7 +119,7 @@ class Renamer:
         for regex, dst in self._compiled:
             m = regex.match(key)
             if m:
-                return dst.replace("{i}", m.group("i") if "{i}" in dst else "") + key[m.end():]
+                return dst.replace("{i}", m.group("i") if "{i}" in dst else "") + key[m.end() :]
         return None
 
     def convert(self, sd: StateDict) -> tuple[StateDict, list[str]]:
@@ -160,21 +167,31 @@ def resize_tables(sd: StateDict, tables: Mapping[str, tuple[str, tuple[int, ...]
         elif kind == "audio":
             freq = grid[0]
             if src_rows % freq:
-                raise CheckpointError(f"position table {key}: {src_rows} patches do not form {freq} frequency rows "
-                                      "(the checkpoint was made for other mel bins or strides)")
+                raise CheckpointError(
+                    f"position table {key}: {src_rows} patches do not form {freq} frequency rows "
+                    "(the checkpoint was made for other mel bins or strides)"
+                )
             out[key] = resize_pos_table(table, (freq, src_rows // freq), grid, prefix, mode="bilinear")
         else:
             rows = grid[0]
             src_side, dst_side = math.isqrt(src_rows), math.isqrt(rows)
             if src_side * src_side != src_rows or dst_side * dst_side != rows:
-                raise CheckpointError(f"position table {key}: cannot resize {src_rows} positions to {rows} "
-                                      "(both must be square grids)")
+                raise CheckpointError(
+                    f"position table {key}: cannot resize {src_rows} positions to {rows} (both must be square grids)"
+                )
             out[key] = resize_pos_table(table, (src_side, src_side), (dst_side, dst_side), prefix)
     return out
 
 
-def load_strict(module: nn.Module, sd: StateDict, path: str | Path, *, optional: Iterable[str] = (),
-                unexpected: Iterable[str] = (), describe=lambda k: k) -> None:
+def load_strict(
+    module: nn.Module,
+    sd: StateDict,
+    path: str | Path,
+    *,
+    optional: Iterable[str] = (),
+    unexpected: Iterable[str] = (),
+    describe=lambda k: k,
+) -> None:
     """Load ``sd`` into ``module``. Missing keys (other than those starting with an ``optional``
     prefix), unexpected keys (plus the given ones, already in the file's names) and shape mismatches
     raise CheckpointError listing them; model keys are shown through ``describe``."""
@@ -187,8 +204,11 @@ def load_strict(module: nn.Module, sd: StateDict, path: str | Path, *, optional:
         problems.append(f"missing keys: {_listing(describe(k) for k in missing)}")
     if unexpected:
         problems.append(f"unexpected keys: {_listing(unexpected)}")
-    mismatched = [f"{describe(k)} {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                  for k, v in sd.items() if k in own and v.shape != own[k].shape]
+    mismatched = [
+        f"{describe(k)} {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in sd.items()
+        if k in own and v.shape != own[k].shape
+    ]
     if mismatched:
         problems.append(f"shape mismatches: {_listing(mismatched)}")
     if problems:

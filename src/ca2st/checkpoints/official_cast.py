@@ -20,29 +20,47 @@ def _rules(composition: bool) -> list[tuple[str, str]]:
     rules += [("blocks.{i}.clip_" + s, _S + "blocks.{i}." + d) for s, d in openai_clip.CLIP_BLOCK]
     rules += [("patch_embed.proj.", _T + "patch_embed."), ("vmae_fc_norm.", _T + "norm.")]
     rules += [("blocks.{i}." + s, _T + "blocks.{i}." + d) for s, d in videomae.VMAE_BLOCK]
-    for official, expert, slot in (("S_Adapter", _S, "attn_adapter"), ("S_MLP_Adapter", _S, "mlp_adapter"),
-                                   ("T_Adapter", _T, "attn_adapter"), ("T_MLP_Adapter", _T, "mlp_adapter")):
+    for official, expert, slot in (
+        ("S_Adapter", _S, "attn_adapter"),
+        ("S_MLP_Adapter", _S, "mlp_adapter"),
+        ("T_Adapter", _T, "attn_adapter"),
+        ("T_MLP_Adapter", _T, "mlp_adapter"),
+    ):
         rules += [(f"blocks.{{i}}.{official}.D_fc{n}.", f"{expert}blocks.{{i}}.{slot}.fc{n}.") for n in (1, 2)]
     # B-CA: side a = spatial (CLIP), side b = temporal (VideoMAE); T2S updates a, S2T updates b.
-    for official, ours in (("cross_s_down.", "proj_a.down."), ("cross_t_down.", "proj_b.down."),
-                           ("ln_s_cross.", "norm_a."), ("ln_t_cross.", "norm_b."),
-                           ("cross_s_up.", "proj_a.up."), ("cross_t_up.", "proj_b.up."),
-                           ("t2s_cross.clip_time_pos", "attn_a.q_pos"), ("t2s_cross.vmae_time_pos", "attn_a.kv_pos"),
-                           ("t2s_cross.t2s_q.weight", "attn_a.q.weight"), ("t2s_cross.t2s_q_bias", "attn_a.q.bias"),
-                           ("t2s_cross.t2s_kv.weight", "attn_a.kv.weight"), ("t2s_cross.t2s_kv_bias", "attn_a.kv.bias"),
-                           ("t2s_cross.t2s_proj.", "attn_a.proj."),
-                           ("s2t_cross.vmae_space_pos", "attn_b.q_pos"), ("s2t_cross.clip_space_pos", "attn_b.kv_pos"),
-                           ("s2t_cross.s2t_q.weight", "attn_b.q.weight"), ("s2t_cross.s2t_q_bias", "attn_b.q.bias"),
-                           ("s2t_cross.s2t_kv.weight", "attn_b.kv.weight"), ("s2t_cross.s2t_kv_bias", "attn_b.kv.bias"),
-                           ("s2t_cross.t2s_proj.", "attn_b.proj.")):
+    for official, ours in (
+        ("cross_s_down.", "proj_a.down."),
+        ("cross_t_down.", "proj_b.down."),
+        ("ln_s_cross.", "norm_a."),
+        ("ln_t_cross.", "norm_b."),
+        ("cross_s_up.", "proj_a.up."),
+        ("cross_t_up.", "proj_b.up."),
+        ("t2s_cross.clip_time_pos", "attn_a.q_pos"),
+        ("t2s_cross.vmae_time_pos", "attn_a.kv_pos"),
+        ("t2s_cross.t2s_q.weight", "attn_a.q.weight"),
+        ("t2s_cross.t2s_q_bias", "attn_a.q.bias"),
+        ("t2s_cross.t2s_kv.weight", "attn_a.kv.weight"),
+        ("t2s_cross.t2s_kv_bias", "attn_a.kv.bias"),
+        ("t2s_cross.t2s_proj.", "attn_a.proj."),
+        ("s2t_cross.vmae_space_pos", "attn_b.q_pos"),
+        ("s2t_cross.clip_space_pos", "attn_b.kv_pos"),
+        ("s2t_cross.s2t_q.weight", "attn_b.q.weight"),
+        ("s2t_cross.s2t_q_bias", "attn_b.q.bias"),
+        ("s2t_cross.s2t_kv.weight", "attn_b.kv.weight"),
+        ("s2t_cross.s2t_kv_bias", "attn_b.kv.bias"),
+        ("s2t_cross.t2s_proj.", "attn_b.proj."),
+    ):
         rules.append(("blocks.{i}." + official, _X + ours))
     if composition:
         rules += [("head_noun.", "head.tasks.noun.fc."), ("head_verb.", "head.tasks.verb.fc.")]
     else:
-        rules += [("noun_last_Adapter.D_fc1.", "head.fuse.spatial.fc1."),
-                  ("noun_last_Adapter.D_fc2.", "head.fuse.spatial.fc2."),
-                  ("verb_last_Adapter.D_fc1.", "head.fuse.temporal.fc1."),
-                  ("verb_last_Adapter.D_fc2.", "head.fuse.temporal.fc2."), ("head.", "head.fc.")]
+        rules += [
+            ("noun_last_Adapter.D_fc1.", "head.fuse.spatial.fc1."),
+            ("noun_last_Adapter.D_fc2.", "head.fuse.spatial.fc2."),
+            ("verb_last_Adapter.D_fc1.", "head.fuse.temporal.fc1."),
+            ("verb_last_Adapter.D_fc2.", "head.fuse.temporal.fc2."),
+            ("head.", "head.fc."),
+        ]
     return rules
 
 
@@ -53,8 +71,9 @@ def renamer(composition: bool) -> Renamer:
 
 def _require(sd: StateDict, key: str, path) -> Any:
     if key not in sd:
-        raise CheckpointError(f"{path}: does not look like an official CAST checkpoint: no {key!r} "
-                              f"(first keys: {sorted(sd)[:8]})")
+        raise CheckpointError(
+            f"{path}: does not look like an official CAST checkpoint: no {key!r} (first keys: {sorted(sd)[:8]})"
+        )
     return sd[key]
 
 
@@ -66,9 +85,13 @@ def infer_config(sd: StateDict, path="checkpoint") -> dict[str, Any]:
     depth = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k)))
     time_slots = _require(sd, "blocks.0.t2s_cross.clip_time_pos", path).shape[0]
     positions = _require(sd, "clip_positional_embedding", path).shape[0] - 1
-    side = round(positions ** 0.5)
+    side = round(positions**0.5)
     cfg = dict(
-        embed_dim=dim, depth=depth, patch_size=patch, img_size=side * patch, tubelet_size=tubelet,
+        embed_dim=dim,
+        depth=depth,
+        patch_size=patch,
+        img_size=side * patch,
+        tubelet_size=tubelet,
         num_frames=time_slots * tubelet,
         mlp_ratio=_require(sd, "blocks.0.clip_mlp.c_fc.weight", path).shape[0] / dim,
         adapter_ratio=_require(sd, "blocks.0.S_Adapter.D_fc1.weight", path).shape[0] / dim,
@@ -76,8 +99,10 @@ def infer_config(sd: StateDict, path="checkpoint") -> dict[str, Any]:
     )
     if "head_noun.weight" in sd or "head_verb.weight" in sd:
         cfg["composition"] = True
-        cfg["composition_classes"] = {"verb": _require(sd, "head_verb.weight", path).shape[0],
-                                      "noun": _require(sd, "head_noun.weight", path).shape[0]}
+        cfg["composition_classes"] = {
+            "verb": _require(sd, "head_verb.weight", path).shape[0],
+            "noun": _require(sd, "head_noun.weight", path).shape[0],
+        }
     else:
         cfg["composition"] = False
         cfg["num_classes"] = _require(sd, "head.weight", path).shape[0]

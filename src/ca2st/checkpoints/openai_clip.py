@@ -32,6 +32,6 @@ def is_openai_clip(sd: StateDict) -> bool:
 def convert(sd: StateDict) -> tuple[StateDict, list[str]]:
     """Spatial-expert tensors and unexpected keys. A whole CLIP model is reduced to ``visual.*``."""
     if "visual.conv1.weight" in sd:
-        sd = {k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}
+        sd = {k[len("visual.") :]: v for k, v in sd.items() if k.startswith("visual.")}
     out, unmatched = RENAMER.convert(sd)
     return out, [k for k in unmatched if k not in IGNORED]

@@ -22,7 +22,8 @@ IGNORED_PREFIXES = ("head.", "decoder.", "encoder_to_decoder.", "mask_token", "n
 
 def is_videomae(sd: StateDict) -> bool:
     return "patch_embed.proj.weight" in strip_prefixes(
-        {k: v for k, v in sd.items() if k.endswith("patch_embed.proj.weight")}, ("encoder.", "backbone."))
+        {k: v for k, v in sd.items() if k.endswith("patch_embed.proj.weight")}, ("encoder.", "backbone.")
+    )
 
 
 def convert(sd: StateDict) -> tuple[StateDict, list[str]]:

@@ -37,13 +37,21 @@ def _resample_kernel(orig: int, new: int, zero_crossings: int, rolloff: float, b
     k = torch.arange(-half, half + orig, dtype=torch.float64)
     t = k[None, :] - torch.arange(new, dtype=torch.float64)[:, None] * orig / new  # (new, K)
     window = torch.special.i0(beta * torch.sqrt((1 - (t / half).square()).clamp_min(0))) / torch.special.i0(
-        torch.tensor(beta, dtype=torch.float64))
+        torch.tensor(beta, dtype=torch.float64)
+    )
     taps = cutoff * torch.sinc(cutoff * t) * window * (t.abs() <= half)
     return taps.to(torch.float32).unsqueeze(1), half
 
 
-def resample(waveform: torch.Tensor, orig_freq: int, new_freq: int, *, zero_crossings: int = 32,
-             rolloff: float = 0.96, beta: float = 9.0) -> torch.Tensor:
+def resample(
+    waveform: torch.Tensor,
+    orig_freq: int,
+    new_freq: int,
+    *,
+    zero_crossings: int = 32,
+    rolloff: float = 0.96,
+    beta: float = 9.0,
+) -> torch.Tensor:
     """Band-limited resampling of ``(..., N)`` along the last axis (polyphase windowed sinc, Kaiser window).
 
     Output sample ``n`` is the signal at time ``n / new_freq``; the length is ``ceil(N * new_freq / orig_freq)``.
@@ -92,8 +100,9 @@ def _mel_banks_cpu(num_bins: int, n_fft: int, sample_rate: float, low: float, hi
     return torch.nn.functional.pad(banks, (0, 1))
 
 
-def mel_banks(num_bins: int = 128, n_fft: int = 512, sample_rate: float = 16000.0, low_freq: float = 20.0,
-              high_freq: float = 0.0) -> torch.Tensor:
+def mel_banks(
+    num_bins: int = 128, n_fft: int = 512, sample_rate: float = 16000.0, low_freq: float = 20.0, high_freq: float = 0.0
+) -> torch.Tensor:
     """Kaldi/HTK triangular mel filters ``(num_bins, n_fft // 2 + 1)``, triangular on the mel scale
     ``1127 ln(1 + f / 700)``; ``high_freq <= 0`` counts down from the Nyquist frequency."""
     return _mel_banks_cpu(num_bins, n_fft, float(sample_rate), float(low_freq), float(high_freq)).clone()
@@ -105,10 +114,18 @@ def _hanning(length: int) -> torch.Tensor:
     return torch.hann_window(length, periodic=False, dtype=torch.float64)
 
 
-def log_mel(waveform: torch.Tensor, sample_rate: int = 16000, num_frames: int | None = None,
-            normalize: bool = True, mean: float = AUDIOSET_MEAN, std: float = AUDIOSET_STD,
-            num_mel_bins: int = 128, crop_position: float = 0.0, *,
-            dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def log_mel(
+    waveform: torch.Tensor,
+    sample_rate: int = 16000,
+    num_frames: int | None = None,
+    normalize: bool = True,
+    mean: float = AUDIOSET_MEAN,
+    std: float = AUDIOSET_STD,
+    num_mel_bins: int = 128,
+    crop_position: float = 0.0,
+    *,
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
     """Kaldi-compatible log-mel filterbank of mono ``(N,)`` or ``(B, N)`` audio → ``(L, bins)`` / ``(B, L, bins)``.
 
     As AST: waveform mean removed, 25 ms frames every 10 ms (``snip_edges``: ``L = 1 + (N - win) // hop``),
@@ -135,7 +152,7 @@ def log_mel(waveform: torch.Tensor, sample_rate: int = 16000, num_frames: int | 
     if num_frames is not None and total > num_frames:
         # Only the kept frames are computed; the mean removal is cancelled by the per-frame DC removal anyway.
         start = int(round(crop_position * (total - num_frames)))
-        x = x[..., start * hop:(start + num_frames - 1) * hop + win]
+        x = x[..., start * hop : (start + num_frames - 1) * hop + win]
     if total:
         x = x - x.mean(-1, keepdim=True)
         frames = x.unfold(-1, win, hop)  # (..., L, win)
@@ -170,16 +187,25 @@ class SpecAugment(nn.Module):
     Identity in eval mode or when ``enabled`` is false. Pass a ``torch.Generator`` for reproducible masks.
     """
 
-    def __init__(self, time_masks: int = 2, time_width: int = 70, freq_masks: int = 2, freq_width: int = 20,
-                 value: float = 0.0, enabled: bool = True):
+    def __init__(
+        self,
+        time_masks: int = 2,
+        time_width: int = 70,
+        freq_masks: int = 2,
+        freq_width: int = 20,
+        value: float = 0.0,
+        enabled: bool = True,
+    ):
         super().__init__()
         self.time_masks, self.time_width = time_masks, time_width
         self.freq_masks, self.freq_width = freq_masks, freq_width
         self.value, self.enabled = value, enabled
 
     def extra_repr(self) -> str:
-        return (f"time_masks={self.time_masks}, time_width={self.time_width}, freq_masks={self.freq_masks}, "
-                f"freq_width={self.freq_width}, enabled={self.enabled}")
+        return (
+            f"time_masks={self.time_masks}, time_width={self.time_width}, freq_masks={self.freq_masks}, "
+            f"freq_width={self.freq_width}, enabled={self.enabled}"
+        )
 
     @staticmethod
     def _masks(batch: int, count: int, max_width: int, size: int, generator) -> torch.Tensor:

@@ -85,8 +85,10 @@ class CheckReport:
         if self.ok:
             lines.append("  no problems found")
         else:
-            lines.append(f"  {len(self.problems)} problems in {self.bad_files} of {self.num_files} files: "
-                         + ", ".join(f"{k} {n}" for k, n in sorted(self.counts.items())))
+            lines.append(
+                f"  {len(self.problems)} problems in {self.bad_files} of {self.num_files} files: "
+                + ", ".join(f"{k} {n}" for k, n in sorted(self.counts.items()))
+            )
         return lines
 
 

@@ -152,15 +152,27 @@ def probe(path, count: str = "auto") -> VideoInfo:
         if duration is None:
             duration = container.duration / av.time_base if container.duration else 0.0
         audio = container.streams.audio[0] if container.streams.audio else None
-        info = dict(path=path, fps=fps, duration=duration, width=ctx.width, height=ctx.height,
-                    codec=ctx.name, container=container.format.name, has_audio=audio is not None)
+        info = dict(
+            path=path,
+            fps=fps,
+            duration=duration,
+            width=ctx.width,
+            height=ctx.height,
+            codec=ctx.name,
+            container=container.format.name,
+            has_audio=audio is not None,
+        )
         if audio is not None:
             actx = audio.codec_context
             adur = _seconds(audio.duration, audio.time_base)
             if adur is None and container.duration:
                 adur = container.duration / av.time_base
-            info.update(audio_sample_rate=actx.sample_rate or audio.rate, audio_channels=actx.channels,
-                        audio_codec=actx.name, audio_duration=adur)
+            info.update(
+                audio_sample_rate=actx.sample_rate or audio.rate,
+                audio_channels=actx.channels,
+                audio_codec=actx.name,
+                audio_duration=adur,
+            )
         if count == "auto" and stream.frames > 0:
             n, source = stream.frames, "container"
         elif count == "decode":
@@ -406,8 +418,9 @@ def read_audio(path, start: float | None = None, end: float | None = None, sampl
     if seen == 0:
         raise DataError(f"{path}: the audio track has no decodable samples")
     if eof and int(round(t0 * rate)) >= seen:
-        raise DataError(f"{path}: audio window [{start}, {end}] s is outside the audio track, which is "
-                        f"{seen / rate:.3f} s long")
+        raise DataError(
+            f"{path}: audio window [{start}, {end}] s is outside the audio track, which is {seen / rate:.3f} s long"
+        )
     wave = torch.from_numpy(mono)
     if rate != sample_rate:
         g = math.gcd(rate, sample_rate)
@@ -422,10 +435,11 @@ def read_audio(path, start: float | None = None, end: float | None = None, sampl
     n0 = int(round(t0 * sample_rate))
     n1 = limit if end is None else int(round(float(end) * sample_rate))
     if limit is not None and n1 > limit:
-        logger.debug("%s: audio window end %s s passes the track end (%.3f s); output cut short", path, end,
-                     seen / rate)
+        logger.debug(
+            "%s: audio window end %s s passes the track end (%.3f s); output cut short", path, end, seen / rate
+        )
         n1 = limit
-    return wave[n0 - origin:n1 - origin].clamp(-1.0, 1.0).contiguous()
+    return wave[n0 - origin : n1 - origin].clamp(-1.0, 1.0).contiguous()
 
 
 def _decode_audio(container, stream, path: str, rate: int, lo: int, hi: int | None):
@@ -465,7 +479,7 @@ def _decode_audio_from(container, stream, path, lo, hi, seek: bool):
             if position + n > lo:
                 if first is None:
                     first = max(lo, position)
-                chunks.append(samples[max(0, lo - position):])
+                chunks.append(samples[max(0, lo - position) :])
             position += n
             if hi is not None and position >= hi:
                 eof = False

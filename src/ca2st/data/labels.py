@@ -25,8 +25,9 @@ def _names_from_json(data, where: str):
             try:
                 pairs = {int(k): str(v) for k, v in data.items()}  # {index: name}
             except ValueError:
-                raise ConfigError(f"{where}: a labels dict must map names to indices, indices to names, or tasks "
-                                  "to lists of names") from None
+                raise ConfigError(
+                    f"{where}: a labels dict must map names to indices, indices to names, or tasks to lists of names"
+                ) from None
         if sorted(pairs) != list(range(len(pairs))):
             raise ConfigError(f"{where}: the label indices must be 0..{len(pairs) - 1} without gaps")
         return [pairs[i] for i in range(len(pairs))]
@@ -70,8 +71,11 @@ def load_labels(labels, tasks: Mapping[str, int] | None = None) -> dict[str, lis
                 raise ConfigError(f"{path}: a labels folder needs the model's tasks")
             out = {}
             for t in tasks:
-                found = sorted(p for p in path.iterdir() if p.is_file() and t in p.stem.lower()
-                               and p.suffix.lower() in (".txt", ".json", ".csv"))
+                found = sorted(
+                    p
+                    for p in path.iterdir()
+                    if p.is_file() and t in p.stem.lower() and p.suffix.lower() in (".txt", ".json", ".csv")
+                )
                 if not found:
                     raise ConfigError(f"{path}: no labels file for task {t!r} (e.g. {t}.txt)")
                 got = load_labels(found[0])

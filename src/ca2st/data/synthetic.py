@@ -63,7 +63,7 @@ def render_frames(colour: int, change: int, spec: SyntheticSpec, rng: np.random.
     frames = np.empty((T, s, s, 3), dtype=np.uint8)
     for t in range(T):
         img = light[t] + tint + rng.normal(0, 6, size=(s, s, 3))
-        img[row:row + side, col:col + side] = rgb
+        img[row : row + side, col : col + side] = rgb
         frames[t] = np.clip(img, 0, 255).astype(np.uint8)
     return frames
 
@@ -91,7 +91,7 @@ def write_clip(path: Path, frames: np.ndarray, audio: np.ndarray, spec: Syntheti
         for packet in video.encode():
             out.mux(packet)
         for k in range(0, len(audio), 1024):
-            frame = av.AudioFrame.from_ndarray(audio[None, k:k + 1024], format="fltp", layout="mono")
+            frame = av.AudioFrame.from_ndarray(audio[None, k : k + 1024], format="fltp", layout="mono")
             frame.sample_rate, frame.pts = spec.sample_rate, k
             for packet in sound.encode(frame):
                 out.mux(packet)
@@ -107,7 +107,11 @@ def write_dataset(root: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> di
     files = {"train": root / "train.txt", "val": root / "val.txt", "classes": root / "classes.txt"}
     files.update({f"{split}_{cue}": root / f"{split}_{cue}.txt" for split in ("train", "val") for cue in CUES})
     manifest = root / "manifest.json"
-    if manifest.exists() and json.loads(manifest.read_text()) == asdict(spec) and all(p.exists() for p in files.values()):
+    if (
+        manifest.exists()
+        and json.loads(manifest.read_text()) == asdict(spec)
+        and all(p.exists() for p in files.values())
+    ):
         return files
     (root / "videos").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(spec.seed)

@@ -23,8 +23,9 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE = "state.pt"
 
 
-def save_checkpoint(directory: str | Path, model: nn.Module, *, state: dict | None = None,
-                    include_experts: bool = False, **record) -> Path:
+def save_checkpoint(
+    directory: str | Path, model: nn.Module, *, state: dict | None = None, include_experts: bool = False, **record
+) -> Path:
     """Write a training checkpoint atomically (``record`` as for the model record: ``model_name``, ``experts``,
     ``run``, ``meta``); ``state`` goes to ``state.pt``. Returns its path."""
     extra = {STATE: lambda p: torch.save(state, p)} if state is not None else {}

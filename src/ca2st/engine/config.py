@@ -133,10 +133,12 @@ RECIPES = Path(__file__).resolve().parents[1] / "configs"  # the recipes shipped
 
 def _expand(value: Any) -> Any:
     if isinstance(value, str):
+
         def sub(m):
             if m.group(1) not in os.environ:
                 raise ConfigError(f"config value {value!r} needs the environment variable {m.group(1)}")
             return os.environ[m.group(1)]
+
         return _ENV.sub(sub, value)
     if isinstance(value, dict):
         return {k: _expand(v) for k, v in value.items()}
@@ -153,8 +155,9 @@ def _build(cls, data: dict[str, Any], where: str):
     for key, value in data.items():
         name = f"{where}.{key}" if where else key
         if key not in fields:
-            raise ConfigError(f"unknown config key {name}; valid keys{' in ' + where if where else ''}: "
-                              f"{sorted(fields)}")
+            raise ConfigError(
+                f"unknown config key {name}; valid keys{' in ' + where if where else ''}: {sorted(fields)}"
+            )
         sub = fields[key].type
         target = {"DataConfig": DataConfig, "OptimConfig": OptimConfig}.get(sub if isinstance(sub, str) else "")
         kwargs[key] = _build(target, value, name) if target else _check_type(name, fields[key], value)
@@ -244,8 +247,7 @@ def list_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPES.glob("*.yaml"))
 
 
-def load_config(recipe: str | Path | None = None,
-                overrides: dict[str, Any] | Sequence[str] | None = None) -> RunConfig:
+def load_config(recipe: str | Path | None = None, overrides: dict[str, Any] | Sequence[str] | None = None) -> RunConfig:
     """A RunConfig from a recipe (a YAML path or a shipped recipe name such as ``cast_ssv2``; ``None``: the
     defaults) and overrides (``key=value`` strings or a ``{dotted.key: value}`` dict)."""
     data: dict[str, Any] = {}

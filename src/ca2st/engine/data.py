@@ -25,8 +25,12 @@ SPLITS = ("train", "val")
 
 def make_sampler(recipe: InputRecipe, train: bool):
     """The frame sampler of a recipe: one clip for training, ``test_clips`` views for evaluation."""
-    return build_sampler(recipe.sampler, recipe.num_frames, sampling_rate=recipe.sampling_rate,
-                         num_clips=1 if train else recipe.test_clips)
+    return build_sampler(
+        recipe.sampler,
+        recipe.num_frames,
+        sampling_rate=recipe.sampling_rate,
+        num_clips=1 if train else recipe.test_clips,
+    )
 
 
 def make_transform(recipe: InputRecipe, train: bool, data: DataConfig | None = None, flip: bool = True):
@@ -34,9 +38,16 @@ def make_transform(recipe: InputRecipe, train: bool, data: DataConfig | None = N
     if not train:
         return EvalTransform(recipe.img_size, recipe.test_crops, mean=recipe.mean, std=recipe.std)
     data = data or DataConfig()
-    return TrainTransform(recipe.img_size, scale=tuple(data.crop_scale), flip=flip, rand_augment=data.rand_augment,
-                          color_jitter=data.color_jitter, erase_prob=data.erase_prob, mean=recipe.mean,
-                          std=recipe.std)
+    return TrainTransform(
+        recipe.img_size,
+        scale=tuple(data.crop_scale),
+        flip=flip,
+        rand_augment=data.rand_augment,
+        color_jitter=data.color_jitter,
+        erase_prob=data.erase_prob,
+        mean=recipe.mean,
+        std=recipe.std,
+    )
 
 
 def audio_spec(recipe: InputRecipe, train: bool, data: DataConfig | None = None) -> AudioSpec | None:
@@ -44,15 +55,25 @@ def audio_spec(recipe: InputRecipe, train: bool, data: DataConfig | None = None)
     if recipe.audio_frames is None:
         return None
     data = data or DataConfig()
-    return AudioSpec(frames=recipe.audio_frames, window=data.audio_window, root=data.audio_root,
-                     missing=data.missing_audio, spec_augment=SpecAugment() if train and data.spec_augment else None)
+    return AudioSpec(
+        frames=recipe.audio_frames,
+        window=data.audio_window,
+        root=data.audio_root,
+        missing=data.missing_audio,
+        spec_augment=SpecAugment() if train and data.spec_augment else None,
+    )
 
 
 def recipe_of_run(cfg: RunConfig, model_config: ModelConfig, annotations: Annotations) -> InputRecipe:
     """The input recipe a run trains and evaluates with (sampler: the config's, else the dataset's)."""
     d = cfg.data
-    return InputRecipe.for_model(model_config, sampler=d.sampler or annotations.sampler,
-                                 sampling_rate=d.sampling_rate, test_clips=d.test_clips, test_crops=d.test_crops)
+    return InputRecipe.for_model(
+        model_config,
+        sampler=d.sampler or annotations.sampler,
+        sampling_rate=d.sampling_rate,
+        test_clips=d.test_clips,
+        test_crops=d.test_crops,
+    )
 
 
 def dataset_of_run(cfg: RunConfig, split: str, model_config: ModelConfig | None = None) -> VideoDataset:
@@ -67,13 +88,21 @@ def dataset_of_run(cfg: RunConfig, split: str, model_config: ModelConfig | None 
     annotations = parse_annotations(path, d.format, **d.options, **getattr(d, f"{split}_options"))
     recipe = recipe_of_run(cfg, model_config, annotations)
     flip = annotations.flip if d.flip is None else d.flip
-    return VideoDataset(annotations, d.root, make_sampler(recipe, train), make_transform(recipe, train, d, flip),
-                        train=train, audio=audio_spec(recipe, train, d), on_error=d.on_error if train else "exclude",
-                        seed=cfg.seed)
+    return VideoDataset(
+        annotations,
+        d.root,
+        make_sampler(recipe, train),
+        make_transform(recipe, train, d, flip),
+        train=train,
+        audio=audio_spec(recipe, train, d),
+        on_error=d.on_error if train else "exclude",
+        seed=cfg.seed,
+    )
 
 
-def build_dataset(recipe_or_config: str | RunConfig, split: str = "train",
-                  overrides: dict | Sequence[str] | None = None) -> VideoDataset:
+def build_dataset(
+    recipe_or_config: str | RunConfig, split: str = "train", overrides: dict | Sequence[str] | None = None
+) -> VideoDataset:
     """Exactly the dataset ``ca2st train`` (``split="train"``) or ``ca2st eval`` (``split="val"``) iterates.
 
     ``recipe_or_config``: a recipe name (``cast_ssv2``), a YAML path or a :class:`RunConfig`; ``overrides`` as
@@ -87,17 +116,39 @@ def build_dataset(recipe_or_config: str | RunConfig, split: str = "train",
     return dataset_of_run(cfg, split)
 
 
-def inference_dataset(samples: Sequence[Sample], recipe: InputRecipe, root=None, *, data: DataConfig | None = None,
-                      tasks: Sequence[str] | None = None, on_error: str = "exclude") -> VideoDataset:
+def inference_dataset(
+    samples: Sequence[Sample],
+    recipe: InputRecipe,
+    root=None,
+    *,
+    data: DataConfig | None = None,
+    tasks: Sequence[str] | None = None,
+    on_error: str = "exclude",
+) -> VideoDataset:
     """Evaluation-mode dataset of ``samples`` under a model's ``recipe`` (``ca2st predict``); a broken file is
     excluded and reported (``on_error='exclude'``) or raises (``'error'``), never replaced."""
-    return VideoDataset(samples, root, make_sampler(recipe, False), make_transform(recipe, False),
-                        audio=audio_spec(recipe, False, data), on_error=on_error, tasks=tasks)
+    return VideoDataset(
+        samples,
+        root,
+        make_sampler(recipe, False),
+        make_transform(recipe, False),
+        audio=audio_spec(recipe, False, data),
+        on_error=on_error,
+        tasks=tasks,
+    )
 
 
-def build_loader(dataset: VideoDataset, batch_size: int, num_workers: int, sampler=None, drop_last: bool = False,
-                 seed: int = 0) -> DataLoader:
+def build_loader(
+    dataset: VideoDataset, batch_size: int, num_workers: int, sampler=None, drop_last: bool = False, seed: int = 0
+) -> DataLoader:
     """A loader whose workers start afresh each epoch (so they see ``set_epoch``) and whose worker seeds
     come from their own generator (so loading never shifts the training random stream)."""
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=drop_last,
-                      generator=torch.Generator().manual_seed(seed), collate_fn=collate)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        generator=torch.Generator().manual_seed(seed),
+        collate_fn=collate,
+    )

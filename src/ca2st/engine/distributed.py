@@ -73,8 +73,9 @@ class EpochSampler(Sampler[int]):
     """
 
     def __init__(self, length: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True):
-        self.base = DistributedSampler(range(length), num_replicas=world_size, rank=rank, shuffle=shuffle,
-                                       seed=seed, drop_last=True)
+        self.base = DistributedSampler(
+            range(length), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=True
+        )
         self.start = 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -82,7 +83,7 @@ class EpochSampler(Sampler[int]):
         self.start = start
 
     def __iter__(self):
-        return iter(list(self.base)[self.start:])
+        return iter(list(self.base)[self.start :])
 
     def __len__(self) -> int:
         return len(self.base) - self.start

@@ -66,8 +66,15 @@ def evaluate(
         dataset, model_name, run_name: labels stored in the result (``results.json``, ``ca2st report``).
     """
     rank, world = rank_and_world()
-    local = run_views(model, loader, device=device, precision=precision, progress=progress and rank == 0,
-                      desc="eval", show_top1=class_mapping is None)
+    local = run_views(
+        model,
+        loader,
+        device=device,
+        precision=precision,
+        progress=progress and rank == 0,
+        desc="eval",
+        show_top1=class_mapping is None,
+    )
     known = model_tasks(model) if getattr(model, "config", None) is not None else None
     out = _union(all_gather_objects(local), known)
     tasks = list(out.probs)
@@ -76,13 +83,15 @@ def evaluate(
     transfer = None
     unreachable = torch.zeros(out.indices.numel(), dtype=torch.bool)
     if class_mapping is not None:
-        mapped = map_predictions(out.probs, out.targets, class_mapping,
-                                 {t: len(v) for t, v in (names or {}).items()})
+        mapped = map_predictions(out.probs, out.targets, class_mapping, {t: len(v) for t, v in (names or {}).items()})
         out.probs, unreachable = mapped.probs, mapped.unreachable
         transfer = mapped.record(out.indices, out.ids)
 
-    labelled = (torch.stack([out.targets[t] >= 0 for t in tasks]).all(0) if out.indices.numel()
-                else torch.zeros(0, dtype=torch.bool))
+    labelled = (
+        torch.stack([out.targets[t] >= 0 for t in tasks]).all(0)
+        if out.indices.numel()
+        else torch.zeros(0, dtype=torch.bool)
+    )
     scored = labelled & ~unreachable
     probs = {t: p[scored] for t, p in out.probs.items()}
     targets = {t: v[scored] for t, v in out.targets.items()}
@@ -95,12 +104,32 @@ def evaluate(
         if {"verb", "noun"} <= set(tasks):
             metrics.update(M.epic_accuracy(probs["verb"], probs["noun"], targets["verb"], targets["noun"]))
     n = int(out.indices.numel())
-    counts = {"total": n + len(out.excluded), "evaluated": n, "excluded": len(out.excluded),
-              "unlabelled": int((~labelled).sum()), "unreachable": int(unreachable.sum()), "scored": int(scored.sum())}
-    return EvalResult(metrics=metrics, tasks=tasks, indices=out.indices, ids=out.ids, probs=out.probs,
-                      targets=out.targets, excluded=out.excluded, counts=counts, num_views=out.views,
-                      class_names=names, transfer=transfer, dataset=dataset, model=model_name, scored=scored,
-                      paths=out.paths, run=run_name)
+    counts = {
+        "total": n + len(out.excluded),
+        "evaluated": n,
+        "excluded": len(out.excluded),
+        "unlabelled": int((~labelled).sum()),
+        "unreachable": int(unreachable.sum()),
+        "scored": int(scored.sum()),
+    }
+    return EvalResult(
+        metrics=metrics,
+        tasks=tasks,
+        indices=out.indices,
+        ids=out.ids,
+        probs=out.probs,
+        targets=out.targets,
+        excluded=out.excluded,
+        counts=counts,
+        num_views=out.views,
+        class_names=names,
+        transfer=transfer,
+        dataset=dataset,
+        model=model_name,
+        scored=scored,
+        paths=out.paths,
+        run=run_name,
+    )
 
 
 def _union(parts: list[ViewOutputs], known: dict[str, int] | None) -> ViewOutputs:
@@ -122,17 +151,23 @@ def _union(parts: list[ViewOutputs], known: dict[str, int] | None) -> ViewOutput
         keep[1:] = indices[order][1:] != indices[order][:-1]
     dups = int((~keep).sum())
     if dups:
-        log.warning("evaluation: %d duplicated sample(s) (padding of a DistributedSampler?) were counted once; "
-                    "use ShardedEvalSampler for exact shards", dups)
+        log.warning(
+            "evaluation: %d duplicated sample(s) (padding of a DistributedSampler?) were counted once; "
+            "use ShardedEvalSampler for exact shards",
+            dups,
+        )
     order = order[keep]
     evaluated = set(indices[order].tolist())
     excluded = {e["index"]: e for p in parts for e in p.excluded}
-    return ViewOutputs(indices=indices[order], ids=[ids[i] for i in order.tolist()],
-                       probs={t: v[order] for t, v in probs.items()},
-                       targets={t: v[order] for t, v in targets.items()},
-                       paths=[paths[i] for i in order.tolist()],
-                       excluded=[excluded[i] for i in sorted(excluded) if i not in evaluated],
-                       views=max(p.views for p in parts))
+    return ViewOutputs(
+        indices=indices[order],
+        ids=[ids[i] for i in order.tolist()],
+        probs={t: v[order] for t, v in probs.items()},
+        targets={t: v[order] for t, v in targets.items()},
+        paths=[paths[i] for i in order.tolist()],
+        excluded=[excluded[i] for i in sorted(excluded) if i not in evaluated],
+        views=max(p.views for p in parts),
+    )
 
 
 def _names(class_names, tasks: list[str]) -> dict[str, list[str]] | None:

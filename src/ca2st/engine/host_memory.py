@@ -54,8 +54,12 @@ def keep_freed_memory() -> bool:
         return False
     ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
     if ok:
-        log.info("glibc allocator: mmap threshold %d MiB, trim threshold %d MiB (CA2ST_KEEP_FREED_MEMORY=0: "
-                 "glibc's defaults)", MMAP_THRESHOLD >> 20, TRIM_THRESHOLD >> 20)
+        log.info(
+            "glibc allocator: mmap threshold %d MiB, trim threshold %d MiB (CA2ST_KEEP_FREED_MEMORY=0: "
+            "glibc's defaults)",
+            MMAP_THRESHOLD >> 20,
+            TRIM_THRESHOLD >> 20,
+        )
     else:
         log.warning("glibc mallopt refused the mmap/trim thresholds; freed memory goes back to the kernel")
     return ok

@@ -53,8 +53,10 @@ class ViewOutputs:
 def _unpack(batch):
     """``(video, audio, target, meta, indices, ids, paths, excluded, errors)`` of one batch."""
     if not (isinstance(batch, (list, tuple)) and len(batch) == 4 and isinstance(batch[3], Mapping)):
-        raise ConfigError("inference: loader batches must be (video, audio, target, meta) with meta a dict, as "
-                          "ca2st.data.datasets.collate batches VideoDataset items")
+        raise ConfigError(
+            "inference: loader batches must be (video, audio, target, meta) with meta a dict, as "
+            "ca2st.data.datasets.collate batches VideoDataset items"
+        )
     video, audio, target, meta = batch
     if video.dim() != 6:
         raise ConfigError(f"inference: video batches must be (batch, views, C, T, H, W), got {tuple(video.shape)}")
@@ -82,9 +84,16 @@ def _softmax(model, video, audio, times, device, precision) -> dict[str, torch.T
     return {t: F.softmax(v.float(), dim=-1) for t, v in as_task_dict(out).items()}
 
 
-def run_views(model: torch.nn.Module, loader: Iterable, *, device: str | torch.device = "cpu",
-              precision: str = "fp32", progress: bool = True, desc: str = "eval",
-              show_top1: bool = True) -> ViewOutputs:
+def run_views(
+    model: torch.nn.Module,
+    loader: Iterable,
+    *,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    progress: bool = True,
+    desc: str = "eval",
+    show_top1: bool = True,
+) -> ViewOutputs:
     """Run ``model`` (in eval mode, restored afterwards) over ``loader``; see the module docstring.
 
     Args:
@@ -121,8 +130,10 @@ def run_views(model: torch.nn.Module, loader: Iterable, *, device: str | torch.d
             out = _softmax(model, video, audio, times, device, precision)
             tgt = {t: torch.as_tensor(v).reshape(-1)[keep].long() for t, v in as_task_dict(target).items()}
             if set(tgt) != set(out):
-                raise ConfigError(f"the model's outputs {sorted(out)} and the dataset's targets {sorted(tgt)} "
-                                  "are different tasks (a composition model needs {'verb', 'noun'} targets)")
+                raise ConfigError(
+                    f"the model's outputs {sorted(out)} and the dataset's targets {sorted(tgt)} "
+                    "are different tasks (a composition model needs {'verb', 'noun'} targets)"
+                )
             for t, p in out.items():
                 probs.setdefault(t, []).append(p.reshape(k, views, p.shape[-1]).mean(1).cpu())
                 targets.setdefault(t, []).append(tgt[t])
@@ -138,7 +149,12 @@ def run_views(model: torch.nn.Module, loader: Iterable, *, device: str | torch.d
     finally:
         bar.close()
         model.train(was_training)
-    return ViewOutputs(indices=torch.cat(indices) if indices else torch.empty(0, dtype=torch.long), ids=ids,
-                       probs={t: torch.cat(v) for t, v in probs.items()},
-                       targets={t: torch.cat(v) for t, v in targets.items()}, paths=paths, excluded=excluded,
-                       views=views)
+    return ViewOutputs(
+        indices=torch.cat(indices) if indices else torch.empty(0, dtype=torch.long),
+        ids=ids,
+        probs={t: torch.cat(v) for t, v in probs.items()},
+        targets={t: torch.cat(v) for t, v in targets.items()},
+        paths=paths,
+        excluded=excluded,
+        views=views,
+    )

@@ -26,8 +26,9 @@ NO_DECAY = ("pos_embed", "q_pos", "kv_pos", "cls_token", "dist_token", "class_em
 
 def parameter_groups(model: nn.Module, weight_decay: float, layer_decay: float) -> list[dict]:
     """Trainable parameters in (layer, decay / no decay) groups with an ``lr_scale`` each."""
-    groups = param_groups_layer_decay(model, weight_decay=weight_decay, layer_decay=layer_decay,
-                                      no_weight_decay_list=[f"*{n}*" for n in NO_DECAY])
+    groups = param_groups_layer_decay(
+        model, weight_decay=weight_decay, layer_decay=layer_decay, no_weight_decay_list=[f"*{n}*" for n in NO_DECAY]
+    )
     return [g for g in groups if g["params"]]
 
 
@@ -37,18 +38,27 @@ def lr_scales(model: nn.Module, layer_decay: float) -> dict[str, float]:
     return {names[id(p)]: g["lr_scale"] for g in parameter_groups(model, 0.0, layer_decay) for p in g["params"]}
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, layer_decay: float,
-                    betas=(0.9, 0.999), eps: float = 1e-8) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, lr: float, weight_decay: float, layer_decay: float, betas=(0.9, 0.999), eps: float = 1e-8
+) -> torch.optim.Optimizer:
     groups = parameter_groups(model, weight_decay, layer_decay)
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, lr: float, min_lr: float, total_steps: int,
-                    warmup_steps: int) -> CosineLRScheduler:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, lr: float, min_lr: float, total_steps: int, warmup_steps: int
+) -> CosineLRScheduler:
     """Per-step schedule: linear warm-up from 0 to ``lr``, then cosine to ``min_lr`` over the rest."""
     warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
-    return CosineLRScheduler(optimizer, t_initial=max(total_steps - warmup_steps, 1), lr_min=min_lr,
-                             warmup_t=warmup_steps, warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
+    return CosineLRScheduler(
+        optimizer,
+        t_initial=max(total_steps - warmup_steps, 1),
+        lr_min=min_lr,
+        warmup_t=warmup_steps,
+        warmup_lr_init=0.0,
+        warmup_prefix=True,
+        t_in_epochs=False,
+    )
 
 
 def scheduled_lr(step: int, lr: float, min_lr: float, total_steps: int, warmup_steps: int) -> float:
@@ -81,11 +91,12 @@ class VideoMixup(Mixup):
 
 def seed_mixup(seed: int, step: int) -> None:
     """timm's mixup draws from NumPy's global generator: seed it per step so resumed runs repeat it."""
-    np.random.seed((seed * 1_000_003 + step) % 2 ** 32)
+    np.random.seed((seed * 1_000_003 + step) % 2**32)
 
 
-def classification_loss(output: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
-                        label_smoothing: float = 0.0) -> torch.Tensor:
+def classification_loss(
+    output: dict[str, torch.Tensor], target: dict[str, torch.Tensor], label_smoothing: float = 0.0
+) -> torch.Tensor:
     """The sum over tasks of the cross-entropy of ``{task: logits}`` with ``{task: targets}`` (hard class ids, or
     soft targets from mixup that carry their own smoothing)."""
     loss = 0.0

@@ -58,8 +58,10 @@ class ReportTable:
     def to_text(self) -> str:
         head, recs = self.header(), self.records()
         widths = [max(len(r[i]) for r in [head] + recs) for i in range(len(head))]
-        fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-                                  for i, (c, w) in enumerate(zip(r, widths)))
+        fmt = lambda r: "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
+            for i, (c, w) in enumerate(zip(r, widths))
+        )
         return "\n".join([fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in recs])
 
     def summary(self) -> str:
@@ -114,15 +116,19 @@ def _cells(data: dict, column: str, where: str) -> list[tuple[str, Any, bool]]:
     scale = 0.01 if data.get("metric_scale") == "percent" else 1.0
     frac = lambda key: None if m.get(key) is None else float(m[key]) * scale  # noqa: E731
     if "verb_top1" in m and "noun_top1" in m:
-        return [(f"{column} verb", frac("verb_top1"), True), (f"{column} noun", frac("noun_top1"), True),
-                (f"{column} action", frac("action_top1"), False)]
+        return [
+            (f"{column} verb", frac("verb_top1"), True),
+            (f"{column} noun", frac("noun_top1"), True),
+            (f"{column} action", frac("action_top1"), False),
+        ]
     if "top1" in m:
         return [(column, frac("top1"), True)]
     raise ConfigError(f"report: {where} has neither 'top1' nor 'verb_top1'/'noun_top1' metrics")
 
 
-def report(results: Sequence, *, columns: Sequence[str] | None = None, rows: Sequence[str] | None = None,
-           hm: bool = True) -> ReportTable:
+def report(
+    results: Sequence, *, columns: Sequence[str] | None = None, rows: Sequence[str] | None = None, hm: bool = True
+) -> ReportTable:
     """Combine results (``results.json`` paths, their folders, dicts or :class:`EvalResult`) into the balanced table.
 
     ``columns[i]`` names the dataset (column) of ``results[i]`` (default: its ``dataset`` field, else its run

@@ -87,10 +87,19 @@ class EvalResult:
         """The ``results.json`` content (small: no per-sample probabilities)."""
         from .. import __version__
 
-        return {"run": self.run, "dataset": self.dataset, "model": self.model, "metrics": self.metrics,
-                "counts": self.counts, "tasks": {t: int(self.probs[t].shape[1]) for t in self.tasks},
-                "views": self.num_views, "excluded": self.excluded, "transfer": self.transfer,
-                "metric_scale": "fraction", "ca2st_version": __version__}
+        return {
+            "run": self.run,
+            "dataset": self.dataset,
+            "model": self.model,
+            "metrics": self.metrics,
+            "counts": self.counts,
+            "tasks": {t: int(self.probs[t].shape[1]) for t in self.tasks},
+            "views": self.num_views,
+            "excluded": self.excluded,
+            "transfer": self.transfer,
+            "metric_scale": "fraction",
+            "ca2st_version": __version__,
+        }
 
     def scored_mask(self) -> torch.Tensor:
         """``(N,)`` bool: the samples counted in the metrics (labelled, and reachable under a class mapping)."""
@@ -101,12 +110,21 @@ class EvalResult:
     def per_class(self, task: str | None = None) -> list[dict[str, Any]]:
         """Rows ``{task, class, name, support, correct, accuracy, predicted, precision}`` over the scored samples."""
         rows, mask = [], self.scored_mask()
-        for t in ([task] if task else self.tasks):
+        for t in [task] if task else self.tasks:
             table = M.per_class_accuracy(self.probs[t][mask], self.targets[t][mask], self.probs[t].shape[1])
             for c, name in enumerate(self.names(t)):
-                rows.append({"task": t, "class": c, "name": name, "support": int(table["support"][c]),
-                             "correct": int(table["correct"][c]), "accuracy": float(table["accuracy"][c]),
-                             "predicted": int(table["predicted"][c]), "precision": float(table["precision"][c])})
+                rows.append(
+                    {
+                        "task": t,
+                        "class": c,
+                        "name": name,
+                        "support": int(table["support"][c]),
+                        "correct": int(table["correct"][c]),
+                        "accuracy": float(table["accuracy"][c]),
+                        "predicted": int(table["predicted"][c]),
+                        "precision": float(table["precision"][c]),
+                    }
+                )
         return rows
 
     def confusion(self, task: str | None = None) -> torch.Tensor:
@@ -128,8 +146,18 @@ class EvalResult:
             w = csv.writer(f, lineterminator="\n")
             w.writerow(["task", "class", "name", "support", "correct", "accuracy", "predicted", "precision"])
             for r in self.per_class():
-                w.writerow([r["task"], r["class"], r["name"], r["support"], r["correct"], num(r["accuracy"]),
-                            r["predicted"], num(r["precision"])])
+                w.writerow(
+                    [
+                        r["task"],
+                        r["class"],
+                        r["name"],
+                        r["support"],
+                        r["correct"],
+                        num(r["accuracy"]),
+                        r["predicted"],
+                        num(r["precision"]),
+                    ]
+                )
         return path
 
     def save_predictions_csv(self, path, topk: int = 5) -> Path:
@@ -145,8 +173,18 @@ class EvalResult:
             head = ["index", "id", "path"]
             for t in self.tasks:
                 p = "" if t == SINGLE else f"{t}_"
-                head += [f"{p}{c}" for c in ("target", "target_name", "pred", "pred_name", f"top{topk}",
-                                             f"top{topk}_names", f"top{topk}_probs")]
+                head += [
+                    f"{p}{c}"
+                    for c in (
+                        "target",
+                        "target_name",
+                        "pred",
+                        "pred_name",
+                        f"top{topk}",
+                        f"top{topk}_names",
+                        f"top{topk}_probs",
+                    )
+                ]
             w.writerow(head)
             for i in range(len(self.ids)):
                 row = [int(self.indices[i]), self.ids[i], paths[i] or ""]
@@ -154,8 +192,15 @@ class EvalResult:
                     val, idx = tops[t]
                     target, top = int(self.targets[t][i]), idx[i].tolist()
                     target_name = names[t][target] if 0 <= target < len(names[t]) else ""
-                    row += [target, target_name, top[0], names[t][top[0]], " ".join(map(str, top)),
-                            "; ".join(names[t][c] for c in top), " ".join(f"{v:.4f}" for v in val[i].tolist())]
+                    row += [
+                        target,
+                        target_name,
+                        top[0],
+                        names[t][top[0]],
+                        " ".join(map(str, top)),
+                        "; ".join(names[t][c] for c in top),
+                        " ".join(f"{v:.4f}" for v in val[i].tolist()),
+                    ]
                 w.writerow(row)
         return path
 
@@ -211,8 +256,15 @@ class EvalResult:
                 for j in range(len(cols)):
                     v = float(norm[i, j])
                     if v >= 0.005:
-                        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
-                                color="white" if v > 0.5 else "black")
+                        ax.text(
+                            j,
+                            i,
+                            f"{v:.2f}",
+                            ha="center",
+                            va="center",
+                            fontsize=7,
+                            color="white" if v > 0.5 else "black",
+                        )
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         fig.tight_layout()
         path = _open_for_writing(path)
@@ -225,9 +277,11 @@ class EvalResult:
         ``probabilities.safetensors`` with ``probabilities=True``. Returns the paths by name."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        files = {"results": self.save_json(out / "results.json"),
-                 "per_class": self.save_per_class_csv(out / "per_class_accuracy.csv"),
-                 "predictions": self.save_predictions_csv(out / "predictions.csv")}
+        files = {
+            "results": self.save_json(out / "results.json"),
+            "per_class": self.save_per_class_csv(out / "per_class_accuracy.csv"),
+            "predictions": self.save_predictions_csv(out / "predictions.csv"),
+        }
         for t in self.tasks:
             if self.probs[t].shape[1] == 0:  # nothing was evaluated and the class count is unknown
                 continue
@@ -243,10 +297,13 @@ class EvalResult:
         """A readable multi-line summary (what the CLI prints)."""
         c = self.counts
         head = f"Evaluation{' of ' + self.model if self.model else ''}{' on ' + self.dataset if self.dataset else ''}"
-        lines = [head, f"  samples: {c.get('total', 0)} total, {c.get('scored', 0)} scored, "
-                       f"{c.get('excluded', 0)} excluded, {c.get('unlabelled', 0)} unlabelled"
-                       + (f", {c.get('unreachable', 0)} unreachable under the class mapping" if self.transfer else "")
-                       + f"; {self.num_views} view(s) per video"]
+        lines = [
+            head,
+            f"  samples: {c.get('total', 0)} total, {c.get('scored', 0)} scored, "
+            f"{c.get('excluded', 0)} excluded, {c.get('unlabelled', 0)} unlabelled"
+            + (f", {c.get('unreachable', 0)} unreachable under the class mapping" if self.transfer else "")
+            + f"; {self.num_views} view(s) per video",
+        ]
         if self.composition:
             width = max(len(t) for t in self.tasks + ["action"])
             groups = self.tasks + (["action"] if "action_top1" in self.metrics else [])
@@ -255,8 +312,9 @@ class EvalResult:
                 top1, top5, mca = (_fmt(self.metrics.get(f"{t}_{k}")) for k in ("top1", "top5", "mean_class_acc"))
                 lines.append(f"  {t:<{width}}  {top1:>6}  {top5:>6}   {mca:>6}")
         else:
-            lines.append("  " + "   ".join(f"{label} {_fmt(self.metrics.get(k))}"
-                                           for k, label in METRIC_LABELS.items()))
+            lines.append(
+                "  " + "   ".join(f"{label} {_fmt(self.metrics.get(k))}" for k, label in METRIC_LABELS.items())
+            )
         lines.append("  (accuracies in %)")
         if self.excluded:
             lines.append(f"  excluded ({len(self.excluded)}), not counted in any metric:")
@@ -267,6 +325,8 @@ class EvalResult:
             um = self.transfer["unmapped_model_classes"].get(t, [])
             ut = self.transfer["unmapped_dataset_classes"].get(t, [])
             if um or ut:
-                lines.append(f"  mapping [{t}]: {len(um)} model classes unmapped, {len(ut)} dataset classes "
-                             f"without a model class")
+                lines.append(
+                    f"  mapping [{t}]: {len(um)} model classes unmapped, {len(ut)} dataset classes "
+                    f"without a model class"
+                )
         return "\n".join(lines)

@@ -28,8 +28,10 @@ def build_run_model(cfg: RunConfig, annotations: Annotations, device: torch.devi
     name, model_cfg = cfg.model_config()
     num_classes = annotations.num_classes
     if isinstance(num_classes, dict) and not model_cfg.composition:
-        raise ConfigError(f"the annotations have {sorted(num_classes)} labels: use a composition model "
-                          f"(e.g. {name}_ek100 or model.composition=true)")
+        raise ConfigError(
+            f"the annotations have {sorted(num_classes)} labels: use a composition model "
+            f"(e.g. {name}_ek100 or model.composition=true)"
+        )
     if model_cfg.composition and isinstance(num_classes, dict) and "composition_classes" not in cfg.model:
         model_cfg = model_cfg.replace(composition_classes=dict(num_classes))
     if not model_cfg.composition and isinstance(num_classes, int) and "num_classes" not in cfg.model:
@@ -47,8 +49,10 @@ def build_run_model(cfg: RunConfig, annotations: Annotations, device: torch.devi
         if kind in paths:
             load_expert_weights(model, paths[kind], expert=kind)
         elif not cfg.random_experts:
-            raise ConfigError(f"no weights for the {kind} expert: set experts.{kind} or the environment variable "
-                              f"{EXPERT_ENV[kind]} (random_experts=true trains on random experts, for smoke tests)")
+            raise ConfigError(
+                f"no weights for the {kind} expert: set experts.{kind} or the environment variable "
+                f"{EXPERT_ENV[kind]} (random_experts=true trains on random experts, for smoke tests)"
+            )
     if cfg.checkpoint:
         start_from(model, cfg.checkpoint, paths)
     if not cfg.freeze_experts:
@@ -58,6 +62,7 @@ def build_run_model(cfg: RunConfig, annotations: Annotations, device: torch.devi
 
 def start_from(model: MultiExpertModel, path: str, experts: dict[str, str] | None = None) -> None:
     """Start from the weights of our checkpoint folder or an official CAST file (:func:`~ca2st.load_any`)."""
-    source = load_any(path, experts=experts, num_heads=model.config.num_heads,
-                      exchange_heads=model.config.exchange_heads)
+    source = load_any(
+        path, experts=experts, num_heads=model.config.num_heads, exchange_heads=model.config.exchange_heads
+    )
     load_strict(model, source.state_dict(), path)

@@ -36,14 +36,21 @@ def run_eval(cfg: RunConfig, out_dir: str | Path | None = None) -> tuple[EvalRes
             model.cast_matmul_weights_(torch.bfloat16, trainable=True)
         dataset = dataset_of_run(cfg, "val", model.config)
         annotations = dataset.annotations
-        sampler = ShardedEvalSampler(len(dataset), num_replicas=info.world_size, rank=info.rank) if info.enabled else None
+        sampler = (
+            ShardedEvalSampler(len(dataset), num_replicas=info.world_size, rank=info.rank) if info.enabled else None
+        )
         loader = build_loader(dataset, cfg.data.eval_batch_size or cfg.data.batch_size, cfg.data.num_workers, sampler)
-        result = evaluate(model, loader, device=info.device,
-                          precision="fp32" if cfg.precision == "fp16" else cfg.precision,
-                          progress=cfg.progress and info.is_main,
-                          class_names=annotations.class_names or model.class_names,
-                          dataset=dataset_name(annotations.format, annotations.path or cfg.data.val),
-                          model_name=cfg.model.get("name"), run_name=Path(cfg.output_dir).name)
+        result = evaluate(
+            model,
+            loader,
+            device=info.device,
+            precision="fp32" if cfg.precision == "fp16" else cfg.precision,
+            progress=cfg.progress and info.is_main,
+            class_names=annotations.class_names or model.class_names,
+            dataset=dataset_name(annotations.format, annotations.path or cfg.data.val),
+            model_name=cfg.model.get("name"),
+            run_name=Path(cfg.output_dir).name,
+        )
         files = result.save(Path(out_dir or Path(cfg.output_dir) / "eval")) if info.is_main else {}
         return result, files
     finally:

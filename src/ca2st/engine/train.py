@@ -115,17 +115,27 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
     loader = build_loader(train_set, cfg.data.batch_size, cfg.data.num_workers, sampler, drop_last=True, seed=cfg.seed)
     steps_per_epoch = len(loader) // o.update_freq
     if steps_per_epoch == 0:
-        raise ConfigError(f"data.train has {len(train_set)} samples: fewer than one optimizer step of "
-                          f"{world_batch} clips (data.batch_size × optim.update_freq × processes)")
+        raise ConfigError(
+            f"data.train has {len(train_set)} samples: fewer than one optimizer step of "
+            f"{world_batch} clips (data.batch_size × optim.update_freq × processes)"
+        )
     optimizer = build_optimizer(model, lr, o.weight_decay, o.layer_decay, o.betas, o.eps)
-    scheduler = build_scheduler(optimizer, lr, min_lr, o.epochs * steps_per_epoch,
-                                round(o.warmup_epochs * steps_per_epoch))
+    scheduler = build_scheduler(
+        optimizer, lr, min_lr, o.epochs * steps_per_epoch, round(o.warmup_epochs * steps_per_epoch)
+    )
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
     ema = TrainableEMA(model, o.ema) if o.ema else None
     mixup = None
     if o.mixup > 0 or o.cutmix > 0:
-        mixup = VideoMixup(model.tasks, mix_audio=o.mixup_audio, mixup_alpha=o.mixup, cutmix_alpha=o.cutmix,
-                           prob=o.mixup_prob, switch_prob=o.mixup_switch_prob, label_smoothing=o.label_smoothing)
+        mixup = VideoMixup(
+            model.tasks,
+            mix_audio=o.mixup_audio,
+            mixup_alpha=o.mixup,
+            cutmix_alpha=o.cutmix,
+            prob=o.mixup_prob,
+            switch_prob=o.mixup_switch_prob,
+            label_smoothing=o.label_smoothing,
+        )
 
     step, epoch, start_batch = 0, 0, 0
     resume = latest_checkpoint(out) if cfg.resume == "auto" else cfg.resume
@@ -154,15 +164,29 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
 
     def save(tag_step: int, batch_in_epoch: int, ep: int) -> Path:
         rng = rng_state(dist_info)
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "scaler": scaler.state_dict(), "step": tag_step, "epoch": ep, "batch": batch_in_epoch, "rng": rng}
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "step": tag_step,
+            "epoch": ep,
+            "batch": batch_in_epoch,
+            "rng": rng,
+        }
         if ema is not None:
             state["ema"] = ema.state_dict()
         path = None
         if main:
-            path = save_checkpoint(out / f"checkpoint-{tag_step:08d}", model, model_name=name,
-                                   experts=cfg.expert_paths(), run=cfg.to_dict(), state=state,
-                                   meta={"epoch": ep, "step": tag_step}, include_experts=with_experts)
+            path = save_checkpoint(
+                out / f"checkpoint-{tag_step:08d}",
+                model,
+                model_name=name,
+                experts=cfg.expert_paths(),
+                run=cfg.to_dict(),
+                state=state,
+                meta={"epoch": ep, "step": tag_step},
+                include_experts=with_experts,
+            )
             prune_checkpoints(out, cfg.keep_checkpoints)
         _barrier(dist_info)
         return path
@@ -211,8 +235,13 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
             running = []
             if not math.isfinite(mean_loss):
                 raise FloatingPointError(f"loss became {mean_loss} at step {step}; lower optim.lr or use fp32")
-            record = {"kind": "train", "step": step, "epoch": epoch, "loss": mean_loss,
-                      "lr": max(g["lr"] for g in optimizer.param_groups)}
+            record = {
+                "kind": "train",
+                "step": step,
+                "epoch": epoch,
+                "loss": mean_loss,
+                "lr": max(g["lr"] for g in optimizer.param_groups),
+            }
             result.history.append(record)
             if main and (step % cfg.log_every == 0 or step == 1):
                 record["clips_per_s"] = world_batch * len(result.history) / max(time.perf_counter() - t0, 1e-9)
@@ -224,8 +253,10 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
         start_batch = 0
         result.last_checkpoint = save(step, 0, epoch)
         if val_set is not None and cfg.eval_every and epoch % cfg.eval_every == 0:
+
             def keep_best(record):  # runs with the evaluated (EMA) weights in the model
                 result.best = _update_best(out, result.best, record, model, name, cfg, with_experts)
+
             record = _evaluate(cfg, model, val_set, ema, dist_info, epoch, step, keep_best if main else None)
             result.history.append(record)
             if main:
@@ -233,8 +264,9 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
     bar.close()
     if writer is not None:
         writer.close()
-    result.skipped_samples = int(all_reduce_mean(torch.tensor(float(result.skipped_samples))).item()
-                                 * dist_info.world_size)
+    result.skipped_samples = int(
+        all_reduce_mean(torch.tensor(float(result.skipped_samples))).item() * dist_info.world_size
+    )
     return result
 
 
@@ -244,12 +276,19 @@ def _evaluate(cfg, model, val_set, ema, dist_info, epoch, step, on_result=None) 
     if ema is not None:
         backup = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         ema.copy_to(model)
-    sampler = (ShardedEvalSampler(len(val_set), num_replicas=dist_info.world_size, rank=dist_info.rank)
-               if dist_info.enabled else None)
+    sampler = (
+        ShardedEvalSampler(len(val_set), num_replicas=dist_info.world_size, rank=dist_info.rank)
+        if dist_info.enabled
+        else None
+    )
     loader = build_loader(val_set, cfg.data.eval_batch_size or cfg.data.batch_size, cfg.data.num_workers, sampler)
-    result = evaluate(model, loader, device=dist_info.device,
-                      precision="fp32" if cfg.precision == "fp16" else cfg.precision,
-                      progress=cfg.progress and dist_info.is_main)
+    result = evaluate(
+        model,
+        loader,
+        device=dist_info.device,
+        precision="fp32" if cfg.precision == "fp16" else cfg.precision,
+        progress=cfg.progress and dist_info.is_main,
+    )
     record = {"kind": "eval", "epoch": epoch, "step": step}
     record.update({k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))})
     record["excluded"] = len(result.excluded)
@@ -263,12 +302,20 @@ def _evaluate(cfg, model, val_set, ema, dist_info, epoch, step, on_result=None) 
     return record
 
 
-def _update_best(out: Path, best: dict | None, record: dict, model, name: str, cfg: RunConfig,
-                 with_experts: bool) -> dict:
+def _update_best(
+    out: Path, best: dict | None, record: dict, model, name: str, cfg: RunConfig, with_experts: bool
+) -> dict:
     key = "action_top1" if "action_top1" in record else "top1"
     if key in record and (best is None or record[key] > best[key]):
-        save_checkpoint(out / "checkpoint-best", model, model_name=name, experts=cfg.expert_paths(),
-                        run=cfg.to_dict(), meta=record, include_experts=with_experts)
+        save_checkpoint(
+            out / "checkpoint-best",
+            model,
+            model_name=name,
+            experts=cfg.expert_paths(),
+            run=cfg.to_dict(),
+            meta=record,
+            include_experts=with_experts,
+        )
         return {key: record[key], "epoch": record["epoch"]}
     return best
 
@@ -277,6 +324,7 @@ def _writer(cfg: RunConfig, out: Path):
     if not cfg.tensorboard:
         return None
     from torch.utils.tensorboard import SummaryWriter
+
     return SummaryWriter(str(out / "tensorboard"))
 
 

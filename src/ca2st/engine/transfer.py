@@ -38,9 +38,11 @@ def invert_class_mapping(table: Mapping[int, int], num_model_classes: int) -> to
         if not 0 <= int(m) < num_model_classes:
             raise ConfigError(f"class mapping: model class {m} is outside [0, {num_model_classes})")
         if out[int(m)] >= 0:
-            raise ConfigError(f"class mapping: dataset classes {int(out[int(m)])} and {d} both map to model class {m}; "
-                              "a many-to-one mapping cannot be inverted — pass it to the annotation parser "
-                              "(mapping=...) so the labels are mapped instead")
+            raise ConfigError(
+                f"class mapping: dataset classes {int(out[int(m)])} and {d} both map to model class {m}; "
+                "a many-to-one mapping cannot be inverted — pass it to the annotation parser "
+                "(mapping=...) so the labels are mapped instead"
+            )
         out[int(m)] = int(d)
     return out
 
@@ -56,8 +58,10 @@ def _table(value, num_model_classes: int, task: str) -> torch.Tensor:
     else:
         table = torch.as_tensor(value, dtype=torch.long).reshape(-1)
         if table.numel() != num_model_classes:
-            raise ConfigError(f"class mapping [{task}]: the table has {table.numel()} entries but the model has "
-                              f"{num_model_classes} classes (one entry per model class, -1 for unmapped)")
+            raise ConfigError(
+                f"class mapping [{task}]: the table has {table.numel()} entries but the model has "
+                f"{num_model_classes} classes (one entry per model class, -1 for unmapped)"
+            )
     if (table < -1).any():
         raise ConfigError(f"class mapping [{task}]: dataset classes must be >= 0 (or -1 for unmapped)")
     return table
@@ -73,8 +77,10 @@ def mapping_tables(class_mapping, model_classes: Mapping[str, int]) -> dict[str,
             raise ConfigError(f"class mapping names task(s) {unknown}, but the model's tasks are {tasks}")
         per_task = dict(class_mapping)
     elif tasks != [SINGLE]:
-        raise ConfigError(f"class mapping: a composition model needs one table per task, e.g. "
-                          f"{{'verb': ..., 'noun': ...}}; its tasks are {tasks}")
+        raise ConfigError(
+            f"class mapping: a composition model needs one table per task, e.g. "
+            f"{{'verb': ..., 'noun': ...}}; its tasks are {tasks}"
+        )
     else:
         per_task = {SINGLE: class_mapping}
     return {t: _table(v, int(model_classes[t]), t) for t, v in per_task.items()}
@@ -93,15 +99,22 @@ class MappedPredictions:
 
     def record(self, indices: torch.Tensor, ids: Sequence[str]) -> dict[str, Any]:
         """The ``transfer`` entry of ``results.json``: the rule, the unmapped classes and the unreachable samples."""
-        return {"rule": "model class -> dataset class; probabilities summed per dataset class",
-                "unmapped_model_classes": self.unmapped_model_classes,
-                "unmapped_dataset_classes": self.unmapped_dataset_classes,
-                "unreachable": [{"index": int(indices[i]), "id": ids[i]}
-                                for i in torch.nonzero(self.unreachable).flatten().tolist()]}
+        return {
+            "rule": "model class -> dataset class; probabilities summed per dataset class",
+            "unmapped_model_classes": self.unmapped_model_classes,
+            "unmapped_dataset_classes": self.unmapped_dataset_classes,
+            "unreachable": [
+                {"index": int(indices[i]), "id": ids[i]} for i in torch.nonzero(self.unreachable).flatten().tolist()
+            ],
+        }
 
 
-def map_predictions(probs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor], class_mapping,
-                    dataset_classes: Mapping[str, int] | None = None) -> MappedPredictions:
+def map_predictions(
+    probs: Mapping[str, torch.Tensor],
+    targets: Mapping[str, torch.Tensor],
+    class_mapping,
+    dataset_classes: Mapping[str, int] | None = None,
+) -> MappedPredictions:
     """Carry view-averaged probabilities ``{task: (N, model classes)}`` into the dataset's classes and find the
     samples whose (dataset-space) target no model class maps to.
 
@@ -128,6 +141,9 @@ def map_predictions(probs: Mapping[str, torch.Tensor], targets: Mapping[str, tor
         unmapped_model[t] = torch.nonzero(~mapped).flatten().tolist()
         unmapped_dataset[t] = torch.nonzero(~reachable).flatten().tolist()
     if unreachable.any():
-        log.warning("transfer evaluation: %d sample(s) have a dataset class that no model class maps to; "
-                    "they are left out of the metrics and listed in results.json", int(unreachable.sum()))
+        log.warning(
+            "transfer evaluation: %d sample(s) have a dataset class that no model class maps to; "
+            "they are left out of the metrics and listed in results.json",
+            int(unreachable.sum()),
+        )
     return MappedPredictions(out, unreachable, unmapped_model, unmapped_dataset)

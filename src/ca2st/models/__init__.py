@@ -5,5 +5,12 @@ from .config import ExchangeSpec, ModelConfig
 from .multiexpert import MultiExpertModel
 from .registry import build_model, get_config, list_models
 
-__all__ = ["ExchangeSpec", "ModelConfig", "MultiExpertModel", "build_model", "get_config", "list_models",
-           "set_attention_backend"]
+__all__ = [
+    "ExchangeSpec",
+    "ModelConfig",
+    "MultiExpertModel",
+    "build_model",
+    "get_config",
+    "list_models",
+    "set_attention_backend",
+]

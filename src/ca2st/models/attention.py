@@ -79,8 +79,14 @@ def recompute_probabilities() -> Iterator[None]:
 
 
 def _use_blocked(q: torch.Tensor, k: torch.Tensor) -> bool:
-    return (_backend == "auto" and q.device.type == "cpu" and q.dtype == torch.bfloat16
-            and k.dtype == torch.bfloat16 and q.numel() > 0 and k.numel() > 0)
+    return (
+        _backend == "auto"
+        and q.device.type == "cpu"
+        and q.dtype == torch.bfloat16
+        and k.dtype == torch.bfloat16
+        and q.numel() > 0
+        and k.numel() > 0
+    )
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -93,8 +99,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     """
     if not _use_blocked(q, k):
         return F.scaled_dot_product_attention(q, k, v)
-    keep = _keep_probabilities and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
-                                                                  or v.requires_grad)
+    keep = _keep_probabilities and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
     batch = q.shape[:-2]
     q3, k3, v3 = (t.reshape(math.prod(t.shape[:-2]), *t.shape[-2:]) for t in (q, k, v))
     out = torch.ops.ca2st.blocked_attention(q3, k3, v3, keep)[0]
@@ -143,8 +148,9 @@ def _row_chunks(lq: int, lk: int):
 
 
 @torch.library.custom_op("ca2st::blocked_attention", mutates_args=())
-def _blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                       keep: bool) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+def _blocked_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: bool
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """Forward of the head-blocked kernel on ``(heads, L, E)``: the output, each query's score shift
     and, if ``keep``, the probabilities of each block of heads (else an empty list)."""
     heads, lq, _ = q.shape
@@ -161,11 +167,11 @@ def _blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         n = j - i
         probs = q.new_empty(n, lq, lk) if keep else None
         for r, t in chunks:
-            qr, sr, block = q[i:j, r:t], shift[i:j, r:t], scores[:n, :t - r]
+            qr, sr, block = q[i:j, r:t], shift[i:j, r:t], scores[:n, : t - r]
             torch.bmm(qr, k[i:j].transpose(1, 2), out=block)
             _row_max(block, sr)
             _scores(qr, k_ones[i:j], sr, block)
-            p = probs[:, r:t] if keep else scratch[:n, :t - r]
+            p = probs[:, r:t] if keep else scratch[:n, : t - r]
             torch.ops.aten._softmax.out(block, -1, False, out=p)
             torch.bmm(p, v[i:j], out=out[i:j, r:t])
         if keep:
@@ -181,14 +187,14 @@ def _(q, k, v, keep):
 
 
 @torch.library.custom_op("ca2st::blocked_attention_backward", mutates_args=())
-def _blocked_attention_backward(grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                                shift: torch.Tensor,
-                                kept: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _blocked_attention_backward(
+    grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, shift: torch.Tensor, kept: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients for q, k and v, with the kept probabilities or, if none, recomputing each block's
     from the saved shift."""
     heads, lq, e = q.shape
     lk = k.shape[1]
-    scale = e ** -0.5
+    scale = e**-0.5
     g = _heads_per_block(heads, lq, lk)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     scores = q.new_empty(g, lq, lk)
@@ -238,7 +244,12 @@ _blocked_attention.register_autograd(_backward, setup_context=_setup_context)
 def attention_ops() -> frozenset:
     """The kernels :func:`attention` may dispatch to (its own and SDPA's), as op overloads."""
     aten = torch.ops.aten
-    names = ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
-             "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")
-    return frozenset([torch.ops.ca2st.blocked_attention.default]
-                     + [getattr(aten, n).default for n in names if hasattr(aten, n)])
+    names = (
+        "_scaled_dot_product_flash_attention_for_cpu",
+        "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_cudnn_attention",
+    )
+    return frozenset(
+        [torch.ops.ca2st.blocked_attention.default] + [getattr(aten, n).default for n in names if hasattr(aten, n)]
+    )

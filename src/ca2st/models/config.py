@@ -75,22 +75,29 @@ class ModelConfig:
         if unknown:
             raise ConfigError(f"model config: unknown experts {unknown}; known: {list(EXPERT_KINDS)}")
         if self.embed_dim % self.num_heads:
-            raise ConfigError(f"model config: embed_dim {self.embed_dim} is not divisible by "
-                              f"num_heads {self.num_heads}")
+            raise ConfigError(
+                f"model config: embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}"
+            )
         bottleneck = int(self.embed_dim * self.bottleneck_ratio)
         if bottleneck % self.heads_in_exchanges:
-            raise ConfigError(f"model config: exchange width {bottleneck} (embed_dim × bottleneck_ratio) is not "
-                              f"divisible by {self.heads_in_exchanges} exchange heads; set exchange_heads")
+            raise ConfigError(
+                f"model config: exchange width {bottleneck} (embed_dim × bottleneck_ratio) is not "
+                f"divisible by {self.heads_in_exchanges} exchange heads; set exchange_heads"
+            )
         if self.img_size % self.patch_size:
-            raise ConfigError(f"model config: img_size {self.img_size} is not a multiple of "
-                              f"patch_size {self.patch_size}")
+            raise ConfigError(
+                f"model config: img_size {self.img_size} is not a multiple of patch_size {self.patch_size}"
+            )
         if self.num_frames % self.tubelet_size:
-            raise ConfigError(f"model config: num_frames {self.num_frames} is not a multiple of "
-                              f"tubelet_size {self.tubelet_size}")
+            raise ConfigError(
+                f"model config: num_frames {self.num_frames} is not a multiple of tubelet_size {self.tubelet_size}"
+            )
         if len(set(self.experts)) != len(self.experts) or not self.experts:
             raise ConfigError(f"model config: experts must name different experts, got {self.experts}")
-        for name, value, allowed in (("spatial_arch", self.spatial_arch, SPATIAL_ARCHS),
-                                     ("fusion", self.fusion, FUSIONS)):
+        for name, value, allowed in (
+            ("spatial_arch", self.spatial_arch, SPATIAL_ARCHS),
+            ("fusion", self.fusion, FUSIONS),
+        ):
             if value not in allowed:
                 raise ConfigError(f"model config: {name} must be one of {list(allowed)}, got {value!r}")
         if "audio" in self.experts and self.audio_frames < 16:

@@ -37,8 +37,9 @@ def _side(n: int) -> int:
 def _sides(kv_positions: int, q_positions: int) -> tuple[int, int]:
     src, dst = _side(kv_positions), _side(q_positions)
     if dst % src and src % dst:
-        raise ValueError(f"a time window between grids of {src}x{src} and {dst}x{dst} positions needs one to "
-                         "divide the other")
+        raise ValueError(
+            f"a time window between grids of {src}x{src} and {dst}x{dst} positions needs one to divide the other"
+        )
     return src, dst
 
 
@@ -101,8 +102,13 @@ class WindowedCrossAttention(nn.Module):
             x = x + codes.to(x.dtype)
         return x
 
-    def forward(self, q_tokens: torch.Tensor, kv_tokens: torch.Tensor, q_codes: torch.Tensor | None = None,
-                kv_codes: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        q_tokens: torch.Tensor,
+        kv_tokens: torch.Tensor,
+        q_codes: torch.Tensor | None = None,
+        kv_codes: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         B, T, N, d = q_tokens.shape
         h = self.num_heads
         q = self.q(self._add(q_tokens, self.q_pos, q_codes)).view(B, T, N, h, d // h)
@@ -148,9 +154,19 @@ class Exchange(nn.Module):
     (CA²ST's shared projections); it is borrowed, not registered, so its weights are saved once.
     """
 
-    def __init__(self, a: str, b: str, dims: tuple[int, int], width: int, num_heads: int,
-                 windows: tuple[str, str], grids: tuple[tuple[int, int], tuple[int, int]],
-                 specials: tuple[int, int], drop_path: float = 0.0, shared: dict[str, Bottleneck] | None = None):
+    def __init__(
+        self,
+        a: str,
+        b: str,
+        dims: tuple[int, int],
+        width: int,
+        num_heads: int,
+        windows: tuple[str, str],
+        grids: tuple[tuple[int, int], tuple[int, int]],
+        specials: tuple[int, int],
+        drop_path: float = 0.0,
+        shared: dict[str, Bottleneck] | None = None,
+    ):
         super().__init__()
         shared = shared or {}
         self.a, self.b = a, b
@@ -168,8 +184,13 @@ class Exchange(nn.Module):
     def projection(self, expert: str) -> Bottleneck:
         return self._projections[0 if expert == self.a else 1]
 
-    def forward(self, xa: torch.Tensor, xb: torch.Tensor, codes_a: torch.Tensor | None = None,
-                codes_b: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        xa: torch.Tensor,
+        xb: torch.Tensor,
+        codes_a: torch.Tensor | None = None,
+        codes_b: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         proj_a, proj_b = self._projections
         na = self.norm_a(proj_a.down(xa))
         nb = self.norm_b(proj_b.down(xb))

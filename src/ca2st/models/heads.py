@@ -35,8 +35,16 @@ class ClassifierHead(nn.Module):
     """``fc(dropout(sum over sources of fuse_e(feature_e)))``; with no fusers the single source feature
     goes straight to ``fc``."""
 
-    def __init__(self, sources: Mapping[str, int], fusers: Mapping[str, str] | None, dim: int, num_classes: int,
-                 ratio: float = 0.25, drop: float = 0.0, init_std: float = 0.02):
+    def __init__(
+        self,
+        sources: Mapping[str, int],
+        fusers: Mapping[str, str] | None,
+        dim: int,
+        num_classes: int,
+        ratio: float = 0.25,
+        drop: float = 0.0,
+        init_std: float = 0.02,
+    ):
         super().__init__()
         self.sources = tuple(sources)
         if fusers:

@@ -79,8 +79,13 @@ def sincos_table(num_positions: int, dim: int) -> torch.Tensor:
     return table.float()
 
 
-def resize_pos_table(table: torch.Tensor, src_grid: tuple[int, ...], dst_grid: tuple[int, ...],
-                     num_prefix: int = 0, mode: str | None = None) -> torch.Tensor:
+def resize_pos_table(
+    table: torch.Tensor,
+    src_grid: tuple[int, ...],
+    dst_grid: tuple[int, ...],
+    num_prefix: int = 0,
+    mode: str | None = None,
+) -> torch.Tensor:
     """Resize a position table laid out as ``num_prefix`` free rows then a row-major grid.
 
     The rule (used for every table in ca2st): prefix rows (class tokens) are kept; the grid is

@@ -30,20 +30,40 @@ AUDIO_HOP_SECONDS = 0.01  # log-mel frame shift
 
 
 def build_expert(kind: str, cfg: ModelConfig, drop_path_rates: list[float]) -> Expert:
-    common = dict(embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio,
-                  adapter_ratio=cfg.adapter_ratio, drop_path_rates=drop_path_rates)
+    common = dict(
+        embed_dim=cfg.embed_dim,
+        depth=cfg.depth,
+        num_heads=cfg.num_heads,
+        mlp_ratio=cfg.mlp_ratio,
+        adapter_ratio=cfg.adapter_ratio,
+        drop_path_rates=drop_path_rates,
+    )
     video = dict(img_size=cfg.img_size, num_frames=cfg.num_frames)
     if kind == "spatial" and cfg.spatial_arch == "resnet50":
-        return ResNetExpert(frame_stride=cfg.tubelet_size, frame_offset=cfg.tubelet_size - 1,
-                            stage_layers=resnet_stage_layers(cfg.depth), **video)
+        return ResNetExpert(
+            frame_stride=cfg.tubelet_size,
+            frame_offset=cfg.tubelet_size - 1,
+            stage_layers=resnet_stage_layers(cfg.depth),
+            **video,
+        )
     if kind == "spatial":
-        return CLIPExpert(patch_size=cfg.patch_size, frame_stride=cfg.tubelet_size, frame_offset=cfg.tubelet_size - 1,
-                          **video, **common)
+        return CLIPExpert(
+            patch_size=cfg.patch_size,
+            frame_stride=cfg.tubelet_size,
+            frame_offset=cfg.tubelet_size - 1,
+            **video,
+            **common,
+        )
     if kind == "temporal":
         return VideoMAEExpert(patch_size=cfg.patch_size, tubelet_size=cfg.tubelet_size, **video, **common)
     if kind == "audio":
-        return ASTExpert(num_mel_bins=cfg.num_mel_bins, num_frames=cfg.audio_frames, patch_size=cfg.patch_size,
-                         stride=cfg.audio_stride, **common)
+        return ASTExpert(
+            num_mel_bins=cfg.num_mel_bins,
+            num_frames=cfg.audio_frames,
+            patch_size=cfg.patch_size,
+            stride=cfg.audio_stride,
+            **common,
+        )
     raise ConfigError(f"unknown expert {kind!r}")
 
 
@@ -65,10 +85,18 @@ class MultiExpertModel(nn.Module):
                 if i not in spec.layers:
                     continue
                 ea, eb = self.experts[spec.a], self.experts[spec.b]
-                ex = Exchange(spec.a, spec.b, (ea.dim_at(i), eb.dim_at(i)), width, config.heads_in_exchanges,
-                              (spec.window_a, spec.window_b), (ea.grid_at(i), eb.grid_at(i)),
-                              (ea.num_special, eb.num_special), rates[i],
-                              shared if config.share_bottleneck else None)
+                ex = Exchange(
+                    spec.a,
+                    spec.b,
+                    (ea.dim_at(i), eb.dim_at(i)),
+                    width,
+                    config.heads_in_exchanges,
+                    (spec.window_a, spec.window_b),
+                    (ea.grid_at(i), eb.grid_at(i)),
+                    (ea.num_special, eb.num_special),
+                    rates[i],
+                    shared if config.share_bottleneck else None,
+                )
                 for kind in (spec.a, spec.b):
                     shared.setdefault(kind, ex.projection(kind))
                 layer[spec.name] = ex
@@ -88,8 +116,14 @@ class MultiExpertModel(nn.Module):
         self.grad_checkpointing = bool(enable)
 
     def _fusers(self, sources) -> dict[str, str]:
-        return {s: "mlp" if s == "audio" else "adapter" if self.experts[s].feature_dim == self.config.embed_dim
-                else "linear" for s in sources}
+        return {
+            s: "mlp"
+            if s == "audio"
+            else "adapter"
+            if self.experts[s].feature_dim == self.config.embed_dim
+            else "linear"
+            for s in sources
+        }
 
     def _build_head(self, cfg: ModelConfig) -> nn.Module:
         dims = {kind: e.feature_dim for kind, e in self.experts.items()}
@@ -102,8 +136,9 @@ class MultiExpertModel(nn.Module):
                 fusers = self._fusers(sources) if len(sources) > 1 else None
                 tasks[task] = ClassifierHead(sources, fusers, cfg.embed_dim, num, cfg.adapter_ratio, cfg.head_drop_rate)
             return CompositionHead(tasks)
-        return ClassifierHead(dims, self._fusers(dims), cfg.embed_dim, cfg.num_classes, cfg.adapter_ratio,
-                              cfg.head_drop_rate)
+        return ClassifierHead(
+            dims, self._fusers(dims), cfg.embed_dim, cfg.num_classes, cfg.adapter_ratio, cfg.head_drop_rate
+        )
 
     def freeze_experts(self) -> None:
         """Freeze expert weights; adapters, final norms, exchanges, time codes and the head stay trainable."""
@@ -138,8 +173,10 @@ class MultiExpertModel(nn.Module):
         for kind, expert in self.experts.items():
             x = inputs[expert.modality]
             if x is None:
-                raise ConfigError(f"this model's {kind} expert needs {expert.modality} input, but none was given: "
-                                  f"call model(video, audio) with audio as (B, frames, mel bins) log-mel features")
+                raise ConfigError(
+                    f"this model's {kind} expert needs {expert.modality} input, but none was given: "
+                    f"call model(video, audio) with audio as (B, frames, mel bins) log-mel features"
+                )
             streams[kind] = expert.embed(x)
         return streams
 
@@ -151,13 +188,16 @@ class MultiExpertModel(nn.Module):
         if times is None:
             times = default_times(batch, slots, self.config.audio_frames * AUDIO_HOP_SECONDS, device)
         elif times.dim() != 3 or tuple(times.shape[1:]) != (1 + slots, 2):
-            raise ValueError(f"times must have shape (B, {1 + slots}, 2): the audio window then the {slots} video "
-                             f"time slots as (start, end) seconds, got {tuple(times.shape)}")
+            raise ValueError(
+                f"times must have shape (B, {1 + slots}, 2): the audio window then the {slots} video "
+                f"time slots as (start, end) seconds, got {tuple(times.shape)}"
+            )
         video, audio = self.time_codes(times.to(device=device, dtype=torch.float32))
         return {"audio": audio, **{k: video for k in self.experts if k != "audio"}}
 
-    def forward_layer(self, i: int, streams: dict[str, torch.Tensor],
-                      codes: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward_layer(
+        self, i: int, streams: dict[str, torch.Tensor], codes: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         streams = {kind: expert.attend(i, streams[kind]) for kind, expert in self.experts.items()}
         if self.config.fusion == "parallel":
             updates: dict[str, list[torch.Tensor]] = {}
@@ -179,8 +219,9 @@ class MultiExpertModel(nn.Module):
             return None, None
         return codes.get(ex.a), codes.get(ex.b)
 
-    def forward_features(self, video: torch.Tensor | None, audio: torch.Tensor | None = None,
-                         times: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward_features(
+        self, video: torch.Tensor | None, audio: torch.Tensor | None = None, times: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Pooled, normalised feature of every expert, keyed by expert kind.
 
         ``times`` (optional, time-encoding models): ``(B, 1 + T, 2)`` seconds, the audio window then
@@ -194,14 +235,19 @@ class MultiExpertModel(nn.Module):
             if self.grad_checkpointing and torch.is_grad_enabled():
                 # the policy keeps attention outputs, so the attention backward recomputes its probabilities
                 with recompute_probabilities():
-                    streams = checkpoint(self.forward_layer, i, streams, codes, use_reentrant=False,
-                                         context_fn=selective_checkpoint_context)
+                    streams = checkpoint(
+                        self.forward_layer,
+                        i,
+                        streams,
+                        codes,
+                        use_reentrant=False,
+                        context_fn=selective_checkpoint_context,
+                    )
             else:
                 streams = self.forward_layer(i, streams, codes)
         return {kind: expert.pool(streams[kind]) for kind, expert in self.experts.items()}
 
-    def forward(self, video: torch.Tensor | None, audio: torch.Tensor | None = None,
-                times: torch.Tensor | None = None):
+    def forward(self, video: torch.Tensor | None, audio: torch.Tensor | None = None, times: torch.Tensor | None = None):
         return self.head(self.forward_features(video, audio, times))
 
     def _check_video(self, video: torch.Tensor | None) -> None:
@@ -210,9 +256,11 @@ class MultiExpertModel(nn.Module):
         c = self.config
         expected = (3, c.num_frames, c.img_size, c.img_size)
         if video.dim() != 5 or tuple(video.shape[1:]) != expected:
-            raise ValueError(f"video must have shape (B, {', '.join(map(str, expected))}) = (batch, RGB, frames, "
-                             f"height, width) for this model, got {tuple(video.shape)}; build the model with "
-                             f"num_frames/img_size matching the input")
+            raise ValueError(
+                f"video must have shape (B, {', '.join(map(str, expected))}) = (batch, RGB, frames, "
+                f"height, width) for this model, got {tuple(video.shape)}; build the model with "
+                f"num_frames/img_size matching the input"
+            )
 
     def group_matcher(self, coarse: bool = False) -> dict:
         """Layer groups in timm's format (used for layer-wise lr decay): the experts' stems, then one group

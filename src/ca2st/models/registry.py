@@ -10,10 +10,12 @@ from .multiexpert import MultiExpertModel
 
 _PRESETS: dict[str, Callable[[], ModelConfig]] = {}
 
+
 def register(name: str):
     def wrap(fn: Callable[[], ModelConfig]) -> Callable[[], ModelConfig]:
         _PRESETS[name] = fn
         return fn
+
     return wrap
 
 
@@ -52,8 +54,13 @@ def cava_b16() -> ModelConfig:
 def ca2st_b16() -> ModelConfig:
     """CA²ST: spatial, temporal and audio experts; S&T in every layer, A&S then A&T in the last 3 layers,
     each expert's projections shared across its exchanges of a layer, time codes on."""
-    return ModelConfig(experts=("spatial", "temporal", "audio"), audio_layers=3, share_bottleneck=True,
-                       time_encoding=True, num_classes=400)
+    return ModelConfig(
+        experts=("spatial", "temporal", "audio"),
+        audio_layers=3,
+        share_bottleneck=True,
+        time_encoding=True,
+        num_classes=400,
+    )
 
 
 @register("cast_r50_b16")

@@ -13,8 +13,15 @@ class TimeEncoder(nn.Module):
 
     def __init__(self, width: int):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(2, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
-                                 nn.Linear(width, width), nn.ReLU(), nn.LayerNorm(width))
+        self.mlp = nn.Sequential(
+            nn.Linear(2, width),
+            nn.ReLU(),
+            nn.Linear(width, width),
+            nn.ReLU(),
+            nn.Linear(width, width),
+            nn.ReLU(),
+            nn.LayerNorm(width),
+        )
         trunc_normal_init(self)
 
     def forward(self, intervals: torch.Tensor) -> torch.Tensor:

@@ -121,8 +121,10 @@ def guess_format(path: str | Path) -> str:
         return "ucf101" if "/v_" in words[0] and words[0].endswith(".avi") else "path_label"
     if len(words) == 1 and "/v_" in words[0]:
         return "ucf101"
-    raise DataError(f"{p}: cannot tell the annotation format from its first line {first[:80]!r}; pass the format "
-                    f"(one of {', '.join(FORMATS)})")
+    raise DataError(
+        f"{p}: cannot tell the annotation format from its first line {first[:80]!r}; pass the format "
+        f"(one of {', '.join(FORMATS)})"
+    )
 
 
 def parse_annotations(path: str | Path, format: str | None = None, **options) -> Annotations:

@@ -45,15 +45,22 @@ def parse_activitynet(
                 start, end = (float(x) for x in ann["segment"])
                 name = ann["label"]
             except (KeyError, TypeError, ValueError):
-                raise DataError(f"{w}: malformed annotation {str(ann)[:80]!r}: expected segment [s, e] and label") \
-                    from None
+                raise DataError(
+                    f"{w}: malformed annotation {str(ann)[:80]!r}: expected segment [s, e] and label"
+                ) from None
             if not 0 <= start < end:
                 raise DataError(f"{w}: segment [{start}, {end}] is empty or negative")
             if name not in index:
                 raise DataError(f"{w}: label {name!r} is not a class of {classes}")
-            samples.append(Sample(
-                id=f"{vid}_{k}", path=format_path(video_template, w, id=vid), label=index[name], start=start,
-                end=end, audio_path=format_path(audio_template, w, id=vid) if audio_template else None, source=w,
-            ))
-    return Annotations(samples, len(names), "activitynet", str(path), sampler="dense", flip=True,
-                       class_names=names)
+            samples.append(
+                Sample(
+                    id=f"{vid}_{k}",
+                    path=format_path(video_template, w, id=vid),
+                    label=index[name],
+                    start=start,
+                    end=end,
+                    audio_path=format_path(audio_template, w, id=vid) if audio_template else None,
+                    source=w,
+                )
+            )
+    return Annotations(samples, len(names), "activitynet", str(path), sampler="dense", flip=True, class_names=names)

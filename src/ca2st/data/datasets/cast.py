@@ -70,8 +70,10 @@ def parse_path_label(
             raise DataError(f"{classes}: {len(names)} class names, but num_classes is {num_classes}")
         num_classes = len(names)
     if num_classes is None or int(num_classes) < 1:
-        raise DataError(f"{path}: the path_label format needs num_classes or a classes file (the list does not say "
-                        "it); for the official CAST lists use the format cast_ssv2 or cast_k400")
+        raise DataError(
+            f"{path}: the path_label format needs num_classes or a classes file (the list does not say "
+            "it); for the official CAST lists use the format cast_ssv2 or cast_k400"
+        )
     samples = []
     for n, row in read_rows(path, None):
         where = f"{path}:{n}"
@@ -88,23 +90,44 @@ def parse_path_label(
                 source=where,
             )
         )
-    return Annotations(samples, int(num_classes), format_name, str(path), sampler=sampler, flip=flip,
-                       class_names=names)
+    return Annotations(samples, int(num_classes), format_name, str(path), sampler=sampler, flip=flip, class_names=names)
 
 
 def parse_cast_ssv2(
-    path: str | Path, *, classes: str | Path | None = None, video_template: str = "{path}",
-    audio_template: str | None = None
+    path: str | Path,
+    *,
+    classes: str | Path | None = None,
+    video_template: str = "{path}",
+    audio_template: str | None = None,
 ) -> Annotations:
     """CAST's ``annotations/ssv2/*.csv``: ``30152.mp4 128``; 174 classes, segment sampling, no flip."""
-    return parse_path_label(path, num_classes=174, classes=classes, sampler="segment", flip=False, format_name="cast_ssv2",
-                            video_template=video_template, audio_template=audio_template)
+    return parse_path_label(
+        path,
+        num_classes=174,
+        classes=classes,
+        sampler="segment",
+        flip=False,
+        format_name="cast_ssv2",
+        video_template=video_template,
+        audio_template=audio_template,
+    )
 
 
 def parse_cast_k400(
-    path: str | Path, *, classes: str | Path | None = None, video_template: str = "{path}",
-    audio_template: str | None = None
+    path: str | Path,
+    *,
+    classes: str | Path | None = None,
+    video_template: str = "{path}",
+    audio_template: str | None = None,
 ) -> Annotations:
     """CAST's ``annotations/k400/*.csv``: ``jf7RDuUTrsQ.mp4 325``; 400 classes, dense sampling, flip."""
-    return parse_path_label(path, num_classes=400, classes=classes, sampler="dense", flip=True, format_name="cast_k400",
-                            video_template=video_template, audio_template=audio_template)
+    return parse_path_label(
+        path,
+        num_classes=400,
+        classes=classes,
+        sampler="dense",
+        flip=True,
+        format_name="cast_k400",
+        video_template=video_template,
+        audio_template=audio_template,
+    )

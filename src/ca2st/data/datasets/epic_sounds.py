@@ -31,8 +31,9 @@ def parse_epic_sounds(
     samples = []
     names: dict[int, str] = {}
     labelled = None
-    for n, row in read_dict_rows(path, ["annotation_id", "participant_id", "video_id", "start_timestamp",
-                                        "stop_timestamp"]):
+    for n, row in read_dict_rows(
+        path, ["annotation_id", "participant_id", "video_id", "start_timestamp", "stop_timestamp"]
+    ):
         where = f"{path}:{n}"
         if labelled is None:
             labelled = "class_id" in row
@@ -58,5 +59,6 @@ def parse_epic_sounds(
             )
         )
     class_names = [names.get(i, "") for i in range(num_classes)] if names else None
-    return Annotations(samples, num_classes, "epic_sounds", str(path), sampler="segment", flip=True,
-                       class_names=class_names)
+    return Annotations(
+        samples, num_classes, "epic_sounds", str(path), sampler="segment", flip=True, class_names=class_names
+    )

@@ -59,8 +59,10 @@ def parse_hd_epic(
     """HD-EPIC narration segments with ``{'verb', 'noun'}`` labels in EK100's classes (via ``mapping``), or in
     HD-EPIC's own classes when no mapping is given (then ``num_classes`` must say how many)."""
     if str(path).endswith(".pkl"):
-        raise DataError(f"{path}: pickles are not read; export the narrations to CSV first "
-                        "(pd.read_pickle(path).to_csv('HD_EPIC_Narrations.csv', index=False))")
+        raise DataError(
+            f"{path}: pickles are not read; export the narrations to CSV first "
+            "(pd.read_pickle(path).to_csv('HD_EPIC_Narrations.csv', index=False))"
+        )
     if mapping is not None:
         table = load_class_mapping(mapping)
         for kind in ("verb", "noun"):
@@ -70,11 +72,14 @@ def parse_hd_epic(
     elif num_classes is not None:
         table, classes = None, dict(num_classes)
     else:
-        raise DataError(f"{path}: HD-EPIC needs mapping= (a kind,source_class,target_class CSV to EK100 classes) "
-                        "or num_classes={'verb': V, 'noun': N}")
+        raise DataError(
+            f"{path}: HD-EPIC needs mapping= (a kind,source_class,target_class CSV to EK100 classes) "
+            "or num_classes={'verb': V, 'noun': N}"
+        )
     samples, excluded = [], []
-    for n, row in read_dict_rows(path, ["unique_narration_id", "participant_id", "video_id", "start_timestamp",
-                                        "end_timestamp"]):
+    for n, row in read_dict_rows(
+        path, ["unique_narration_id", "participant_id", "video_id", "start_timestamp", "end_timestamp"]
+    ):
         where = f"{path}:{n}"
         verb, noun = _hd_epic_pair(row, where)
         if table is not None:
@@ -82,19 +87,31 @@ def parse_hd_epic(
                 excluded.append((where, f"HD-EPIC verb {verb} / noun {noun} has no EK100 counterpart"))
                 continue
             verb, noun = table["verb"][verb], table["noun"][noun]
-        label = {"verb": check_label(verb, classes["verb"], where, "verb"),
-                 "noun": check_label(noun, classes["noun"], where, "noun")}
+        label = {
+            "verb": check_label(verb, classes["verb"], where, "verb"),
+            "noun": check_label(noun, classes["noun"], where, "noun"),
+        }
         start = end = None
         if not trimmed:
             start, end = segment_bounds(row, where, "start_timestamp", "end_timestamp")
-        samples.append(Sample(
-            id=row["unique_narration_id"], path=format_path(video_template, where, **row), label=label,
-            start=start, end=end,
-            audio_path=format_path(audio_template, where, **row) if audio_template else None, source=where,
-        ))
+        samples.append(
+            Sample(
+                id=row["unique_narration_id"],
+                path=format_path(video_template, where, **row),
+                label=label,
+                start=start,
+                end=end,
+                audio_path=format_path(audio_template, where, **row) if audio_template else None,
+                source=where,
+            )
+        )
     if excluded:
-        log.warning("%s: %d of %d narrations excluded: their classes are not in the mapping",
-                    path, len(excluded), len(excluded) + len(samples))
+        log.warning(
+            "%s: %d of %d narrations excluded: their classes are not in the mapping",
+            path,
+            len(excluded),
+            len(excluded) + len(samples),
+        )
     return Annotations(samples, classes, "hd_epic", str(path), sampler="segment", flip=True, excluded=excluded)
 
 
@@ -117,8 +134,7 @@ def parse_hd_epic_sounds(
         if table is None:
             raise DataError(f"{mapping}: the mapping has no 'class' rows")
     samples, excluded = [], []
-    for n, row in read_dict_rows(path, ["participant_id", "video_id", "start_timestamp", "stop_timestamp",
-                                        "class_id"]):
+    for n, row in read_dict_rows(path, ["participant_id", "video_id", "start_timestamp", "stop_timestamp", "class_id"]):
         where = f"{path}:{n}"
         try:
             cls = int(row["class_id"])
@@ -132,12 +148,24 @@ def parse_hd_epic_sounds(
         label = check_label(cls, num_classes, where, "class_id")
         start, end = segment_bounds(row, where, "start_timestamp", "stop_timestamp")
         sid = f"{row['video_id']}_{row.get('start_sample') or n}"
-        samples.append(Sample(
-            id=sid, path=format_path(video_template, where, **row), label=label, start=start, end=end,
-            audio_path=format_path(audio_template, where, **row) if audio_template else None, source=where,
-        ))
+        samples.append(
+            Sample(
+                id=sid,
+                path=format_path(video_template, where, **row),
+                label=label,
+                start=start,
+                end=end,
+                audio_path=format_path(audio_template, where, **row) if audio_template else None,
+                source=where,
+            )
+        )
     if excluded:
-        log.warning("%s: %d of %d segments excluded: their classes are not in the mapping",
-                    path, len(excluded), len(excluded) + len(samples))
-    return Annotations(samples, num_classes, "hd_epic_sounds", str(path), sampler="segment", flip=True,
-                       excluded=excluded)
+        log.warning(
+            "%s: %d of %d segments excluded: their classes are not in the mapping",
+            path,
+            len(excluded),
+            len(excluded) + len(samples),
+        )
+    return Annotations(
+        samples, num_classes, "hd_epic_sounds", str(path), sampler="segment", flip=True, excluded=excluded
+    )

@@ -39,11 +39,15 @@ def _rows(path, classes, video_template, audio_template, subset: bool):
             label = index[row["label"]]
         elif subset:
             raise DataError(f"{where}: the row has no label, so it cannot be matched to the Kinetics-Sound subset")
-        samples.append(Sample(
-            id=f"{row['youtube_id']}_{fields['time_start']:06d}_{fields['time_end']:06d}",
-            path=format_path(video_template, where, **fields), label=label,
-            audio_path=format_path(audio_template, where, **fields) if audio_template else None, source=where,
-        ))
+        samples.append(
+            Sample(
+                id=f"{row['youtube_id']}_{fields['time_start']:06d}_{fields['time_end']:06d}",
+                path=format_path(video_template, where, **fields),
+                label=label,
+                audio_path=format_path(audio_template, where, **fields) if audio_template else None,
+                source=where,
+            )
+        )
     return samples, excluded, list(index)
 
 
@@ -73,7 +77,16 @@ def parse_kinetics_sound(
     if classes is None:
         raise DataError(f"{path}: Kinetics-Sound needs classes= (the subset's class names, one per line)")
     samples, excluded, names = _rows(path, classes, video_template, audio_template, subset=True)
-    log.info("%s: kept %d rows of the %d Kinetics-Sound classes, excluded %d", path, len(samples), len(names),
-             len(excluded))
-    return Annotations(samples, len(names), "kinetics_sound", str(path), sampler="dense", flip=True,
-                       class_names=names, excluded=excluded)
+    log.info(
+        "%s: kept %d rows of the %d Kinetics-Sound classes, excluded %d", path, len(samples), len(names), len(excluded)
+    )
+    return Annotations(
+        samples,
+        len(names),
+        "kinetics_sound",
+        str(path),
+        sampler="dense",
+        flip=True,
+        class_names=names,
+        excluded=excluded,
+    )

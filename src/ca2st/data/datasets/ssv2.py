@@ -53,8 +53,13 @@ def parse_ssv2(
                 raise DataError(f"{where} (id {e['id']}): template {e['template']!r} is not a class of {classes}")
             label = index[name]
         vid = str(e["id"])
-        samples.append(Sample(
-            id=vid, path=format_path(video_template, where, id=vid), label=label,
-            audio_path=format_path(audio_template, where, id=vid) if audio_template else None, source=where,
-        ))
+        samples.append(
+            Sample(
+                id=vid,
+                path=format_path(video_template, where, id=vid),
+                label=label,
+                audio_path=format_path(audio_template, where, id=vid) if audio_template else None,
+                source=where,
+            )
+        )
     return Annotations(samples, len(names), "ssv2", str(path), sampler="segment", flip=False, class_names=names)

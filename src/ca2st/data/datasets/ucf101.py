@@ -49,12 +49,18 @@ def parse_ucf101(
                 raise DataError(f"{where}: label {row[1]!r} is not an integer") from None
             if given != label:
                 named = names[given] if 0 <= given < len(names) else "no class"
-                raise DataError(f"{where}: label {row[1]} (1-based) names {named!r}, but the file is in folder "
-                                f"{folder!r} = class {label + 1}")
+                raise DataError(
+                    f"{where}: label {row[1]} (1-based) names {named!r}, but the file is in folder "
+                    f"{folder!r} = class {label + 1}"
+                )
         cid = Path(file).stem
-        samples.append(Sample(
-            id=cid, path=format_path(video_template, where, path=file, id=cid), label=label,
-            audio_path=format_path(audio_template, where, path=file, id=cid) if audio_template else None,
-            source=where,
-        ))
+        samples.append(
+            Sample(
+                id=cid,
+                path=format_path(video_template, where, path=file, id=cid),
+                label=label,
+                audio_path=format_path(audio_template, where, path=file, id=cid) if audio_template else None,
+                source=where,
+            )
+        )
     return Annotations(samples, len(names), "ucf101", str(path), sampler="dense", flip=True, class_names=names)

@@ -44,8 +44,13 @@ def parse_vggsound(
         if label not in index:
             raise DataError(f"{where}: label {label!r} is not a class of {classes}")
         fields = dict(youtube_id=yid, start=start_s, label=label, split=sp)
-        samples.append(Sample(
-            id=f"{yid}_{start_s:06d}", path=format_path(video_template, where, **fields), label=index[label],
-            audio_path=format_path(audio_template, where, **fields) if audio_template else None, source=where,
-        ))
+        samples.append(
+            Sample(
+                id=f"{yid}_{start_s:06d}",
+                path=format_path(video_template, where, **fields),
+                label=index[label],
+                audio_path=format_path(audio_template, where, **fields) if audio_template else None,
+                source=where,
+            )
+        )
     return Annotations(samples, len(names), "vggsound", str(path), sampler="dense", flip=True, class_names=names)

@@ -118,8 +118,10 @@ class VideoDataset(Dataset):
         allowed = ("error", "skip") if train else ("error", "exclude")
         if on_error not in allowed:
             hint = "" if train else ": evaluation never substitutes a sample"
-            raise ConfigError(f"on_error={on_error!r} is not allowed {'in training' if train else 'in evaluation'}"
-                              f"{hint}; use one of {allowed}")
+            raise ConfigError(
+                f"on_error={on_error!r} is not allowed {'in training' if train else 'in evaluation'}"
+                f"{hint}; use one of {allowed}"
+            )
         self.root = Path(root) if root is not None else None
         self.audio_root = Path(audio.root) if audio is not None and audio.root is not None else self.root
         self.train = train
@@ -218,8 +220,9 @@ class VideoDataset(Dataset):
         info = self._probe(path)
         if info.num_frames < 1:
             raise DataError(f"{path}: the video stream has no frames{where}")
-        first, count = frame_range(info.num_frames, info.fps, sample.start, sample.end, unit=sample.unit,
-                                   path=str(path))
+        first, count = frame_range(
+            info.num_frames, info.fps, sample.start, sample.end, unit=sample.unit, path=str(path)
+        )
         g = self.generator(index) if self.train else None
         clips = self.sampler(count, info.fps, first=first, train=self.train, generator=g)
         wanted = sorted({i for c in clips for i in c.indices})
@@ -234,8 +237,16 @@ class VideoDataset(Dataset):
             videos.append(x if self.train else x.reshape(-1, *x.shape[-4:]))
             times.append(torch.tensor(clip.times, dtype=torch.float32))
             windows.append((clip.start, clip.end))
-        meta = {"index": index, "requested": index, "id": sample.id, "path": str(path), "skipped": 0,
-                "excluded": 0, "silent_audio": 0, "error": ""}
+        meta = {
+            "index": index,
+            "requested": index,
+            "id": sample.id,
+            "path": str(path),
+            "skipped": 0,
+            "excluded": 0,
+            "silent_audio": 0,
+            "error": "",
+        }
         audio = None
         if self.audio is not None:
             seg = (first / info.fps, (first + count) / info.fps)
@@ -270,8 +281,11 @@ class VideoDataset(Dataset):
             raise DataError(reason + " (use missing_audio='silence' to feed silence instead)")
         if spec_cfg.window == "sample":
             spans = [seg] * len(windows)
-            positions = ([float(torch.rand((), generator=g))] if self.train
-                         else [(v + 0.5) / len(windows) for v in range(len(windows))])
+            positions = (
+                [float(torch.rand((), generator=g))]
+                if self.train
+                else [(v + 0.5) / len(windows) for v in range(len(windows))]
+            )
         else:
             spans = windows
             positions = [0.5] * len(windows)
@@ -298,8 +312,11 @@ class VideoDataset(Dataset):
             self.stats["silent_audio"] += 1
             log.warning("%s; feeding silence", reason)
         audio = torch.stack(feats)
-        return (audio[0] if self.train else audio), (out_windows if spec_cfg.window == "sample" else windows), \
-            not present
+        return (
+            (audio[0] if self.train else audio),
+            (out_windows if spec_cfg.window == "sample" else windows),
+            not present,
+        )
 
     def _placeholder(self, index: int, message: str):
         sample = self.samples[index]
@@ -307,8 +324,18 @@ class VideoDataset(Dataset):
         video = torch.zeros(v, 3, t, s, s)
         audio = None if self.audio is None else torch.zeros(v, self.audio.frames, MEL_BINS)
         times, window = torch.zeros(v, t), torch.zeros(v, 2)
-        meta = {"index": index, "requested": index, "id": sample.id, "path": str(self.resolve(sample.path, self.root)),
-                "skipped": 0, "excluded": 1, "silent_audio": 0, "error": message, "times": times, "window": window}
+        meta = {
+            "index": index,
+            "requested": index,
+            "id": sample.id,
+            "path": str(self.resolve(sample.path, self.root)),
+            "skipped": 0,
+            "excluded": 1,
+            "silent_audio": 0,
+            "error": message,
+            "times": times,
+            "window": window,
+        }
         if t % 2 == 0:
             meta["intervals"] = time_intervals(times, window)
         return video, audio, self._target(None), meta
@@ -325,5 +352,9 @@ class VideoDataset(Dataset):
 def collate(items: Sequence[tuple]) -> tuple:
     """Batch ``(video, audio, target, meta)`` items; ``audio`` stays ``None`` when the items have none."""
     video, audio, target, meta = zip(*items)
-    return (default_collate(video), None if audio[0] is None else default_collate(audio), default_collate(target),
-            default_collate(meta))
+    return (
+        default_collate(video),
+        None if audio[0] is None else default_collate(audio),
+        default_collate(target),
+        default_collate(meta),
+    )

@@ -26,9 +26,19 @@ class ASTExpert(Expert):
     num_special = 2
     per_slot_attention = False
 
-    def __init__(self, embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
-                 num_mel_bins: int = 128, num_frames: int = 400, patch_size: int = 16, stride: int = 10,
-                 adapter_ratio: float = 0.25, drop_path_rates: list[float] | None = None):
+    def __init__(
+        self,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        num_mel_bins: int = 128,
+        num_frames: int = 400,
+        patch_size: int = 16,
+        stride: int = 10,
+        adapter_ratio: float = 0.25,
+        drop_path_rates: list[float] | None = None,
+    ):
         super().__init__()
         self.num_mel_bins, self.num_frames = num_mel_bins, num_frames
         self.freq_time = ast_grid(num_mel_bins, num_frames, patch_size, stride)
@@ -40,15 +50,20 @@ class ASTExpert(Expert):
         self.pos_embed = nn.Parameter(torch.zeros(2 + positions, embed_dim))
         for p in (self.cls_token, self.dist_token, self.pos_embed):
             nn.init.trunc_normal_(p, std=0.02)
-        self.blocks = block_stack(depth, drop_path_rates, lambda dp: ExpertBlock(
-            embed_dim, num_heads, mlp_ratio, nn.GELU, 1e-6, "full", adapter_ratio, dp))
+        self.blocks = block_stack(
+            depth,
+            drop_path_rates,
+            lambda dp: ExpertBlock(embed_dim, num_heads, mlp_ratio, nn.GELU, 1e-6, "full", adapter_ratio, dp),
+        )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
 
     def embed(self, audio: torch.Tensor) -> torch.Tensor:
         if audio.dim() != 3 or tuple(audio.shape[1:]) != (self.num_frames, self.num_mel_bins):
-            raise ValueError(f"audio must have shape (B, {self.num_frames}, {self.num_mel_bins}) = (batch, log-mel "
-                             f"frames, mel bins) for this model, got {tuple(audio.shape)}; build the model with "
-                             f"audio_frames matching the input")
+            raise ValueError(
+                f"audio must have shape (B, {self.num_frames}, {self.num_mel_bins}) = (batch, log-mel "
+                f"frames, mel bins) for this model, got {tuple(audio.shape)}; build the model with "
+                f"audio_frames matching the input"
+            )
         x = self.patch_embed(audio.transpose(1, 2).unsqueeze(1))  # (B, D, f, t)
         x = x.flatten(2).transpose(1, 2)  # frequency-major
         B, _, D = x.shape

@@ -24,8 +24,17 @@ class ExpertBlock(nn.Module):
     ``adapter_ratio=0`` builds the plain expert block.
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, act_layer: type[nn.Module],
-                 norm_eps: float, qkv_bias: str, adapter_ratio: float, drop_path: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        act_layer: type[nn.Module],
+        norm_eps: float,
+        qkv_bias: str,
+        adapter_ratio: float,
+        drop_path: float = 0.0,
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = SelfAttention(dim, num_heads, qkv_bias)

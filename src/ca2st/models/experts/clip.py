@@ -22,9 +22,20 @@ class CLIPExpert(Expert):
     num_special = 1
     per_slot_attention = True
 
-    def __init__(self, embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
-                 img_size: int = 224, patch_size: int = 16, num_frames: int = 16, frame_stride: int = 2,
-                 frame_offset: int = 1, adapter_ratio: float = 0.25, drop_path_rates: list[float] | None = None):
+    def __init__(
+        self,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        img_size: int = 224,
+        patch_size: int = 16,
+        num_frames: int = 16,
+        frame_stride: int = 2,
+        frame_offset: int = 1,
+        adapter_ratio: float = 0.25,
+        drop_path_rates: list[float] | None = None,
+    ):
         super().__init__()
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
@@ -33,15 +44,18 @@ class CLIPExpert(Expert):
         self.frame_stride, self.frame_offset = frame_stride, frame_offset
         self.grid = (len(range(frame_offset, num_frames, frame_stride)), side * side)
         self.patch_embed = nn.Conv2d(3, embed_dim, patch_size, patch_size, bias=False)
-        self.class_embedding = nn.Parameter(torch.randn(embed_dim) * embed_dim ** -0.5)
-        self.pos_embed = nn.Parameter(torch.randn(1 + side * side, embed_dim) * embed_dim ** -0.5)
+        self.class_embedding = nn.Parameter(torch.randn(embed_dim) * embed_dim**-0.5)
+        self.pos_embed = nn.Parameter(torch.randn(1 + side * side, embed_dim) * embed_dim**-0.5)
         self.norm_pre = nn.LayerNorm(embed_dim, eps=1e-5)
-        self.blocks = block_stack(depth, drop_path_rates, lambda dp: ExpertBlock(
-            embed_dim, num_heads, mlp_ratio, QuickGELU, 1e-5, "full", adapter_ratio, dp))
+        self.blocks = block_stack(
+            depth,
+            drop_path_rates,
+            lambda dp: ExpertBlock(embed_dim, num_heads, mlp_ratio, QuickGELU, 1e-5, "full", adapter_ratio, dp),
+        )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-5)
 
     def embed(self, video: torch.Tensor) -> torch.Tensor:
-        frames = video[:, :, self.frame_offset::self.frame_stride]
+        frames = video[:, :, self.frame_offset :: self.frame_stride]
         B, C, T, H, W = frames.shape
         x = self.patch_embed(frames.transpose(1, 2).reshape(B * T, C, H, W))
         x = x.flatten(2).transpose(1, 2)

@@ -23,8 +23,14 @@ class ResNetExpert(Expert):
     modality = "video"
     num_special = 0
 
-    def __init__(self, img_size: int = 224, num_frames: int = 16, frame_stride: int = 2, frame_offset: int = 1,
-                 stage_layers: tuple[int, ...] = (2, 5, 8, 11)):
+    def __init__(
+        self,
+        img_size: int = 224,
+        num_frames: int = 16,
+        frame_stride: int = 2,
+        frame_offset: int = 1,
+        stage_layers: tuple[int, ...] = (2, 5, 8, 11),
+    ):
         super().__init__()
         if img_size % 32:
             raise ValueError(f"img_size {img_size} must be a multiple of 32 for ResNet-50")
@@ -58,7 +64,7 @@ class ResNetExpert(Expert):
         return self.widths[-1]
 
     def embed(self, video: torch.Tensor) -> torch.Tensor:
-        frames = video[:, :, self.frame_offset::self.frame_stride]
+        frames = video[:, :, self.frame_offset :: self.frame_stride]
         B, C, T, H, W = frames.shape
         x = self.maxpool(self.relu(self.bn1(self.conv1(frames.transpose(1, 2).reshape(B * T, C, H, W)))))
         return self._to_stream(x, B, T)
@@ -73,7 +79,7 @@ class ResNetExpert(Expert):
             return x
         stage = (self.layer1, self.layer2, self.layer3, self.layer4)[self.stage_layers.index(layer)]
         B, T, N, C = x.shape
-        side = int(round(N ** 0.5))
+        side = int(round(N**0.5))
         x = x.reshape(B * T, side, side, C).permute(0, 3, 1, 2)
         return self._to_stream(stage(x), B, T)
 

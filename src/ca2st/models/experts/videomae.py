@@ -23,9 +23,19 @@ class VideoMAEExpert(Expert):
     num_special = 0
     per_slot_attention = False
 
-    def __init__(self, embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
-                 img_size: int = 224, patch_size: int = 16, num_frames: int = 16, tubelet_size: int = 2,
-                 adapter_ratio: float = 0.25, drop_path_rates: list[float] | None = None):
+    def __init__(
+        self,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        img_size: int = 224,
+        patch_size: int = 16,
+        num_frames: int = 16,
+        tubelet_size: int = 2,
+        adapter_ratio: float = 0.25,
+        drop_path_rates: list[float] | None = None,
+    ):
         super().__init__()
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
@@ -33,11 +43,15 @@ class VideoMAEExpert(Expert):
             raise ValueError(f"num_frames {num_frames} is not a multiple of tubelet_size {tubelet_size}")
         side = img_size // patch_size
         self.grid = (num_frames // tubelet_size, side * side)
-        self.patch_embed = nn.Conv3d(3, embed_dim, (tubelet_size, patch_size, patch_size),
-                                     (tubelet_size, patch_size, patch_size))
+        self.patch_embed = nn.Conv3d(
+            3, embed_dim, (tubelet_size, patch_size, patch_size), (tubelet_size, patch_size, patch_size)
+        )
         self.register_buffer("pos_embed", sincos_table(self.grid[0] * self.grid[1], embed_dim), persistent=False)
-        self.blocks = block_stack(depth, drop_path_rates, lambda dp: ExpertBlock(
-            embed_dim, num_heads, mlp_ratio, nn.GELU, 1e-6, "qv", adapter_ratio, dp))
+        self.blocks = block_stack(
+            depth,
+            drop_path_rates,
+            lambda dp: ExpertBlock(embed_dim, num_heads, mlp_ratio, nn.GELU, 1e-6, "qv", adapter_ratio, dp),
+        )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
 
     def embed(self, video: torch.Tensor) -> torch.Tensor:
