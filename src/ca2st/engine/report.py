@@ -58,10 +58,10 @@ class ReportTable:
     def to_text(self) -> str:
         head, recs = self.header(), self.records()
         widths = [max(len(r[i]) for r in [head] + recs) for i in range(len(head))]
-        fmt = lambda r: "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-            for i, (c, w) in enumerate(zip(r, widths))
-        )
+
+        def fmt(row):
+            return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
         return "\n".join([fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in recs])
 
     def summary(self) -> str:
