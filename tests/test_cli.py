@@ -4,7 +4,8 @@ import sys
 import pytest
 
 from ca2st import cli
-from ca2st.cli import main, parse_overrides
+from ca2st.cli import main
+from ca2st.engine.config import parse_overrides
 
 HEAVY = ("torch", "transformers", "matplotlib", "tensorboard", "ca2st.models")
 
@@ -31,14 +32,18 @@ def test_bad_override_is_a_readable_error(capsys):
     assert "expected key=value, got 'oops'" in capsys.readouterr().err
 
 
-def test_parse_overrides_literals():
-    assert parse_overrides(["a=3", "b=0.5", "c=True", "d=name", "e=(1, 2)"]) == {
+def test_one_override_parser_for_the_cli_and_python():
+    # YAML values, as in recipes: the same parser serves `ca2st info`, `ca2st train` and ca2st.load_config
+    assert parse_overrides(["a=3", "b=0.5", "c=true", "d=name", "e=[1, 2]", "f=5e-4", "g=null"]) == {
         "a": 3,
         "b": 0.5,
         "c": True,
         "d": "name",
-        "e": (1, 2),
+        "e": [1, 2],
+        "f": 5e-4,
+        "g": None,
     }
+    assert parse_overrides({"data.batch_size": 4}) == {"data.batch_size": 4}
 
 
 def test_console_entry_point_runs_as_module():

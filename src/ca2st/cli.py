@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import logging
 import os
 import sys
 
 from .engine.host_memory import keep_freed_memory
-from .errors import Ca2stError, ConfigError
+from .errors import Ca2stError
 
 log = logging.getLogger(__name__)
 
 
-def parse_overrides(items: list[str]) -> dict:
-    """``key=value`` strings to a dict; values are Python literals when they parse as one."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"expected key=value, got {item!r}")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
-
-
 def cmd_info(args) -> int:
+    from .engine.config import parse_overrides
     from .models.registry import list_models
     from .models.summary import summarize
 
@@ -140,6 +126,7 @@ def cmd_predict(args) -> int:
     import torch
 
     from .checkpoints import load_any
+    from .engine.config import parse_overrides
     from .engine.distributed import resolve_device
     from .prediction import predict
 

@@ -11,7 +11,7 @@ from ..data.datasets import dataset_name
 from ..errors import ConfigError
 from .config import RunConfig
 from .data import build_loader, dataset_of_run
-from .distributed import ShardedEvalSampler, cleanup, init_distributed
+from .distributed import DistInfo, ShardedEvalSampler, cleanup, init_distributed
 from .evaluate import evaluate
 from .results import EvalResult
 
@@ -25,6 +25,17 @@ def load_for_eval(cfg: RunConfig, device: torch.device):
     return load_any(cfg.checkpoint, experts=cfg.expert_paths(), **heads).to(device)
 
 
+def evaluate_dataset(cfg: RunConfig, model, dataset, info: DistInfo, **labels) -> EvalResult:
+    """Multi-view evaluation of ``dataset`` with the run's loader settings and precision (fp16 runs evaluate in
+    fp32), each process on its own shard; ``labels`` go to :func:`~ca2st.engine.evaluate.evaluate`."""
+    sampler = ShardedEvalSampler(len(dataset), num_replicas=info.world_size, rank=info.rank) if info.enabled else None
+    loader = build_loader(dataset, cfg.data.eval_batch_size or cfg.data.batch_size, cfg.data.num_workers, sampler)
+    precision = "fp32" if cfg.precision == "fp16" else cfg.precision
+    return evaluate(
+        model, loader, device=info.device, precision=precision, progress=cfg.progress and info.is_main, **labels
+    )
+
+
 def run_eval(cfg: RunConfig, out_dir: str | Path | None = None) -> tuple[EvalResult, dict[str, Path]]:
     """Evaluate ``cfg.checkpoint`` on ``cfg.data.val``; rank 0 writes results.json, per-class CSV and the
     confusion-matrix plot into ``out_dir`` (default: ``output_dir/eval``). The result is labelled with the
@@ -36,16 +47,11 @@ def run_eval(cfg: RunConfig, out_dir: str | Path | None = None) -> tuple[EvalRes
             model.cast_matmul_weights_(torch.bfloat16, trainable=True)
         dataset = dataset_of_run(cfg, "val", model.config)
         annotations = dataset.annotations
-        sampler = (
-            ShardedEvalSampler(len(dataset), num_replicas=info.world_size, rank=info.rank) if info.enabled else None
-        )
-        loader = build_loader(dataset, cfg.data.eval_batch_size or cfg.data.batch_size, cfg.data.num_workers, sampler)
-        result = evaluate(
+        result = evaluate_dataset(
+            cfg,
             model,
-            loader,
-            device=info.device,
-            precision="fp32" if cfg.precision == "fp16" else cfg.precision,
-            progress=cfg.progress and info.is_main,
+            dataset,
+            info,
             class_names=annotations.class_names or model.class_names,
             dataset=dataset_name(annotations.format, annotations.path or cfg.data.val),
             model_name=cfg.model.get("name"),

@@ -34,10 +34,10 @@ from .checkpointing import (
 )
 from .config import RunConfig
 from .data import build_loader, dataset_of_run
-from .distributed import DistInfo, EpochSampler, ShardedEvalSampler, all_reduce_mean, cleanup, init_distributed
-from .evaluate import evaluate
+from .distributed import DistInfo, EpochSampler, all_reduce_mean, cleanup, init_distributed
 from .optim import TrainableEMA, VideoMixup, build_optimizer, build_scheduler, classification_loss, seed_mixup
 from .run_model import build_run_model
+from .runner import evaluate_dataset
 
 log = logging.getLogger(__name__)
 
@@ -276,19 +276,7 @@ def _evaluate(cfg, model, val_set, ema, dist_info, epoch, step, on_result=None) 
     if ema is not None:
         backup = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         ema.copy_to(model)
-    sampler = (
-        ShardedEvalSampler(len(val_set), num_replicas=dist_info.world_size, rank=dist_info.rank)
-        if dist_info.enabled
-        else None
-    )
-    loader = build_loader(val_set, cfg.data.eval_batch_size or cfg.data.batch_size, cfg.data.num_workers, sampler)
-    result = evaluate(
-        model,
-        loader,
-        device=dist_info.device,
-        precision="fp32" if cfg.precision == "fp16" else cfg.precision,
-        progress=cfg.progress and dist_info.is_main,
-    )
+    result = evaluate_dataset(cfg, model, val_set, dist_info)
     record = {"kind": "eval", "epoch": epoch, "step": step}
     record.update({k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))})
     record["excluded"] = len(result.excluded)
