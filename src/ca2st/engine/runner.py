@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoints import load_any
-from ..data.datasets import dataset_name
+from ..data.datasets import VideoDataset, dataset_name
 from ..errors import ConfigError
 from .config import RunConfig
 from .data import build_loader, dataset_of_run
@@ -25,11 +25,11 @@ def load_for_eval(cfg: RunConfig, device: torch.device):
     return load_any(cfg.checkpoint, experts=cfg.expert_paths(), **heads).to(device)
 
 
-def evaluate_dataset(cfg: RunConfig, model, dataset, info: DistInfo, **labels) -> EvalResult:
-    """Multi-view evaluation of ``dataset`` with the run's loader settings and precision (fp16 runs evaluate in
+def evaluate_split(cfg: RunConfig, model, split: VideoDataset, info: DistInfo, **labels) -> EvalResult:
+    """Multi-view evaluation of the ``split`` dataset with the run's loader settings and precision (fp16 runs evaluate in
     fp32), each process on its own shard; ``labels`` go to :func:`~ca2st.engine.evaluate.evaluate`."""
-    sampler = ShardedEvalSampler(len(dataset), num_replicas=info.world_size, rank=info.rank) if info.enabled else None
-    loader = build_loader(dataset, cfg.data.eval_batch_size or cfg.data.batch_size, cfg.data.num_workers, sampler)
+    sampler = ShardedEvalSampler(len(split), num_replicas=info.world_size, rank=info.rank) if info.enabled else None
+    loader = build_loader(split, cfg.data.eval_batch_size or cfg.data.batch_size, cfg.data.num_workers, sampler)
     precision = "fp32" if cfg.precision == "fp16" else cfg.precision
     return evaluate(
         model, loader, device=info.device, precision=precision, progress=cfg.progress and info.is_main, **labels
@@ -47,7 +47,7 @@ def run_eval(cfg: RunConfig, out_dir: str | Path | None = None) -> tuple[EvalRes
             model.cast_matmul_weights_(torch.bfloat16, trainable=True)
         dataset = dataset_of_run(cfg, "val", model.config)
         annotations = dataset.annotations
-        result = evaluate_dataset(
+        result = evaluate_split(
             cfg,
             model,
             dataset,

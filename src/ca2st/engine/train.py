@@ -37,7 +37,7 @@ from .data import build_loader, dataset_of_run
 from .distributed import DistInfo, EpochSampler, all_reduce_mean, cleanup, init_distributed
 from .optim import TrainableEMA, VideoMixup, build_optimizer, build_scheduler, classification_loss, seed_mixup
 from .run_model import build_run_model
-from .runner import evaluate_dataset
+from .runner import evaluate_split
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ def _evaluate(cfg, model, val_set, ema, dist_info, epoch, step, on_result=None) 
     if ema is not None:
         backup = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         ema.copy_to(model)
-    result = evaluate_dataset(cfg, model, val_set, dist_info)
+    result = evaluate_split(cfg, model, val_set, dist_info)
     record = {"kind": "eval", "epoch": epoch, "step": step}
     record.update({k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))})
     record["excluded"] = len(result.excluded)
