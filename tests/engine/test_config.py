@@ -21,7 +21,7 @@ def test_overrides_win_over_the_recipe_and_the_defaults_fill_the_rest(monkeypatc
         ],
     )
     assert cfg.optim.lr == 0.001 and cfg.optim.epochs == 2  # overridden; from the recipe
-    assert cfg.optim.min_lr == 1e-6 and cfg.data.sampling_rate == 4  # neither: the defaults
+    assert cfg.optim.min_lr == 1e-6 and cfg.data.test_clips is None  # neither: the defaults
     assert cfg.data.train == f"{tmp_path}/train.txt"
     assert cfg.model == {
         "name": "cast_b16",

@@ -51,7 +51,16 @@ def test_build_dataset_gives_the_items_train_and_eval_consume(synthetic_data, tm
     spy_loaders(monkeypatch, train_module, used)
     spy_loaders(monkeypatch, runner, used)
     result = train_module.train(cfg)
-    runner.run_eval(cfg.with_overrides([f"checkpoint={result.last_checkpoint}"]), tmp_path / "eval")
+    # ca2st eval without sampling or view settings: the checkpoint's recorded recipe (segment, 2 clips × 3 crops)
+    plain = smoke_config(
+        tmp_path / "eval",
+        f"data.val={synthetic_data.files['val']}",
+        "model.name=cava_b16",
+        f"checkpoint={result.last_checkpoint}",
+        data=synthetic_data,
+    )
+    assert plain.data.sampler is None and plain.data.test_clips is None
+    runner.run_eval(plain, tmp_path / "eval")
     trained, validated, evaluated = used  # the training loader, the epoch-end evaluation, ca2st eval
     assert trained.train and not validated.train and not evaluated.train
 

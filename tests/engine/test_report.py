@@ -154,7 +154,7 @@ def test_run_eval_records_dataset_and_run_names_for_the_report(tmp_path, monkeyp
     model = ca2st.build_model(
         "cast_b16", embed_dim=32, depth=1, num_heads=2, num_frames=4, img_size=32, num_classes=400
     )
-    monkeypatch.setattr(runner, "load_for_eval", lambda cfg, device: model)
+    monkeypatch.setattr(runner, "load_for_eval", lambda cfg, device: (model, None))
     files = []
     for run in ("k400_a", "k400_b"):
         cfg = load_config(

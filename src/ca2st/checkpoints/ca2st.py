@@ -53,6 +53,7 @@ __all__ = [
     "write_model_folder",
     "atomic_directory",
     "trainable_state",
+    "recorded_recipe",
 ]
 
 WEIGHTS = "model.safetensors"
@@ -213,6 +214,14 @@ def apply_record(model: MultiExpertModel, record: dict[str, Any], where: str) ->
         model.class_names = record.get("class_names")
     except ConfigError as err:
         raise CheckpointError(f"{where}: {err}") from err
+
+
+def recorded_recipe(path: str | Path) -> InputRecipe | None:
+    """The input recipe one of our folders recorded, or ``None`` (another format, or a version 1 folder)."""
+    if not is_model_folder(path):
+        return None
+    data = read_record(path).get("input")
+    return InputRecipe.from_dict(data, str(Path(path) / RECORD)) if data else None
 
 
 def load_model(path: str | Path, experts: dict[str, str] | None = None, **overrides: Any) -> MultiExpertModel:

@@ -32,10 +32,11 @@ class DataConfig:
     options: dict[str, Any] = field(default_factory=dict)  # parser options for both splits
     train_options: dict[str, Any] = field(default_factory=dict)  # added for data.train (e.g. split: train)
     val_options: dict[str, Any] = field(default_factory=dict)  # added for data.val
-    sampler: str | None = None  # "segment" or "dense"; default: the format's
-    sampling_rate: int = 4
-    test_clips: int = 2
-    test_crops: int = 3
+    # sampling and test views; None: the evaluated checkpoint's recorded recipe, else the format's sampler, 4, 2, 3
+    sampler: str | None = None  # "segment" or "dense"
+    sampling_rate: int | None = None
+    test_clips: int | None = None
+    test_crops: int | None = None
     flip: bool | None = None  # default: the format's (off for SSV2)
     rand_augment: str | None = "rand-m7-n4-mstd0.5-inc1"
     crop_scale: tuple[float, float] = (0.08, 1.0)  # random-resized-crop area fraction (the official range)

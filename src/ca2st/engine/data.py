@@ -64,20 +64,28 @@ def audio_spec(recipe: InputRecipe, train: bool, data: DataConfig | None = None)
     )
 
 
-def recipe_of_run(cfg: RunConfig, model_config: ModelConfig, annotations: Annotations) -> InputRecipe:
-    """The input recipe a run trains and evaluates with (sampler: the config's, else the dataset's)."""
+def recipe_of_run(
+    cfg: RunConfig, model_config: ModelConfig, annotations: Annotations, recorded: InputRecipe | None = None
+) -> InputRecipe:
+    """The input recipe a run trains or evaluates with. Sampler, sampling rate, test clips and crops: the config's
+    where it sets them; else, when evaluating a checkpoint, the recipe it ``recorded`` (its normalisation too);
+    else the dataset's sampler, rate 4, 2 clips and 3 crops."""
     d = cfg.data
-    return InputRecipe.for_model(
-        model_config,
-        sampler=d.sampler or annotations.sampler,
-        sampling_rate=d.sampling_rate,
-        test_clips=d.test_clips,
-        test_crops=d.test_crops,
-    )
+    defaults = {"sampler": annotations.sampler, "sampling_rate": 4, "test_clips": 2, "test_crops": 3}
+    fields = {}
+    for name, default in defaults.items():
+        value = getattr(d, name)
+        fields[name] = value if value is not None else getattr(recorded, name) if recorded else default
+    if recorded is not None:
+        fields.update(mean=recorded.mean, std=recorded.std)
+    return InputRecipe.for_model(model_config, **fields)
 
 
-def dataset_of_run(cfg: RunConfig, split: str, model_config: ModelConfig | None = None) -> VideoDataset:
-    """The ``train`` or ``val`` dataset of a run, shaped for ``model_config`` (default: the run's model)."""
+def dataset_of_run(
+    cfg: RunConfig, split: str, model_config: ModelConfig | None = None, recorded: InputRecipe | None = None
+) -> VideoDataset:
+    """The ``train`` or ``val`` dataset of a run, shaped for ``model_config`` (default: the run's model), with the
+    input recipe of :func:`recipe_of_run`."""
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
     path = getattr(cfg.data, split)
@@ -86,7 +94,7 @@ def dataset_of_run(cfg: RunConfig, split: str, model_config: ModelConfig | None 
     model_config = model_config or cfg.model_config()[1]
     d, train = cfg.data, split == "train"
     annotations = parse_annotations(path, d.format, **d.options, **getattr(d, f"{split}_options"))
-    recipe = recipe_of_run(cfg, model_config, annotations)
+    recipe = recipe_of_run(cfg, model_config, annotations, recorded)
     flip = annotations.flip if d.flip is None else d.flip
     return VideoDataset(
         annotations,

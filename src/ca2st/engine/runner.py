@@ -7,8 +7,11 @@ from pathlib import Path
 import torch
 
 from ..checkpoints import load_any
+from ..checkpoints.ca2st import recorded_recipe
 from ..data.datasets import VideoDataset, dataset_name
+from ..data.recipe import InputRecipe
 from ..errors import ConfigError
+from ..models import MultiExpertModel
 from .config import RunConfig
 from .data import build_loader, dataset_of_run
 from .distributed import DistInfo, ShardedEvalSampler, cleanup, init_distributed
@@ -16,13 +19,15 @@ from .evaluate import evaluate
 from .results import EvalResult
 
 
-def load_for_eval(cfg: RunConfig, device: torch.device):
-    """The model of ``cfg.checkpoint`` (:func:`~ca2st.load_any`: our folder or an official CAST file), on
-    ``device``; head counts the config sets explicitly apply to official files, which do not store them."""
+def load_for_eval(cfg: RunConfig, device: torch.device) -> tuple[MultiExpertModel, InputRecipe | None]:
+    """The model of ``cfg.checkpoint`` (:func:`~ca2st.load_any`: our folder or an official CAST file) on
+    ``device``, and the input recipe the checkpoint recorded (``None`` when it records none). Head counts the
+    config sets explicitly apply to official files, which do not store them."""
     if not cfg.checkpoint:
         raise ConfigError("config key checkpoint is required: ca2st eval CONFIG checkpoint=PATH")
     heads = {k: cfg.model[k] for k in ("num_heads", "exchange_heads") if cfg.model.get(k) is not None}
-    return load_any(cfg.checkpoint, experts=cfg.expert_paths(), **heads).to(device)
+    model = load_any(cfg.checkpoint, experts=cfg.expert_paths(), **heads).to(device)
+    return model, recorded_recipe(cfg.checkpoint)
 
 
 def evaluate_split(cfg: RunConfig, model, split: VideoDataset, info: DistInfo, **labels) -> EvalResult:
@@ -42,10 +47,10 @@ def run_eval(cfg: RunConfig, out_dir: str | Path | None = None) -> tuple[EvalRes
     dataset's name (from the annotation format), the model preset and the run (the name of ``output_dir``)."""
     info = init_distributed(cfg.device)
     try:
-        model = load_for_eval(cfg, info.device)
+        model, recorded = load_for_eval(cfg, info.device)
         if cfg.precision == "bf16":
             model.cast_matmul_weights_(torch.bfloat16, trainable=True)
-        dataset = dataset_of_run(cfg, "val", model.config)
+        dataset = dataset_of_run(cfg, "val", model.config, recorded)
         annotations = dataset.annotations
         result = evaluate_split(
             cfg,
