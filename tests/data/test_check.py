@@ -118,9 +118,3 @@ def test_malformed_annotation_exits_2(tmp_path, capsys):
     ann = write(tmp_path / "ek.csv", "P01_1,3,12\nP01_2,3\n")
     assert main(["data", "check", str(ann), "--root", str(tmp_path), "-q"]) == 2
     assert "ek.csv:2: malformed row" in capsys.readouterr().err
-
-
-def test_info_command_still_there():
-    from ca2st.cli import build_parser
-
-    assert build_parser().parse_args(["info", "cast_b16"]).name == "cast_b16"

@@ -2,7 +2,6 @@ import pytest
 import torch
 from torch import nn
 
-from ca2st.models.adapter import Adapter
 from ca2st.models.layers import SelfAttention, resize_pos_table, sincos_table
 
 
@@ -47,10 +46,3 @@ def test_resize_pos_table_keeps_prefix_and_is_identity_on_same_grid():
     # a constant grid stays constant under any interpolation
     const = torch.ones(5, 3)
     torch.testing.assert_close(resize_pos_table(const, (5,), (9,)), torch.ones(9, 3))
-
-
-def test_adapter_initialisation():
-    x = torch.randn(2, 5, 16)
-    torch.testing.assert_close(Adapter(16, 0.25, skip=True)(x), x)
-    assert torch.count_nonzero(Adapter(16, 0.25, skip=False)(x)) == 0
-    assert Adapter(16, 0.25).fc1.out_features == 4
