@@ -1,5 +1,7 @@
 """engine/checkpointing.py: atomic saves, rebuilding a model from a checkpoint, the latest one, pruning."""
 
+import errno
+
 import pytest
 import torch
 
@@ -32,14 +34,19 @@ def test_failed_write_leaves_the_old_checkpoint(tmp_path, monkeypatch):
     before = (path / "model.safetensors").read_bytes()
     import ca2st.checkpoints.ca2st as ck
 
-    def boom(*a, **k):
-        raise OSError("disk full")
+    def disk_full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ck, "save_file", boom)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(ck, "save_file", disk_full)
+    with pytest.raises(CheckpointError, match=r"ckpt: cannot write it \(No space left on device\); [\d.]+ GiB free"):
         save_checkpoint(tmp_path / "ckpt", model, model_name="cast_b16")
     assert (path / "model.safetensors").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+    # torch.save on a full disk: "unexpected pos 98304 vs 98256"
+    monkeypatch.setattr(ck, "save_file", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("unexpected pos 9 vs 8")))
+    with pytest.raises(CheckpointError, match=r"ckpt: cannot write it \(the write stopped short: unexpected pos"):
+        save_checkpoint(tmp_path / "ckpt", model, model_name="cast_b16")
+    assert (path / "model.safetensors").read_bytes() == before
 
 
 def test_latest_is_the_newest_complete_one_and_pruning_keeps_the_newest(tmp_path):

@@ -154,3 +154,116 @@ def test_bf16_training_with_ema_and_checkpointing(synthetic_data, tmp_path):
     losses = [h["loss"] for h in result.history if h["kind"] == "train"]
     assert losses and all(torch.isfinite(torch.tensor(losses)))
     assert "ema" in torch.load(result.last_checkpoint / "state.pt", weights_only=True)
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL: nothing after it runs, and no ``except Exception`` catches it."""
+
+
+def kill_on_call(monkeypatch, module, name, call):
+    """Make ``module.name`` raise :class:`Killed` on its ``call``-th call (1-based)."""
+    real, calls = getattr(module, name), []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise Killed(name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
+
+
+def outcome(out):
+    """What a run leaves: its records (without timings), the best checkpoint's weights and metadata, the last
+    checkpoint's weights."""
+    records = [
+        {k: v for k, v in json.loads(line).items() if k != "clips_per_s"}
+        for line in (out / "metrics.jsonl").read_text().splitlines()
+    ]
+    best = json.loads((out / "checkpoint-best" / "config.json").read_text())["meta"]
+    return records, best, trainable(out / "checkpoint-best"), trainable(latest_checkpoint(out))
+
+
+INTERRUPTIBLE = ["optim.epochs=3", "optim.lr=2.0", "log_every=1", "save_every_steps=1", "keep_checkpoints=3"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(synthetic_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    cfg = smoke_config(out, *INTERRUPTIBLE, f"data.val={synthetic_data.files['val']}", data=synthetic_data)
+    train(cfg)
+    return outcome(out)
+
+
+@pytest.mark.parametrize(
+    "where, call",
+    [
+        ("classification_loss", 4),  # mid-epoch 2, after epoch 1's evaluation
+        ("evaluate_epoch_end", 1),  # between epoch 1's checkpoint and its evaluation
+        ("mark_evaluated", 2),  # after epoch 2's evaluation (and its checkpoint-best), before it is recorded
+        ("evaluate_epoch_end", 3),  # after the last epoch's checkpoint, before its evaluation
+    ],
+)
+def test_a_killed_run_resumes_to_the_same_end(synthetic_data, tmp_path, monkeypatch, uninterrupted, where, call):
+    from ca2st.engine import train as train_module
+
+    cfg = smoke_config(tmp_path, *INTERRUPTIBLE, f"data.val={synthetic_data.files['val']}", data=synthetic_data)
+    with monkeypatch.context() as patch:
+        kill_on_call(patch, train_module, where, call)
+        with pytest.raises(Killed):
+            train(cfg)
+    train(cfg.with_overrides(["resume=auto"]))
+    records, best, best_weights, last_weights = outcome(tmp_path)
+    assert records == uninterrupted[0]  # every step, epoch mean and evaluation once, in order
+    assert [r["epoch"] for r in records if r["kind"] == "eval"] == [1, 2, 3]
+    assert best == uninterrupted[1]
+    for mine, theirs in ((best_weights, uninterrupted[2]), (last_weights, uninterrupted[3])):
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+
+
+def test_resume_skips_a_damaged_newest_checkpoint(synthetic_data, tmp_path, monkeypatch, uninterrupted, caplog):
+    from ca2st.engine import train as train_module
+
+    cfg = smoke_config(tmp_path, *INTERRUPTIBLE, f"data.val={synthetic_data.files['val']}", data=synthetic_data)
+    with monkeypatch.context() as patch:
+        kill_on_call(patch, train_module, "classification_loss", 5)
+        with pytest.raises(Killed):
+            train(cfg)
+    newest = latest_checkpoint(tmp_path)
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with caplog.at_level("WARNING"):
+        train(cfg.with_overrides(["resume=auto"]))
+    assert f"skipping damaged checkpoint {newest}" in caplog.text and "model.safetensors" in caplog.text
+    records, best, best_weights, last_weights = outcome(tmp_path)
+    assert records == uninterrupted[0] and best == uninterrupted[1]
+    assert all(torch.equal(last_weights[k], uninterrupted[3][k]) for k in last_weights)
+
+
+def test_the_epoch_mean_loss_is_logged(synthetic_data, tmp_path):
+    result = train(smoke_config(tmp_path, "log_every=1", data=synthetic_data))
+    steps = [h for h in result.history if h["kind"] == "train"]
+    epochs = [h for h in result.history if h["kind"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == [0, 1]
+    for e in epochs:
+        losses = [s["loss"] for s in steps if s["epoch"] == e["epoch"]]
+        assert e["loss"] == pytest.approx(sum(losses) / len(losses)) and e["lr"] > 0
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in logged].count("epoch") == 2
+
+
+def test_a_finished_run_says_so_and_does_nothing(synthetic_data, tmp_path):
+    cfg = smoke_config(tmp_path, "optim.epochs=1", data=synthetic_data)
+    train(cfg)
+    before = (tmp_path / "metrics.jsonl").read_text()
+    again = train(cfg.with_overrides(["resume=auto"]))
+    assert "already finished at epoch 1; nothing to do" in again.summary()
+    assert again.history == [] and (tmp_path / "metrics.jsonl").read_text() == before
+
+
+def test_resuming_another_run_is_refused(synthetic_data, tmp_path):
+    cfg = smoke_config(tmp_path, "optim.epochs=1", data=synthetic_data)
+    train(cfg)
+    with pytest.raises(ConfigError, match=r"resuming a different run \(model.depth: 2 -> 1; seed: 0 -> 3\)"):
+        train(cfg.with_overrides(["resume=auto", "model.depth=1", "seed=3"]))
+    train(cfg.with_overrides(["resume=auto", "optim.epochs=2", "data.num_workers=0"]))  # more epochs: the same run

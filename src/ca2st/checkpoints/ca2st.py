@@ -54,6 +54,8 @@ __all__ = [
     "atomic_directory",
     "trainable_state",
     "recorded_recipe",
+    "read_weights",
+    "apply_weights",
 ]
 
 WEIGHTS = "model.safetensors"
@@ -111,11 +113,13 @@ def _fsync(path: Path) -> None:
 @contextlib.contextmanager
 def atomic_directory(directory: str | Path) -> Iterator[Path]:
     """Yield a hidden temporary folder beside ``directory``; on success fsync its files and rename it into
-    place (replacing an existing ``directory``), on failure remove it."""
+    place (replacing an existing ``directory``), on failure remove it. A failed write (disk full, no permission)
+    raises :class:`CheckpointError` naming the folder, the reason and the free space."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    tmp = None
     try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
         yield tmp
         for child in tmp.iterdir():
             _fsync(child)
@@ -129,9 +133,20 @@ def atomic_directory(directory: str | Path) -> Iterator[Path]:
         else:
             tmp.rename(directory)
         _fsync(directory.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as err:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, (OSError, RuntimeError)):  # torch.save reports a full disk as a RuntimeError
+            raise CheckpointError(write_failure(directory, err)) from err
         raise
+
+
+def write_failure(path: Path, err: BaseException) -> str:
+    """What a user needs to know about a failed write: the path, the reason and the space left on its disk."""
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else f"the write stopped short: {err}"
+    probe = next((p for p in (path, *path.parents) if p.exists()), None)
+    free = f"; {shutil.disk_usage(probe).free / 2**30:.2f} GiB free on its disk" if probe is not None else ""
+    return f"{path}: cannot write it ({reason}){free}. Free space, fix the permissions, or choose another folder"
 
 
 def write_model_folder(
@@ -182,14 +197,17 @@ def read_record(path: str | Path) -> dict[str, Any]:
     return record
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a folder's weights into ``model``: every stored key must exist, and every trainable weight must be
-    stored."""
-    path = Path(path)
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a folder's ``model.safetensors`` (a damaged file raises :class:`CheckpointError` naming it)."""
+    file = Path(path) / WEIGHTS
     try:
-        weights = load_file(str(path / WEIGHTS))
+        return load_file(str(file))
     except Exception as err:  # safetensors raises its own error types
-        raise CheckpointError(f"{path / WEIGHTS}: not a readable safetensors file ({err})") from err
+        raise CheckpointError(f"{file}: not a readable safetensors file ({err})") from err
+
+
+def apply_weights(model: nn.Module, weights: dict[str, torch.Tensor], where: str | Path) -> None:
+    """Load folder weights into ``model``: every stored key must exist, and every trainable weight be stored."""
     own = model.state_dict()
     unexpected = sorted(k for k in weights if k not in own)
     missing = sorted(n for n, p in model.named_parameters() if p.requires_grad and n not in weights)
@@ -200,10 +218,15 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     )
     if unexpected or missing or mismatched:
         raise CheckpointError(
-            f"{path}: does not fit the model — missing {missing[:10]}, unexpected "
+            f"{where}: does not fit the model — missing {missing[:10]}, unexpected "
             f"{unexpected[:10]}, shape mismatches {mismatched[:10]}"
         )
     model.load_state_dict(weights, strict=False)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a folder's weights into ``model`` (:func:`read_weights`, then :func:`apply_weights`)."""
+    apply_weights(model, read_weights(path), path)
 
 
 def apply_record(model: MultiExpertModel, record: dict[str, Any], where: str) -> None:

@@ -1,26 +1,33 @@
 """Training checkpoints: a model folder (:mod:`ca2st.checkpoints.ca2st`) plus ``state.pt``, the training state.
 
 ``output_dir/checkpoint-<step>/`` holds ``model.safetensors``, ``config.json`` (the model record, with the run
-config) and ``state.pt`` (optimizer, scheduler, scaler, EMA, every rank's RNG, epoch and position in the epoch),
-written atomically together. ``state.pt`` is read with ``weights_only=True``.
+config) and ``state.pt`` (optimizer, scheduler, scaler, EMA, every rank's RNG, epoch and position in the epoch,
+the best evaluation so far, whether an evaluation is due), written atomically together. ``state.pt`` is read
+with ``weights_only=True``. When the evaluation due at an epoch's end is done, ``evaluation.json`` (its record and
+the best after it) is added to that checkpoint atomically, so a resume knows whether to run it.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..checkpoints.ca2st import is_model_folder, write_model_folder
+from ..checkpoints.ca2st import is_model_folder, read_record, read_weights, write_failure, write_model_folder
 from ..errors import CheckpointError
 from .distributed import DistInfo
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE = "state.pt"
+EVALUATION = "evaluation.json"
 
 
 def save_checkpoint(
@@ -32,17 +39,22 @@ def save_checkpoint(
     return write_model_folder(directory, model, extra_files=extra, include_experts=include_experts, **record)
 
 
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The numbered checkpoint with the most optimizer steps that is complete (has state.pt), or None."""
+def checkpoint_folders(output_dir: str | Path, newest_first: bool = True) -> list[Path]:
+    """The numbered checkpoints that are complete (weights, record and state.pt present), by step."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
-        return None
+        return []
     found = []
     for child in output_dir.iterdir():
         m = CHECKPOINT_PATTERN.match(child.name)
         if m and child.is_dir() and is_model_folder(child) and (child / STATE).is_file():
             found.append((int(m.group(1)), child))
-    return max(found)[1] if found else None
+    return [path for _, path in sorted(found, reverse=newest_first)]
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The numbered checkpoint with the most optimizer steps that is complete (has state.pt), or None."""
+    return next(iter(checkpoint_folders(output_dir)), None)
 
 
 def prune_checkpoints(output_dir: str | Path, keep: int) -> None:
@@ -54,10 +66,53 @@ def prune_checkpoints(output_dir: str | Path, keep: int) -> None:
 
 
 def load_training_state(path: str | Path) -> dict:
+    """``state.pt`` of a checkpoint (a missing or damaged file raises :class:`CheckpointError` naming it)."""
     path = Path(path) / STATE
     if not path.is_file():
         raise CheckpointError(f"{path}: missing; this checkpoint cannot resume training")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, unpickling refused, ...
+        raise CheckpointError(f"{path}: not a readable training state ({err})") from err
+
+
+@dataclass
+class TrainingCheckpoint:
+    """A checkpoint read back whole: weights, model record, training state and, if done, the evaluation due
+    at its epoch's end (``{"record": ..., "best": ...}``)."""
+
+    path: Path
+    weights: dict[str, torch.Tensor]
+    record: dict[str, Any]
+    state: dict[str, Any]
+    evaluation: dict[str, Any] | None = None
+
+
+def read_training_checkpoint(path: str | Path) -> TrainingCheckpoint:
+    """Read every file of a training checkpoint; anything unreadable raises :class:`CheckpointError` naming it."""
+    path = Path(path)
+    record, weights, state = read_record(path), read_weights(path), load_training_state(path)
+    evaluation = None
+    if (path / EVALUATION).is_file():
+        try:
+            evaluation = json.loads((path / EVALUATION).read_text())
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{path / EVALUATION}: not readable ({err})") from err
+    return TrainingCheckpoint(path, weights, record, state, evaluation)
+
+
+def mark_evaluated(path: str | Path, record: dict[str, Any], best: dict[str, Any] | None) -> None:
+    """Record in checkpoint ``path`` that the evaluation due at its epoch's end is done (atomically)."""
+    target = Path(path) / EVALUATION
+    tmp = target.with_name(f".{EVALUATION}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            json.dump({"record": record, "best": best}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except OSError as err:
+        raise CheckpointError(write_failure(target, err)) from err
 
 
 def rng_state(dist_info: DistInfo) -> dict:

@@ -21,13 +21,13 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ..checkpoints.ca2st import load_weights
+from ..checkpoints.ca2st import apply_weights
 from ..errors import ConfigError
 from ..tasks import as_task_dict
 from .checkpointing import (
-    latest_checkpoint,
-    load_training_state,
+    mark_evaluated,
     prune_checkpoints,
+    read_training_checkpoint,
     restore_rng_state,
     rng_state,
     save_checkpoint,
@@ -35,9 +35,10 @@ from .checkpointing import (
 from .config import RunConfig
 from .data import build_loader, dataset_of_run
 from .distributed import DistInfo, EpochSampler, all_reduce_mean, cleanup, init_distributed
+from .epoch_end import evaluate_epoch_end, update_best
 from .optim import TrainableEMA, VideoMixup, build_optimizer, build_scheduler, classification_loss, seed_mixup
+from .run_dir import RunLog, check_same_run, find_resume_point, lock_output_dir, remove_leftovers
 from .run_model import build_run_model
-from .runner import evaluate_split
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,12 @@ class TrainResult:
     best: dict | None = None
     last_checkpoint: Path | None = None
     skipped_samples: int = 0
+    finished_before: int | None = None  # a resumed run that had already finished: its epochs
 
     def summary(self) -> str:
         lines = [f"output: {self.output_dir}", f"last checkpoint: {self.last_checkpoint}"]
+        if self.finished_before is not None:
+            lines.append(f"already finished at epoch {self.finished_before}; nothing to do")
         evals = [h for h in self.history if h.get("kind") == "eval"]
         if evals:
             metrics = {k: v for k, v in evals[-1].items() if isinstance(v, float)}
@@ -87,9 +91,15 @@ def _to_device(batch, device):
 
 
 def train(cfg: RunConfig) -> TrainResult:
+    """Run ``cfg`` end to end, holding ``output_dir``'s lock (see :mod:`ca2st.engine.run_dir`)."""
     dist_info = init_distributed(cfg.device)
     try:
-        return _train(cfg, dist_info)
+        lock = lock_output_dir(cfg.output_dir, dist_info)
+        try:
+            return _train(cfg, dist_info)
+        finally:
+            if lock is not None:
+                lock.release()
     finally:
         cleanup()
 
@@ -99,6 +109,8 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
     if cfg.precision == "fp16" and device.type != "cuda":
         raise ConfigError("config key precision=fp16 needs a GPU; use bf16 on CPU")
     out = Path(cfg.output_dir)
+    if main:
+        remove_leftovers(out)
     seed_everything(cfg.seed)
     train_set = dataset_of_run(cfg, "train")
     val_set = dataset_of_run(cfg, "val") if cfg.data.val else None
@@ -137,33 +149,41 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
             label_smoothing=o.label_smoothing,
         )
 
-    step, epoch, start_batch = 0, 0, 0
-    resume = latest_checkpoint(out) if cfg.resume == "auto" else cfg.resume
-    if resume:
-        state = load_training_state(resume)
-        load_weights(model, resume)
+    result = TrainResult(out)
+    step, epoch, start_batch, loss_sum, loss_steps, pending = 0, 0, 0, 0.0, 0, None
+    point = find_resume_point(out) if cfg.resume == "auto" else None
+    if cfg.resume not in (None, "auto"):
+        point = read_training_checkpoint(cfg.resume)
+    if point is not None:
+        check_same_run(point.record.get("run", {}), cfg.to_dict(), point.path)
+        state = point.state
+        apply_weights(model, point.weights, point.path)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         if ema is not None and "ema" in state:
             ema.load_state_dict(state["ema"])
         step, epoch, start_batch = state["step"], state["epoch"], state["batch"]
+        loss_sum, loss_steps = state.get("epoch_loss", (0.0, 0))
+        result.best = point.evaluation["best"] if point.evaluation else state.get("best")
+        if state.get("eval_due") and point.evaluation is None:
+            pending = point.path  # the evaluation of this epoch's end was cut short: run it first
         restore_rng_state(state["rng"], dist_info.rank)
-        log.info("resumed from %s at epoch %d, batch %d (step %d)", resume, epoch, start_batch, step)
+        result.last_checkpoint = point.path
+        log.info("resumed from %s at epoch %d, batch %d (step %d)", point.path, epoch, start_batch, step)
 
     net = model
     if dist_info.enabled:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     forward = torch.compile(net) if cfg.compile else net
-    result = TrainResult(out, last_checkpoint=Path(resume) if resume else None)
-    writer = _writer(cfg, out) if main else None
-    metrics_log = (out / "metrics.jsonl") if main else None
+    run_log = RunLog(out, cfg.tensorboard) if main else None
     out.mkdir(parents=True, exist_ok=True)
     if main:
+        evaluated = epoch if point is None or pending is None else epoch - 1
+        run_log.rewind(step, epoch, evaluated)
         (out / "run_config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
 
-    def save(tag_step: int, batch_in_epoch: int, ep: int) -> Path:
-        rng = rng_state(dist_info)
+    def save(tag_step: int, batch_in_epoch: int, ep: int, eval_due: bool = False) -> Path | None:
         state = {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -171,7 +191,10 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
             "step": tag_step,
             "epoch": ep,
             "batch": batch_in_epoch,
-            "rng": rng,
+            "rng": rng_state(dist_info),
+            "epoch_loss": [loss_sum, loss_steps],
+            "best": result.best,
+            "eval_due": eval_due,
         }
         if ema is not None:
             state["ema"] = ema.state_dict()
@@ -191,6 +214,24 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
         _barrier(dist_info)
         return path
 
+    def evaluate_epoch(checkpoint: Path | None) -> None:
+        """The evaluation due at the end of epoch ``epoch``; recorded in its checkpoint once done."""
+
+        def keep_best(record):  # runs with the evaluated (EMA) weights in the model
+            result.best = update_best(out, result.best, record, model, name, cfg, with_experts)
+
+        record = evaluate_epoch_end(cfg, model, val_set, ema, dist_info, epoch, step, keep_best if main else None)
+        result.history.append(record)
+        if main:
+            run_log.write(record)
+            mark_evaluated(checkpoint, record, result.best)
+        _barrier(dist_info)
+
+    if pending is not None:
+        evaluate_epoch(pending)
+    if epoch >= o.epochs and point is not None and pending is None:
+        result.finished_before = epoch
+        log.info("%s already finished at epoch %d; nothing to do", out, epoch)
     total_steps = o.epochs * steps_per_epoch
     bar = tqdm(total=total_steps, initial=step, desc="train", disable=not (main and cfg.progress), unit="step")
     while epoch < o.epochs:
@@ -230,101 +271,46 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
                 ema.update(model)
             step += 1
             scheduler.step_update(step)
-            bar.update(1)
             mean_loss = all_reduce_mean(torch.stack(running).mean()).item()
             running = []
             if not math.isfinite(mean_loss):
                 raise FloatingPointError(f"loss became {mean_loss} at step {step}; lower optim.lr or use fp32")
-            record = {
-                "kind": "train",
-                "step": step,
-                "epoch": epoch,
-                "loss": mean_loss,
-                "lr": max(g["lr"] for g in optimizer.param_groups),
-            }
+            loss_sum, loss_steps = loss_sum + mean_loss, loss_steps + 1
+            record = {"kind": "train", "step": step, "epoch": epoch, "loss": mean_loss, "lr": _lr(optimizer)}
             result.history.append(record)
+            bar.set_postfix(loss=f"{loss_sum / loss_steps:.4f}", refresh=False)  # the epoch's mean so far
+            bar.update(1)
             if main and (step % cfg.log_every == 0 or step == 1):
                 record["clips_per_s"] = world_batch * len(result.history) / max(time.perf_counter() - t0, 1e-9)
-                _log(record, writer, metrics_log)
-                bar.set_postfix(loss=f"{mean_loss:.4f}")
+                run_log.write(record)
             if cfg.save_every_steps and step % cfg.save_every_steps == 0:
                 result.last_checkpoint = save(step, batch_idx + 1, epoch)
-        epoch += 1
-        start_batch = 0
-        result.last_checkpoint = save(step, 0, epoch)
-        if val_set is not None and cfg.eval_every and epoch % cfg.eval_every == 0:
-
-            def keep_best(record):  # runs with the evaluated (EMA) weights in the model
-                result.best = _update_best(out, result.best, record, model, name, cfg, with_experts)
-
-            record = _evaluate(cfg, model, val_set, ema, dist_info, epoch, step, keep_best if main else None)
-            result.history.append(record)
-            if main:
-                _log(record, writer, metrics_log)
+        record = {
+            "kind": "epoch",
+            "step": step,
+            "epoch": epoch,
+            "loss": loss_sum / max(loss_steps, 1),
+            "lr": _lr(optimizer),
+        }
+        result.history.append(record)
+        if main:
+            run_log.write(record)
+        epoch, start_batch, loss_sum, loss_steps = epoch + 1, 0, 0.0, 0
+        eval_due = val_set is not None and cfg.eval_every > 0 and epoch % cfg.eval_every == 0
+        result.last_checkpoint = save(step, 0, epoch, eval_due)
+        if eval_due:
+            evaluate_epoch(result.last_checkpoint)
     bar.close()
-    if writer is not None:
-        writer.close()
+    if run_log is not None:
+        run_log.close()
     result.skipped_samples = int(
         all_reduce_mean(torch.tensor(float(result.skipped_samples))).item() * dist_info.world_size
     )
     return result
 
 
-def _evaluate(cfg, model, val_set, ema, dist_info, epoch, step, on_result=None) -> dict:
-    """Evaluate (with the EMA weights if any) and hand the record to ``on_result`` before restoring."""
-    backup = None
-    if ema is not None:
-        backup = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-        ema.copy_to(model)
-    result = evaluate_split(cfg, model, val_set, dist_info)
-    record = {"kind": "eval", "epoch": epoch, "step": step}
-    record.update({k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))})
-    record["excluded"] = len(result.excluded)
-    if on_result is not None:
-        on_result(record)
-    if backup is not None:
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for n, value in backup.items():
-                params[n].copy_(value)
-    return record
-
-
-def _update_best(
-    out: Path, best: dict | None, record: dict, model, name: str, cfg: RunConfig, with_experts: bool
-) -> dict:
-    key = "action_top1" if "action_top1" in record else "top1"
-    if key in record and (best is None or record[key] > best[key]):
-        save_checkpoint(
-            out / "checkpoint-best",
-            model,
-            model_name=name,
-            experts=cfg.expert_paths(),
-            run=cfg.to_dict(),
-            meta=record,
-            include_experts=with_experts,
-        )
-        return {key: record[key], "epoch": record["epoch"]}
-    return best
-
-
-def _writer(cfg: RunConfig, out: Path):
-    if not cfg.tensorboard:
-        return None
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(str(out / "tensorboard"))
-
-
-def _log(record: dict, writer, path: Path | None) -> None:
-    if writer is not None:
-        for k, v in record.items():
-            if isinstance(v, float):
-                writer.add_scalar(f"{record['kind']}/{k}", v, record["step"])
-    if path is not None:
-        with open(path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-    log.info("%s", record)
+def _lr(optimizer) -> float:
+    return max(g["lr"] for g in optimizer.param_groups)
 
 
 def _barrier(dist_info: DistInfo) -> None:
