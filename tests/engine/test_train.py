@@ -5,7 +5,11 @@ Every run starts from configs/smoke.yaml (``helpers.smoke_config``) on the sessi
 import json
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -267,3 +271,37 @@ def test_resuming_another_run_is_refused(synthetic_data, tmp_path):
     with pytest.raises(ConfigError, match=r"resuming a different run \(model.depth: 2 -> 1; seed: 0 -> 3\)"):
         train(cfg.with_overrides(["resume=auto", "model.depth=1", "seed=3"]))
     train(cfg.with_overrides(["resume=auto", "optim.epochs=2", "data.num_workers=0"]))  # more epochs: the same run
+
+
+def test_sigkill_at_any_moment_then_resume_ends_like_an_uninterrupted_run(synthetic_data, tmp_path):
+    """Real kills (SIGKILL of the `ca2st train` process) right after an evaluation's checkpoint-best and right after
+    a mid-epoch checkpoint; the resumed run ends as one that was never interrupted."""
+
+    def command(out):
+        overrides = smoke_overrides(out, *INTERRUPTIBLE, f"data.val={synthetic_data.files['val']}", data=synthetic_data)
+        return [sys.executable, "-m", "ca2st", "train", str(SMOKE_RECIPE), *overrides, "resume=auto"]
+
+    subprocess.run(command(tmp_path / "whole"), check=True, capture_output=True)
+    out = tmp_path / "killed"
+    for appears in ("checkpoint-best", "checkpoint-00000005"):  # epoch 1's evaluation; mid-epoch 3
+        proc = subprocess.Popen(command(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None and not (out / appears).exists():
+            time.sleep(0.01)
+        proc.kill()
+        assert proc.wait() == -signal.SIGKILL, f"the run ended before {appears} appeared"
+    subprocess.run(command(out), check=True, capture_output=True)
+    (records, best, best_weights, last), (records0, best0, best_weights0, last0) = (
+        outcome(out),
+        outcome(tmp_path / "whole"),
+    )
+    assert [(r["kind"], r["step"], r["epoch"]) for r in records] == [
+        (r["kind"], r["step"], r["epoch"]) for r in records0
+    ]
+    for r, r0 in zip(records, records0):
+        assert {k: pytest.approx(v, rel=1e-5) for k, v in r.items() if isinstance(v, float)} == {
+            k: v for k, v in r0.items() if isinstance(v, float)
+        }
+    assert best["epoch"] == best0["epoch"]
+    for mine, theirs in ((best_weights, best_weights0), (last, last0)):
+        for k in theirs:
+            torch.testing.assert_close(mine[k], theirs[k], rtol=1e-5, atol=1e-6)
