@@ -99,3 +99,12 @@ def test_cpu_training_keeps_freed_host_memory(device, applied, monkeypatch):
     monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append(True) or True)
     cli.keep_freed_host_memory(device)
     assert calls == ([True] if applied else [])
+
+
+def test_every_bench_option_has_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # one line: argparse wraps the help texts
+    assert "--model MODEL preset to measure (default cast_b16" in out
+    assert "--batch BATCH clips per forward and per training step" in out
+    assert "--device DEVICE cpu, cuda, or auto" in out

@@ -37,6 +37,7 @@ def cmd_info(args) -> int:
 
 def cmd_data_check(args) -> int:
     from .data.check import check_dataset
+    from .text import plural
 
     options = dict(
         classes=args.classes,
@@ -65,6 +66,12 @@ def cmd_data_check(args) -> int:
         print(problem)
     for line in report.summary():
         print(line)
+    missing = report.counts["missing"]
+    if args.root is None and missing and 2 * missing >= report.num_files:
+        print(
+            f"hint: {plural(missing, 'file')} of {report.num_files} not found: the paths in {args.annotation} are "
+            "relative to --root, and no --root was given"
+        )
     return 0 if report.ok else 1
 
 
@@ -298,13 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="forward and training-step speed and memory, as ratios to the machine's "
         "matmul ceiling (see benchmarks/bench_model.py)",
     )
-    bench.add_argument("--model", default="cast_b16")
-    bench.add_argument("--batch", type=int, default=1)
+    bench.add_argument(
+        "--model", default="cast_b16", help="preset to measure (default cast_b16; `ca2st info all` lists them)"
+    )
+    bench.add_argument("--batch", type=int, default=1, help="clips per forward and per training step (default 1)")
     bench.add_argument("--runs", type=int, default=10, help="timed forward runs after warm-up (at least 5)")
     bench.add_argument(
         "--steps", type=int, default=5, help="timed training steps after two warm-up steps (the best counts)"
     )
-    bench.add_argument("--device", default="auto", help="cpu, cuda, or auto: cuda when available")
+    bench.add_argument("--device", default="auto", help="cpu, cuda, or auto: cuda when available (default)")
     bench.add_argument(
         "--compile",
         choices=("none", "forward", "all"),
