@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -153,3 +154,23 @@ assert matplotlib.rcParams["backend"] == "Template", matplotlib.rcParams["backen
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert Path(tmp_path / "cm.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs VideoDataset to log an exclusion at DEBUG (src/ca2st/data/datasets/video_dataset.py, owned by the "
+    "data session): the evaluation reports it (summary, results.json); remove this mark with that change",
+)
+def test_an_exclusion_is_reported_once(synthetic_data, caplog):
+    from ca2st.data.datasets import Sample, collate
+    from ca2st.engine.data import inference_dataset
+
+    from helpers import smoke_model
+
+    model = smoke_model(num_classes=8).eval()
+    samples = [Sample("a", str(synthetic_data.root / "videos" / "val_0_000.mp4"), 0), Sample("x", "gone.mp4", 1)]
+    loader = DataLoader(inference_dataset(samples, model.input_recipe), batch_size=2, collate_fn=collate)
+    with caplog.at_level(logging.WARNING):
+        result = evaluate(model, loader, progress=False)
+    shown = caplog.text + result.summary()
+    assert result.counts["excluded"] == 1 and shown.count("gone.mp4: video file not found") == 1
