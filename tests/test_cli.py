@@ -22,6 +22,8 @@ def test_info_with_overrides(capsys):
     assert main(["info", "cast_b16_ek100", "num_frames=8", "depth=4"]) == 0
     out = capsys.readouterr().out
     assert "4 time slots x 196 positions" in out and "in 4 layers" in out
+    assert main(["info", "cast_b16", "depth=1", "num_frames=2"]) == 0
+    assert "1 time slot x 196 positions" in (out := capsys.readouterr().out) and "in 1 layer\n" in out
 
 
 def test_bad_override_is_a_readable_error(capsys):

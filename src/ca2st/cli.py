@@ -17,15 +17,16 @@ def cmd_info(args) -> int:
     from .engine.config import parse_overrides
     from .models.registry import list_models
     from .models.summary import summarize
+    from .text import plural
 
     names = list_models() if args.name == "all" else [args.name]
     for name in names:
         s = summarize(name, **parse_overrides(args.overrides))
         print(f"{s.name}")
         for kind, (t, n) in s.experts.items():
-            print(f"  expert {kind:<9} {t} time slots x {n} positions")
+            print(f"  expert {kind:<9} {plural(t, 'time slot')} x {plural(n, 'position')}")
         for ex, layers in s.exchange_layers.items():
-            print(f"  exchange {ex:<16} in {layers} layers")
+            print(f"  exchange {ex:<16} in {plural(layers, 'layer')}")
         print(f"  input            {', '.join(f'{k} {tuple(v)}' for k, v in s.input_shapes.items())}")
         print(
             f"  parameters       {s.total_params:,} total, {s.trainable_params:,} trainable "

@@ -64,7 +64,7 @@ def test_report_balanced_table(tmp_path):
         report([{"metrics": {}}])
     with pytest.raises(ConfigError):
         report([tmp_path / "nowhere.json"])
-    with pytest.raises(ConfigError, match="2 row names for 1 results"):
+    with pytest.raises(ConfigError, match="2 row names for 1 result: give one each"):
         report([ek], rows=["a", "b"])
 
 

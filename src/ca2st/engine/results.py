@@ -236,9 +236,9 @@ class EvalResult:
             sub = cm[keep][:, keep]
             mat = torch.cat((sub, (cm[keep].sum(1) - sub.sum(1))[:, None]), 1)
             rows = [names[i] for i in keep.tolist()]
-            cols, title = rows + ["other"], f"{top_n} most frequent of {c} classes"
+            cols, title = rows + ["other"], f"{top_n} most frequent of {plural(c, 'class', 'classes')}"
         else:
-            mat, rows, cols, title = cm, names, names, f"{c} classes"
+            mat, rows, cols, title = cm, names, names, plural(c, "class", "classes")
         if t != SINGLE:
             title = f"{t}: {title}"
         norm = mat / mat.sum(1, keepdim=True).clamp_min(1)
@@ -335,7 +335,7 @@ class EvalResult:
             ut = self.transfer["unmapped_dataset_classes"].get(t, [])
             if um or ut:
                 lines.append(
-                    f"  mapping [{t}]: {len(um)} model classes unmapped, {len(ut)} dataset classes "
-                    f"without a model class"
+                    f"  mapping [{t}]: {plural(len(um), 'model class', 'model classes')} unmapped, "
+                    f"{plural(len(ut), 'dataset class', 'dataset classes')} without a model class"
                 )
         return "\n".join(lines)
