@@ -22,6 +22,8 @@ def test_info_with_overrides(capsys):
     assert main(["info", "cast_b16_ek100", "num_frames=8", "depth=4"]) == 0
     out = capsys.readouterr().out
     assert "4 time slots x 196 positions" in out and "in 4 layers" in out
+    assert main(["info", "cast_b16", "depth=1", "num_frames=2"]) == 0
+    assert "1 time slot x 196 positions" in (out := capsys.readouterr().out) and "in 1 layer\n" in out
 
 
 def test_bad_override_is_a_readable_error(capsys):
@@ -99,3 +101,12 @@ def test_cpu_training_keeps_freed_host_memory(device, applied, monkeypatch):
     monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append(True) or True)
     cli.keep_freed_host_memory(device)
     assert calls == ([True] if applied else [])
+
+
+def test_every_bench_option_has_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # one line: argparse wraps the help texts
+    assert "--model MODEL preset to measure (default cast_b16" in out
+    assert "--batch BATCH clips per forward and per training step" in out
+    assert "--device DEVICE cpu, cuda, or auto" in out

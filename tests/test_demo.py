@@ -29,6 +29,13 @@ def test_demo_writes_results_as_designed(demo):
     assert set(saved["accuracy"]) == {"spatial", "temporal", "audio", "cast", "cava", "ca2st"}
     assert all(0.0 <= v <= 1.0 for v in saved["accuracy"].values())
     assert (out / "results.png").stat().st_size > 0 and "| ca2st |" in (out / "results.md").read_text()
+    # each of the nine training stages has its own label on the training bar (recorded in its run config)
+    runs = [out / "pretrain" / f"expert_{kind}" for kind in ("spatial", "temporal", "audio")]
+    runs += [out / "models" / name for name in ("spatial", "temporal", "audio", "cast", "cava", "ca2st")]
+    labels = [
+        json.loads(next(run.glob("checkpoint-0*/config.json")).read_text())["run"]["progress_label"] for run in runs
+    ]
+    assert labels[0] == "expert spatial (1/9)" and labels[7] == "cava (8/9)" and len(set(labels)) == 9
 
 
 def test_predict_and_report_commands(demo, tmp_path, capsys):

@@ -135,6 +135,20 @@ def test_harmonic_mean():
         M.harmonic_mean([-0.1, 0.5])
 
 
-def test_classification_metrics_prefix():
-    out = M.classification_metrics(SCORES, TARGETS, prefix="verb_")
-    assert out == {"verb_top1": 0.5, "verb_top5": 1.0, "verb_mean_class_acc": pytest.approx(0.5)}
+def test_classification_metrics_prefix_and_only_informative_top_k():
+    out = M.classification_metrics(SCORES, TARGETS, ks=(1, 2, 5), prefix="verb_")
+    # top-5 of 4 classes is always right: left out
+    assert out == {"verb_top1": 0.5, "verb_top2": 0.75, "verb_mean_class_acc": pytest.approx(0.5)}
+    assert set(M.classification_metrics(torch.eye(6), torch.arange(6))) == {"top1", "top5", "mean_class_acc"}
+    assert M.informative_ks((1, 5), 5) == [1] and M.informative_ks((1, 5), 1) == [1]
+
+
+def test_epic_top_k_not_below_a_class_count_is_left_out():
+    verb, noun = torch.eye(3), torch.eye(8)[:3]  # 3 verbs, 8 nouns
+    out = M.epic_accuracy(verb, noun, torch.arange(3), torch.arange(3))
+    assert set(out) == {"verb_top1", "noun_top1", "action_top1", "noun_top5", "action_top5"}
+    assert set(M.epic_accuracy(verb, verb, torch.arange(3), torch.arange(3))) == {
+        "verb_top1",
+        "noun_top1",
+        "action_top1",
+    }

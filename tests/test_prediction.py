@@ -230,3 +230,13 @@ def test_a_checkpoint_trained_with_segment_sampling_predicts_with_it(synthetic_d
     assert saved["views"] == 2 and saved["top"]["class"][0]["name"] == pred.top()[0]["name"]
     rows = list(csv.DictReader((tmp_path / "p" / f"{clip.stem}.csv").open()))
     assert rows[0]["path"] == str(clip) and rows[0]["top1_name"] == pred.top()[0]["name"]
+
+
+def test_the_summary_caps_top_k_by_the_class_count_and_counts_in_words():
+    probs = torch.tensor([0.2, 0.5, 0.3])
+    pred = Prediction("v.mp4", ["class"], {"class": probs}, {"class": ["a", "b", "c"]}, k=5, duration=2.0)
+    pred.window, pred.stride, pred.starts, pred.ends = 2.0, 2.0, torch.zeros(1), torch.full((1,), 2.0)
+    pred.window_probs = {"class": probs[None]}
+    lines = pred.summary().splitlines()
+    assert lines[0] == "v.mp4: 2.00 s, 1 view, 1 window of 2 s every 2 s"
+    assert lines[1] == "  top-3:" and "top-5" not in pred.summary()

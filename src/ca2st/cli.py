@@ -17,15 +17,16 @@ def cmd_info(args) -> int:
     from .engine.config import parse_overrides
     from .models.registry import list_models
     from .models.summary import summarize
+    from .text import plural
 
     names = list_models() if args.name == "all" else [args.name]
     for name in names:
         s = summarize(name, **parse_overrides(args.overrides))
         print(f"{s.name}")
         for kind, (t, n) in s.experts.items():
-            print(f"  expert {kind:<9} {t} time slots x {n} positions")
+            print(f"  expert {kind:<9} {plural(t, 'time slot')} x {plural(n, 'position')}")
         for ex, layers in s.exchange_layers.items():
-            print(f"  exchange {ex:<16} in {layers} layers")
+            print(f"  exchange {ex:<16} in {plural(layers, 'layer')}")
         print(f"  input            {', '.join(f'{k} {tuple(v)}' for k, v in s.input_shapes.items())}")
         print(
             f"  parameters       {s.total_params:,} total, {s.trainable_params:,} trainable "
@@ -37,6 +38,7 @@ def cmd_info(args) -> int:
 
 def cmd_data_check(args) -> int:
     from .data.check import check_dataset
+    from .text import plural
 
     options = dict(
         classes=args.classes,
@@ -65,6 +67,12 @@ def cmd_data_check(args) -> int:
         print(problem)
     for line in report.summary():
         print(line)
+    missing = report.counts["missing"]
+    if args.root is None and missing and 2 * missing >= report.num_files:
+        print(
+            f"hint: {plural(missing, 'file')} of {report.num_files} not found: the paths in {args.annotation} are "
+            "relative to --root, and no --root was given"
+        )
     return 0 if report.ok else 1
 
 
@@ -298,13 +306,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="forward and training-step speed and memory, as ratios to the machine's "
         "matmul ceiling (see benchmarks/bench_model.py)",
     )
-    bench.add_argument("--model", default="cast_b16")
-    bench.add_argument("--batch", type=int, default=1)
+    bench.add_argument(
+        "--model", default="cast_b16", help="preset to measure (default cast_b16; `ca2st info all` lists them)"
+    )
+    bench.add_argument("--batch", type=int, default=1, help="clips per forward and per training step (default 1)")
     bench.add_argument("--runs", type=int, default=10, help="timed forward runs after warm-up (at least 5)")
     bench.add_argument(
         "--steps", type=int, default=5, help="timed training steps after two warm-up steps (the best counts)"
     )
-    bench.add_argument("--device", default="auto", help="cpu, cuda, or auto: cuda when available")
+    bench.add_argument("--device", default="auto", help="cpu, cuda, or auto: cuda when available (default)")
     bench.add_argument(
         "--compile",
         choices=("none", "forward", "all"),

@@ -83,8 +83,9 @@ def _common(files: dict, root: Path, settings: DemoSettings, out: Path) -> list[
     ]
 
 
-def pretrain_expert(kind: str, files: dict, root: Path, settings: DemoSettings, out: Path) -> Path:
-    """Train one expert (all its weights) on its own cue; returns the weight file of the frozen expert."""
+def pretrain_expert(kind: str, files: dict, root: Path, settings: DemoSettings, out: Path, label: str = "") -> Path:
+    """Train one expert (all its weights) on its own cue; returns the weight file of the frozen expert. ``label``
+    names the stage on the training bar."""
     cue = PRETRAIN_CUE[kind]
     cfg = load_config(
         None,
@@ -97,6 +98,7 @@ def pretrain_expert(kind: str, files: dict, root: Path, settings: DemoSettings, 
             "freeze_experts=false",
             f"optim.epochs={settings.pretrain_epochs}",
             f"optim.lr={settings.pretrain_lr}",
+            f"progress_label={label or 'expert ' + kind}",
         ],
     )
     result = train(cfg)
@@ -104,9 +106,10 @@ def pretrain_expert(kind: str, files: dict, root: Path, settings: DemoSettings, 
 
 
 def train_on_labels(
-    name: str, experts: dict[str, Path], files: dict, root: Path, settings: DemoSettings, out: Path
+    name: str, experts: dict[str, Path], files: dict, root: Path, settings: DemoSettings, out: Path, label: str = ""
 ) -> float:
-    """Train adapters, exchanges and head over frozen experts on the composite labels; multi-view top-1."""
+    """Train adapters, exchanges and head over frozen experts on the composite labels; multi-view top-1. ``label``
+    names the stage on the training bar."""
     kinds = MODELS[name]
     weights = [f"experts.{k}={experts[k]}" for k in kinds]
     args = [
@@ -120,6 +123,7 @@ def train_on_labels(
         f"optim.epochs={settings.epochs}",
         f"optim.lr={settings.lr}",
         "eval_every=0",
+        f"progress_label={label or name}",
     ]
     result = train(load_config(None, args))
     evaluation, _ = run_eval(
@@ -136,13 +140,26 @@ def run(out: str | Path, cache: str | Path | None = None, settings: DemoSettings
     root = Path(cache) if cache else out / "data"
     start = time.perf_counter()
     files = write_dataset(root, settings.spec)
-    experts = {kind: pretrain_expert(kind, files, root, settings, out / "pretrain") for kind in PRETRAIN_CUE}
-    accuracy = {name: train_on_labels(name, experts, files, root, settings, out / "models") for name in MODELS}
+    labels = stage_labels()
+    experts = {
+        kind: pretrain_expert(kind, files, root, settings, out / "pretrain", labels[f"expert {kind}"])
+        for kind in PRETRAIN_CUE
+    }
+    accuracy = {
+        name: train_on_labels(name, experts, files, root, settings, out / "models", labels[name]) for name in MODELS
+    }
     results = {"chance": 1.0 / len(CLASS_NAMES), "accuracy": accuracy, "seconds": round(time.perf_counter() - start, 1)}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(format_table(results))
     plot(results, out / "results.png")
     return results
+
+
+def stage_labels() -> dict[str, str]:
+    """The training bar's label of each of the demo's stages, in order: ``{'expert spatial': 'expert spatial
+    (1/9)', ..., 'ca2st': 'ca2st (9/9)'}``."""
+    stages = [f"expert {kind}" for kind in PRETRAIN_CUE] + list(MODELS)
+    return {stage: f"{stage} ({i}/{len(stages)})" for i, stage in enumerate(stages, 1)}
 
 
 def format_table(results: dict) -> str:

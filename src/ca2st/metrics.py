@@ -36,6 +36,7 @@ __all__ = [
     "epic_accuracy",
     "harmonic_mean",
     "classification_metrics",
+    "informative_ks",
 ]
 
 
@@ -133,18 +134,24 @@ def epic_accuracy(
     """EPIC-KITCHENS-100 verb, noun and action top-k (the official definition, see the module docstring).
 
     Returns ``{'verb_top1', 'noun_top1', 'action_top1', 'verb_top5', ...}`` for every ``k`` in ``ks``:
-    action top-k is right iff the verb is in the top-k verbs and the noun in the top-k nouns.
+    action top-k is right iff the verb is in the top-k verbs and the noun in the top-k nouns. A verb or noun top-k
+    with ``k`` not below that task's class count is left out (always right), and so is an action top-k when it is
+    left out for both.
     """
     if verb_scores.shape[0] != noun_scores.shape[0]:
         raise ValueError(f"verb and noun scores differ in length: {verb_scores.shape[0]} vs {noun_scores.shape[0]}")
+    verb_ks, noun_ks = informative_ks(ks, verb_scores.shape[-1]), informative_ks(ks, noun_scores.shape[-1])
     out = {}
     for k in ks:
         v = topk_correct(verb_scores, verb_targets, k)
         n = topk_correct(noun_scores, noun_targets, k)
         mean = lambda t: t.float().mean().item() if t.numel() else float("nan")  # noqa: E731
-        out[f"verb_top{k}"] = mean(v)
-        out[f"noun_top{k}"] = mean(n)
-        out[f"action_top{k}"] = mean(v & n)
+        if k in verb_ks:
+            out[f"verb_top{k}"] = mean(v)
+        if k in noun_ks:
+            out[f"noun_top{k}"] = mean(n)
+        if k in verb_ks or k in noun_ks:
+            out[f"action_top{k}"] = mean(v & n)
     return out
 
 
@@ -160,10 +167,18 @@ def harmonic_mean(values: Iterable[float]) -> float:
     return len(vals) / sum(1.0 / v for v in vals)
 
 
+def informative_ks(ks: Sequence[int], num_classes: int) -> list[int]:
+    """The ``ks`` worth reporting for ``num_classes`` classes: 1, and every ``k`` below the class count (a top-k
+    with ``k >= C`` is always right)."""
+    return [k for k in ks if k == 1 or k < num_classes]
+
+
 def classification_metrics(
     scores: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = (1, 5), prefix: str = ""
 ) -> dict[str, float]:
-    """``{prefix + 'top1', prefix + 'top5', prefix + 'mean_class_acc'}`` of one single-label task."""
+    """``{prefix + 'top1', prefix + 'top5', prefix + 'mean_class_acc'}`` of one single-label task; a top-k with
+    ``k`` not below the class count is left out (see :func:`informative_ks`)."""
+    ks = informative_ks(ks, scores.shape[-1])
     out = {f"{prefix}top{k}": v for k, v in topk_accuracy(scores, targets, ks).items()}
     out[f"{prefix}mean_class_acc"] = mean_class_accuracy(scores, targets) if targets.numel() else float("nan")
     return out

@@ -29,6 +29,7 @@ import torch
 
 from .errors import ConfigError, DataError
 from .tasks import SINGLE
+from .text import plural
 
 __all__ = ["predict", "Prediction", "sliding_windows"]
 
@@ -133,16 +134,17 @@ class Prediction:
     def summary(self) -> str:
         """Readable top-k (and a compact timeline: the top-1 per window)."""
         lines = [
-            f"{self.path}: {self.duration:.2f} s, {self.num_views} view(s)"
+            f"{self.path}: {self.duration:.2f} s, {plural(self.num_views, 'view')}"
             + (
-                f", {self.starts.shape[0]} windows of {self.window:g} s every {self.stride:g} s"
+                f", {plural(self.starts.shape[0], 'window')} of {self.window:g} s every {self.stride:g} s"
                 if self.has_timeline
                 else ""
             )
         ]
         for t in self.tasks:
-            lines.append(f"  top-{self.k}" + ("" if t == SINGLE else f" {t}s") + ":")
-            lines += [f"    {100 * e['prob']:6.2f}%  {e['name']}" for e in self.top(t)]
+            top = self.top(t)  # k is capped by the class count
+            lines.append(f"  top-{len(top)}" + ("" if t == SINGLE else f" {t}s") + ":")
+            lines += [f"    {100 * e['prob']:6.2f}%  {e['name']}" for e in top]
         if self.composition:
             acts = self.actions()
             if acts:
@@ -158,7 +160,7 @@ class Prediction:
                     parts.append(f"{e['name']} {100 * e['prob']:.1f}%")
                 lines.append(f"    {float(self.starts[w]):8.2f}–{float(self.ends[w]):.2f} s  " + ", ".join(parts))
             if shown > 20:
-                lines.append(f"    ... {shown - 20} more windows (see the CSV/JSON)")
+                lines.append(f"    ... {plural(shown - 20, 'more window', 'more windows')} (see the CSV/JSON)")
         return "\n".join(lines)
 
     # ---------------------------------------------------------------- files
@@ -321,7 +323,7 @@ def predict(
         model, loader, device=device, precision=precision, progress=progress, desc="predict", show_top1=False
     )
     if out.indices.numel() != len(spans):
-        raise DataError(f"{path}: {len(spans) - out.indices.numel()} window(s) could not be read")
+        raise DataError(f"{path}: {plural(len(spans) - out.indices.numel(), 'window')} could not be read")
     order = torch.argsort(out.indices)
     window_probs = {t: out.probs[t][order] for t in tasks}
     pred = Prediction(

@@ -85,11 +85,20 @@ def test_every_problem_is_reported(root, tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert code == 1
-    assert "missing.mp4: missing: file not found (used by 1 samples" in out
+    assert "missing.mp4: missing: file not found (used by 1 sample, e.g." in out
     assert "mute.mp4: no audio: the video has no audio track" in out
     assert "tiny.mp4: short side: 32x24: short side 24px < 40px" in out
     assert "fast.mp4: fps: 25 fps, expected 10" in out
-    assert "6 problems in 6 of 7 files" in out
+    assert "6 problems in 6 of 7 files" in out and "hint" not in out  # --root was given
+
+
+def test_a_missing_root_is_named_once_with_a_hint(tmp_path, capsys):
+    ann = write(tmp_path / "list.csv", "good.mp4 0\n")
+    assert main(["data", "check", str(ann), "--format", "cast_k400", "-q"]) == 1
+    out = capsys.readouterr().out
+    assert "1 problem in 1 of 1 file: missing 1" in out and "1 sample in 1 file" in out
+    hints = [line for line in out.splitlines() if line.startswith("hint:")]
+    assert hints == [f"hint: 1 file of 1 not found: the paths in {ann} are relative to --root, and no --root was given"]
 
 
 def test_segments_and_separate_audio(root, tmp_path):

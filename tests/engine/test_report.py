@@ -64,7 +64,7 @@ def test_report_balanced_table(tmp_path):
         report([{"metrics": {}}])
     with pytest.raises(ConfigError):
         report([tmp_path / "nowhere.json"])
-    with pytest.raises(ConfigError, match="2 row names for 1 results"):
+    with pytest.raises(ConfigError, match="2 row names for 1 result: give one each"):
         report([ek], rows=["a", "b"])
 
 
@@ -122,7 +122,7 @@ def test_report_cli_rows_and_columns(tmp_path, capsys):
     rows = list(csv.reader(out.open()))
     assert rows[0][1] == "EK verb" and rows[0][4] == "K" and rows[1][0] == "cast_b16"
     assert main(["report", str(a), "--rows", "x", "y"]) == 2  # a ConfigError, reported
-    assert "2 row names for 1 results" in capsys.readouterr().err
+    assert "2 row names for 1 result: give one each" in capsys.readouterr().err
 
 
 def test_dataset_names_from_the_format():

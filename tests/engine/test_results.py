@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -91,12 +92,33 @@ def test_predictions_csv_of_a_composition_model(tmp_path):
         class_names={"verb": verbs, "noun": nouns},
     )
     preds = list(csv.DictReader(res.save_predictions_csv(tmp_path / "p.csv").open()))
-    assert {"verb_pred_name", "noun_pred_name", "verb_top5_names", "noun_target_name"} <= set(preds[0])
+    # top-k is capped by each task's class count, and the columns say so
+    assert {"verb_pred_name", "noun_pred_name", "verb_top3_names", "noun_top4_names", "noun_target_name"} <= set(
+        preds[0]
+    )
     assert preds[0]["path"] == ""  # the loader gave no paths
     for i, row in enumerate(preds):
         assert row["verb_pred_name"] == verbs[int(res.probs["verb"][i].argmax())]
         assert row["noun_pred_name"] == nouns[int(res.probs["noun"][i].argmax())]
-        assert len(row["verb_top5_names"].split("; ")) == 3  # top-k is capped by the class count
+        assert len(row["verb_top3_names"].split("; ")) == 3 and len(row["noun_top4_names"].split("; ")) == 4
+    summary = res.summary()  # 3 verbs and 4 nouns: no top-5 anywhere
+    assert "top-5" not in summary and "top-1" in summary and "1 view per video" in summary
+
+
+def test_the_summary_shows_top_5_only_for_more_than_5_classes():
+    logits, targets = toy(n=4, views=2)  # 5 classes
+    loader = DataLoader(ToyDataset(logits, targets), batch_size=4, collate_fn=collate)
+    summary = evaluate(ToyModel(), loader, progress=False).summary()
+    assert "top-5" not in summary and "mean class acc." in summary and "2 views per video" in summary
+    wide = EvalResult(
+        metrics={"top1": 0.5, "top5": 0.75, "mean_class_acc": 0.5},
+        tasks=["class"],
+        indices=torch.arange(2),
+        ids=["a", "b"],
+        probs={"class": torch.full((2, 8), 1 / 8)},
+        targets={"class": torch.tensor([0, 1])},
+    )
+    assert "top-1 50.00   top-5 75.00   mean class acc. 50.00" in wide.summary()
 
 
 def test_confusion_plot_with_many_classes(tmp_path):
@@ -132,3 +154,23 @@ assert matplotlib.rcParams["backend"] == "Template", matplotlib.rcParams["backen
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert Path(tmp_path / "cm.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs VideoDataset to log an exclusion at DEBUG (src/ca2st/data/datasets/video_dataset.py, owned by the "
+    "data session): the evaluation reports it (summary, results.json); remove this mark with that change",
+)
+def test_an_exclusion_is_reported_once(synthetic_data, caplog):
+    from ca2st.data.datasets import Sample, collate
+    from ca2st.engine.data import inference_dataset
+
+    from helpers import smoke_model
+
+    model = smoke_model(num_classes=8).eval()
+    samples = [Sample("a", str(synthetic_data.root / "videos" / "val_0_000.mp4"), 0), Sample("x", "gone.mp4", 1)]
+    loader = DataLoader(inference_dataset(samples, model.input_recipe), batch_size=2, collate_fn=collate)
+    with caplog.at_level(logging.WARNING):
+        result = evaluate(model, loader, progress=False)
+    shown = caplog.text + result.summary()
+    assert result.counts["excluded"] == 1 and shown.count("gone.mp4: video file not found") == 1

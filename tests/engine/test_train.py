@@ -28,6 +28,14 @@ def trainable(path):
     return load_file(str(path / "model.safetensors"))
 
 
+def test_the_summary_rounds_floats_for_people(tmp_path):
+    from ca2st.engine.train import TrainResult
+
+    evaluation = {"kind": "eval", "epoch": 2, "step": 4, "top1": 0.6000000238418579, "top5": 0.9000000357627869}
+    result = TrainResult(tmp_path, history=[evaluation], best={"top1": 0.6000000238418579, "epoch": 2})
+    assert result.summary().splitlines()[2:] == ["last evaluation: top1 0.6, top5 0.9", "best: top1 0.6, epoch 2"]
+
+
 def test_a_run_without_data_or_expert_weights_names_what_is_missing(synthetic_data, tmp_path):
     with pytest.raises(ConfigError, match="config key data.train is required"):
         train(load_config(None, [f"output_dir={tmp_path}", "model.embed_dim=32", "model.num_heads=2"]))

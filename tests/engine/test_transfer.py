@@ -92,7 +92,7 @@ def test_transfer_mapping_composition_and_inversion():
         progress=False,
     )
     # a permutation of the labels with the matching mapping gives exactly the unmapped metrics
-    for k in ("verb_top1", "noun_top1", "action_top1", "action_top5"):
+    for k in ("verb_top1", "noun_top1", "action_top1"):  # no top-5 of 3 verbs and 4 nouns
         assert res.metrics[k] == plain.metrics[k]
     torch.testing.assert_close(res.probs["verb"][:, verb_map], plain.probs["verb"])
     # the annotation-side file direction (dataset class -> model class) inverts to the prediction direction

@@ -24,6 +24,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..errors import DataError
+from ..text import plural
 from .datasets import parse_annotations
 from .sampling import frame_range
 
@@ -72,13 +73,15 @@ class CheckReport:
 
     def summary(self) -> list[str]:
         """Human-readable summary lines."""
-        lines = [f"{self.annotation} ({self.format}): {self.num_samples} samples in {self.num_files} files"]
+        files = plural(self.num_files, "file")
+        lines = [f"{self.annotation} ({self.format}): {plural(self.num_samples, 'sample')} in {files}"]
         if self.excluded_rows:
             lines.append(f"  rows excluded by the parser: {self.excluded_rows}")
         if self.fps:
-            lines.append("  fps: " + ", ".join(f"{f:g} ({n} files)" for f, n in self.fps.most_common(5)))
+            lines.append("  fps: " + ", ".join(f"{f:g} ({plural(n, 'file')})" for f, n in self.fps.most_common(5)))
         if self.short_sides:
-            lines.append("  short side: " + ", ".join(f"{s}px ({n} files)" for s, n in self.short_sides.most_common(5)))
+            sides = self.short_sides.most_common(5)
+            lines.append("  short side: " + ", ".join(f"{s}px ({plural(n, 'file')})" for s, n in sides))
         if self.durations:
             d = self.durations
             lines.append(f"  duration: min {min(d):.2f} s, median {statistics.median(d):.2f} s, max {max(d):.2f} s")
@@ -86,7 +89,7 @@ class CheckReport:
             lines.append("  no problems found")
         else:
             lines.append(
-                f"  {len(self.problems)} problems in {self.bad_files} of {self.num_files} files: "
+                f"  {plural(len(self.problems), 'problem')} in {self.bad_files} of {files}: "
                 + ", ".join(f"{k} {n}" for k, n in sorted(self.counts.items()))
             )
         return lines
@@ -136,7 +139,8 @@ def check_dataset(
             report.problems.append(FileProblem(at, kind, message))
 
         if not path.is_file():
-            problem("missing", f"file not found (used by {len(by_file[rel])} samples, e.g. {by_file[rel][0].source})")
+            used = plural(len(by_file[rel]), "sample")
+            problem("missing", f"file not found (used by {used}, e.g. {by_file[rel][0].source})")
             continue
         try:
             info = probe(path)

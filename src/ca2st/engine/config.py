@@ -7,11 +7,13 @@ expert weight paths default to ``CLIP_PATH``, ``VMAE_PATH``, ``AST_PATH`` (and `
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from types import UnionType
+from typing import Any, Callable, Sequence, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -98,6 +100,7 @@ class RunConfig:
     log_every: int = 10
     tensorboard: bool = True
     progress: bool = True
+    progress_label: str | None = None  # the training bar's label (default "train"), e.g. "cava (5/9)"
 
     def model_config(self):
         """The ModelConfig this run builds (preset plus overrides; unknown keys raise ConfigError)."""
@@ -129,6 +132,7 @@ class RunConfig:
 
 _ENV = re.compile(r"\$\{(\w+)\}")
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+_NONFINITE = re.compile(r"[-+]?(nan|inf|infinity)", re.IGNORECASE)
 RECIPES = Path(__file__).resolve().parents[1] / "configs"  # the recipes shipped inside the package
 
 
@@ -152,6 +156,7 @@ def _build(cls, data: dict[str, Any], where: str):
     if not isinstance(data, dict):
         raise ConfigError(f"config section {where or 'top level'} must be a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
         name = f"{where}.{key}" if where else key
@@ -159,33 +164,162 @@ def _build(cls, data: dict[str, Any], where: str):
             raise ConfigError(
                 f"unknown config key {name}; valid keys{' in ' + where if where else ''}: {sorted(fields)}"
             )
-        sub = fields[key].type
-        target = {"DataConfig": DataConfig, "OptimConfig": OptimConfig}.get(sub if isinstance(sub, str) else "")
-        kwargs[key] = _build(target, value, name) if target else _check_type(name, fields[key], value)
+        hint = hints[key]
+        kwargs[key] = _build(hint, value, name) if dataclasses.is_dataclass(hint) else _typed(name, hint, value)
     return cls(**kwargs)
 
 
-def _check_type(name: str, f: dataclasses.Field, value: Any) -> Any:
-    kind = str(f.type)
+def _typed(name: str, hint: Any, value: Any) -> Any:
+    """``value`` as the annotated type ``hint`` (YAML numbers as int or float, lists as tuples), or a ConfigError
+    naming the key. Floats must be finite."""
+    options = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
     if value is None:
-        if "None" not in kind:
+        if type(None) not in options:
             raise ConfigError(f"config key {name} cannot be null")
-        return value
-    if kind.startswith(("int", "float")) and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-        value = float(value)  # YAML 1.1 reads exponents without a dot (5e-4) as strings
-    if kind.startswith(("int", "float")) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise ConfigError(f"config key {name} must be a number, got {value!r}")
-    if kind.startswith("int") and isinstance(value, float) and not value.is_integer():
-        raise ConfigError(f"config key {name} must be an integer, got {value!r}")
-    if kind.startswith("int"):
-        return int(value)
-    if kind.startswith("float"):
-        return float(value)
-    if kind.startswith("bool") and not isinstance(value, bool):
+        return None
+    hint = next(o for o in options if o is not type(None))  # each field has one type besides None
+    kind = get_origin(hint) or hint
+    text = value.strip() if isinstance(value, str) else ""
+    if kind in (int, float) and (_NUMBER.fullmatch(text) or _NONFINITE.fullmatch(text)):
+        value = float(value)  # YAML 1.1 reads exponents without a dot (5e-4), and nan and inf, as strings
+    if kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {name} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"config key {name} must be a finite number, got {value!r}")
+        if kind is int and not float(value).is_integer():
+            raise ConfigError(f"config key {name} must be an integer, got {value!r}")
+        return kind(value)
+    if kind is bool and not isinstance(value, bool):
         raise ConfigError(f"config key {name} must be true or false, got {value!r}")
-    if kind.startswith("tuple"):
-        return tuple(value)
+    if kind is str and not isinstance(value, str):
+        quote = f" (quote it in YAML: '{value}')" if isinstance(value, (int, float)) else ""
+        raise ConfigError(f"config key {name} must be a string, got {value!r}{quote}")
+    if kind is dict and not isinstance(value, dict):
+        raise ConfigError(f"config key {name} must be a mapping (key: value), got {value!r}")
+    if kind is tuple:
+        items = get_args(hint)
+        if not isinstance(value, (list, tuple)) or len(value) != len(items):
+            raise ConfigError(f"config key {name} must be a list of {len(items)} values, got {value!r}")
+        return tuple(_typed(name, item, v) for item, v in zip(items, value))
     return value
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a config value must be beyond its type: ``ok(value)`` holds for every valid non-null value; ``wants``
+    says what that is, for the error message."""
+
+    wants: str
+    ok: Callable[[Any], bool]
+
+
+def at_least(low: float, note: str = "") -> Rule:
+    return Rule(f"at least {low}{note}", lambda v: v >= low)
+
+
+def positive(note: str = "") -> Rule:
+    return Rule(f"greater than 0{note}", lambda v: v > 0)
+
+
+def within(low: float, high: float, *, below_high: bool = False) -> Rule:
+    """``low <= value <= high`` (``< high`` with ``below_high``)."""
+    return Rule(
+        f"in [{low}, {high}{')' if below_high else ']'}", lambda v: low <= v and (v < high if below_high else v <= high)
+    )
+
+
+def one_of(*choices: str, note: str = "") -> Rule:
+    return Rule(f"{', '.join(choices[:-1])} or {choices[-1]}{note}", lambda v: v in choices)
+
+
+def each(rule: Rule, *, ordered: bool = False) -> Rule:
+    """Every value of a tuple obeys ``rule`` (and, with ``ordered``, the values do not decrease)."""
+    order = ", in increasing order" if ordered else ""
+    return Rule(
+        f"a list of values each {rule.wants}{order}",
+        lambda v: all(rule.ok(x) for x in v) and (not ordered or list(v) == sorted(v)),
+    )
+
+
+TEXT = Rule("a non-empty string", lambda v: v.strip() != "")
+DEVICE = Rule("auto, cpu, cuda, cuda:N or mps", lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v) is not None)
+EXPERT_PATHS = Rule(
+    "a mapping of expert kind to a weight file path",
+    lambda v: all(isinstance(p, (str, type(None))) for p in v.values()),
+)
+
+# The checks beyond the type, one per field of RunConfig, DataConfig and OptimConfig (booleans and the model's
+# options have their own: the type, and get_config). A null value, where the type allows it, passes.
+RULES: dict[str, Rule] = {
+    "experts": EXPERT_PATHS,
+    "output_dir": TEXT,
+    "seed": at_least(0),
+    "device": DEVICE,
+    "precision": one_of("fp32", "bf16", "fp16"),
+    "resume": TEXT,
+    "checkpoint": TEXT,
+    "eval_every": at_least(0, " (0: never)"),
+    "save_every_steps": at_least(0, " (0: at epoch ends only)"),
+    "keep_checkpoints": at_least(0, " (0: keep all)"),
+    "log_every": at_least(1),
+    "progress_label": TEXT,
+    "data.format": TEXT,
+    "data.train": TEXT,
+    "data.val": TEXT,
+    "data.root": TEXT,
+    "data.audio_root": TEXT,
+    "data.sampler": one_of("segment", "dense", note=" (or null: the checkpoint's recipe, else the format's)"),
+    "data.sampling_rate": at_least(1),
+    "data.test_clips": at_least(1),
+    "data.test_crops": at_least(1),
+    "data.rand_augment": TEXT,
+    "data.crop_scale": each(Rule("in (0, 1]", lambda v: 0 < v <= 1), ordered=True),
+    "data.color_jitter": at_least(0),
+    "data.erase_prob": within(0, 1),
+    "data.audio_window": one_of("sample", "clip"),
+    "data.batch_size": at_least(1),
+    "data.eval_batch_size": at_least(1),
+    "data.num_workers": at_least(0),
+    "data.on_error": one_of("error", "skip", note=" (evaluation always reports exclusions)"),
+    "data.missing_audio": one_of("error", "silence"),
+    "optim.lr": at_least(0),
+    "optim.min_lr": at_least(0),
+    "optim.weight_decay": at_least(0),
+    "optim.layer_decay": Rule("in (0, 1]", lambda v: 0 < v <= 1),
+    "optim.betas": each(within(0, 1, below_high=True)),
+    "optim.eps": positive(),
+    "optim.epochs": at_least(1),
+    "optim.warmup_epochs": at_least(0),
+    "optim.update_freq": at_least(1),
+    "optim.clip_grad": positive(" (or null: no clipping)"),
+    "optim.label_smoothing": within(0, 1, below_high=True),
+    "optim.mixup": at_least(0, " (0: off)"),
+    "optim.cutmix": at_least(0, " (0: off)"),
+    "optim.mixup_prob": within(0, 1),
+    "optim.mixup_switch_prob": within(0, 1),
+    "optim.ema": Rule("in (0, 1) (or null: no EMA)", lambda v: 0 < v < 1),
+}
+
+
+def config_keys(cls: type | None = None, where: str = "") -> dict[str, Any]:
+    """Every leaf key of the run config (``data.batch_size``, ...) and its annotated type."""
+    out = {}
+    for key, hint in get_type_hints(cls or RunConfig).items():
+        name = f"{where}.{key}" if where else key
+        out.update(config_keys(hint, name) if dataclasses.is_dataclass(hint) else {name: hint})
+    return out
+
+
+def validate(cfg: "RunConfig") -> None:
+    """Check every value of ``cfg`` against :data:`RULES` and its model options; a ConfigError names the key."""
+    for name, rule in RULES.items():
+        value = cfg
+        for part in name.split("."):
+            value = getattr(value, part)
+        if value is not None and not rule.ok(value):
+            raise ConfigError(f"config key {name} must be {rule.wants}, got {value!r}")
+    cfg.model_config()  # validates model.*
 
 
 def parse_value(text: str) -> Any:
@@ -236,6 +370,8 @@ def recipe_path(recipe: str | Path) -> Path:
     path = Path(recipe)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise ConfigError(f"{recipe}: a folder, not a config file; give a YAML recipe (e.g. configs/smoke.yaml)")
     shipped = RECIPES / f"{Path(str(recipe)).stem}.yaml"
     if path.suffix not in (".yaml", ".yml") and shipped.is_file():
         return shipped
@@ -267,9 +403,5 @@ def _from_dict(data: dict[str, Any]) -> RunConfig:
     if isinstance(data.get("model"), dict):
         data["model"] = {**RunConfig().model, **data["model"]}
     cfg = _build(RunConfig, data, "")
-    if cfg.precision not in ("fp32", "bf16", "fp16"):
-        raise ConfigError(f"config key precision must be fp32, bf16 or fp16, got {cfg.precision!r}")
-    if cfg.optim.update_freq < 1:
-        raise ConfigError(f"config key optim.update_freq must be at least 1, got {cfg.optim.update_freq}")
-    cfg.model_config()  # validates model.*
+    validate(cfg)
     return cfg

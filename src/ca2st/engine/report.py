@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 
 from .. import metrics as M
 from ..errors import ConfigError
+from ..text import plural
 from .results import EvalResult
 
 __all__ = ["ReportTable", "report", "load_result"]
@@ -143,7 +144,9 @@ def report(
     """
     for what, given in (("column", columns), ("row", rows)):
         if given is not None and len(given) != len(results):
-            raise ConfigError(f"report: {len(given)} {what} names for {len(results)} results")
+            raise ConfigError(
+                f"report: {plural(len(given), what + ' name')} for {plural(len(results), 'result')}: give one each"
+            )
     loaded = [load_result(item) for item in results]
     entries = []  # (row name, its cells, whether the name was given)
     for i, (data, path) in enumerate(loaded):

@@ -14,6 +14,7 @@ import torch
 
 from .. import metrics as M
 from ..tasks import SINGLE
+from ..text import plural
 
 __all__ = ["EvalResult", "METRIC_LABELS"]
 
@@ -163,9 +164,11 @@ class EvalResult:
     def save_predictions_csv(self, path, topk: int = 5) -> Path:
         """One row per evaluated sample: ``index``, ``id``, ``path`` (empty when unknown) and per task (prefixed
         ``verb_``, ``noun_``, ... for composition models) ``target``, ``target_name``, ``pred``, ``pred_name``,
-        ``top{k}`` (classes), ``top{k}_names`` (``'; '``-separated) and ``top{k}_probs``."""
+        ``top{k}`` (classes), ``top{k}_names`` (``'; '``-separated) and ``top{k}_probs``, ``k`` being ``topk``
+        capped by the task's class count."""
         path = _open_for_writing(path)
-        tops = {t: self.probs[t].topk(min(topk, self.probs[t].shape[1]), dim=1) for t in self.tasks}
+        ks = {t: min(topk, self.probs[t].shape[1]) for t in self.tasks}  # top-k is capped by the class count
+        tops = {t: self.probs[t].topk(ks[t], dim=1) for t in self.tasks}
         names = {t: self.names(t) for t in self.tasks}
         paths = self.paths or [None] * len(self.ids)
         with path.open("w", newline="") as f:
@@ -180,9 +183,9 @@ class EvalResult:
                         "target_name",
                         "pred",
                         "pred_name",
-                        f"top{topk}",
-                        f"top{topk}_names",
-                        f"top{topk}_probs",
+                        f"top{ks[t]}",
+                        f"top{ks[t]}_names",
+                        f"top{ks[t]}_probs",
                     )
                 ]
             w.writerow(head)
@@ -233,9 +236,9 @@ class EvalResult:
             sub = cm[keep][:, keep]
             mat = torch.cat((sub, (cm[keep].sum(1) - sub.sum(1))[:, None]), 1)
             rows = [names[i] for i in keep.tolist()]
-            cols, title = rows + ["other"], f"{top_n} most frequent of {c} classes"
+            cols, title = rows + ["other"], f"{top_n} most frequent of {plural(c, 'class', 'classes')}"
         else:
-            mat, rows, cols, title = cm, names, names, f"{c} classes"
+            mat, rows, cols, title = cm, names, names, plural(c, "class", "classes")
         if t != SINGLE:
             title = f"{t}: {title}"
         norm = mat / mat.sum(1, keepdim=True).clamp_min(1)
@@ -302,18 +305,24 @@ class EvalResult:
             f"  samples: {c.get('total', 0)} total, {c.get('scored', 0)} scored, "
             f"{c.get('excluded', 0)} excluded, {c.get('unlabelled', 0)} unlabelled"
             + (f", {c.get('unreachable', 0)} unreachable under the class mapping" if self.transfer else "")
-            + f"; {self.num_views} view(s) per video",
+            + f"; {plural(self.num_views, 'view')} per video",
         ]
         if self.composition:
             width = max(len(t) for t in self.tasks + ["action"])
             groups = self.tasks + (["action"] if "action_top1" in self.metrics else [])
-            lines.append(f"  {'':<{width}}   top-1    top-5   mean class acc.")
+            # a column only where some task reports it (top-5 is left out for fewer than 6 classes)
+            keys = [k for k in METRIC_LABELS if any(f"{t}_{k}" in self.metrics for t in groups)]
+            widths = {k: max(6, len(METRIC_LABELS[k])) for k in keys}
+            lines.append(f"  {'':<{width}}" + "".join(f"  {METRIC_LABELS[k]:>{widths[k]}}" for k in keys))
             for t in groups:
-                top1, top5, mca = (_fmt(self.metrics.get(f"{t}_{k}")) for k in ("top1", "top5", "mean_class_acc"))
-                lines.append(f"  {t:<{width}}  {top1:>6}  {top5:>6}   {mca:>6}")
+                cells = (f"  {_fmt(self.metrics.get(f'{t}_{k}')):>{widths[k]}}" for k in keys)
+                lines.append(f"  {t:<{width}}" + "".join(cells))
         else:
             lines.append(
-                "  " + "   ".join(f"{label} {_fmt(self.metrics.get(k))}" for k, label in METRIC_LABELS.items())
+                "  "
+                + "   ".join(
+                    f"{label} {_fmt(self.metrics.get(k))}" for k, label in METRIC_LABELS.items() if k in self.metrics
+                )
             )
         lines.append("  (accuracies in %)")
         if self.excluded:
@@ -326,7 +335,7 @@ class EvalResult:
             ut = self.transfer["unmapped_dataset_classes"].get(t, [])
             if um or ut:
                 lines.append(
-                    f"  mapping [{t}]: {len(um)} model classes unmapped, {len(ut)} dataset classes "
-                    f"without a model class"
+                    f"  mapping [{t}]: {plural(len(um), 'model class', 'model classes')} unmapped, "
+                    f"{plural(len(ut), 'dataset class', 'dataset classes')} without a model class"
                 )
         return "\n".join(lines)

@@ -16,7 +16,7 @@ from ..models import MultiExpertModel
 from .config import RunConfig
 from .data import recipe_of_run
 
-__all__ = ["build_run_model", "start_from"]
+__all__ = ["build_run_model", "check_class_count", "start_from"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,13 @@ def build_run_model(cfg: RunConfig, annotations: Annotations, device: torch.devi
         model_cfg = model_cfg.replace(composition_classes=dict(num_classes))
     if not model_cfg.composition and isinstance(num_classes, int) and "num_classes" not in cfg.model:
         model_cfg = model_cfg.replace(num_classes=num_classes)
+    if model_cfg.composition and isinstance(num_classes, dict):
+        for task, count in num_classes.items():
+            check_class_count(
+                f"model.composition_classes.{task}", model_cfg.composition_classes.get(task), count, annotations.path
+            )
+    elif isinstance(num_classes, int):
+        check_class_count("model.num_classes", model_cfg.num_classes, num_classes, annotations.path)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = MultiExpertModel(model_cfg)
     model.input_recipe = recipe_of_run(cfg, model_cfg, annotations)
@@ -58,6 +65,29 @@ def build_run_model(cfg: RunConfig, annotations: Annotations, device: torch.devi
     if not cfg.freeze_experts:
         model.requires_grad_(True)
     return name, model.to(device)
+
+
+def check_class_count(key: str, model_count: int | None, data_count: int, path: str) -> None:
+    """A model's class count against its data's: fewer is a ConfigError (the labels above it have no output),
+    more a warning (the extra classes never get a positive target)."""
+    where = path or "the annotation file"
+    if model_count is None:
+        raise ConfigError(f"config key {key} is missing: {where} has {data_count} classes for this task")
+    if model_count < data_count:
+        raise ConfigError(
+            f"config key {key}={model_count} is smaller than the {data_count} classes of {where}: set it to "
+            f"{data_count} (or leave it out to take the data's count)"
+        )
+    if model_count > data_count:
+        log.warning(
+            "config key %s=%d is larger than the %d classes of %s: classes %d..%d never get a positive target",
+            key,
+            model_count,
+            data_count,
+            where,
+            data_count,
+            model_count - 1,
+        )
 
 
 def start_from(model: MultiExpertModel, path: str, experts: dict[str, str] | None = None) -> None:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from ..checkpoints.ca2st import apply_weights
 from ..errors import ConfigError
 from ..tasks import as_task_dict
+from ..text import readable_items
 from .checkpointing import (
     mark_evaluated,
     prune_checkpoints,
@@ -58,10 +59,10 @@ class TrainResult:
             lines.append(f"already finished at epoch {self.finished_before}; nothing to do")
         evals = [h for h in self.history if h.get("kind") == "eval"]
         if evals:
-            metrics = {k: v for k, v in evals[-1].items() if isinstance(v, float)}
-            lines.append("last evaluation: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())))
+            metrics = {k: v for k, v in sorted(evals[-1].items()) if isinstance(v, float)}
+            lines.append(f"last evaluation: {readable_items(metrics)}")
         if self.best:
-            lines.append(f"best: {self.best}")
+            lines.append(f"best: {readable_items(self.best)}")
         if self.skipped_samples:
             lines.append(f"broken samples skipped during training: {self.skipped_samples}")
         return "\n".join(lines)
