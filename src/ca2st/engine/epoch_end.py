@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -14,11 +15,22 @@ from .runner import evaluate_split
 
 __all__ = ["evaluate_epoch_end", "update_best"]
 
+log = logging.getLogger(__name__)
+
 
 def evaluate_epoch_end(
-    cfg: RunConfig, model, val_set, ema: TrainableEMA | None, dist_info: DistInfo, epoch: int, step: int, on_result=None
+    cfg: RunConfig,
+    model,
+    val_set,
+    ema: TrainableEMA | None,
+    dist_info: DistInfo,
+    epoch: int,
+    step: int,
+    on_result=None,
+    reported: set[str] | None = None,
 ) -> dict:
-    """Evaluate (with the EMA weights if any) and hand the record to ``on_result`` before restoring."""
+    """Evaluate (with the EMA weights if any) and hand the record to ``on_result`` before restoring. Samples
+    left out as unreadable are warned about once per run: ``reported`` holds the ids already named."""
     backup = None
     if ema is not None:
         backup = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -27,6 +39,10 @@ def evaluate_epoch_end(
     record = {"kind": "eval", "epoch": epoch, "step": step}
     record.update({k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))})
     record["excluded"] = len(result.excluded)
+    for excluded in result.excluded if dist_info.is_main and reported is not None else ():
+        if excluded["id"] not in reported:
+            reported.add(excluded["id"])
+            log.warning("validation sample %s is left out of the evaluations: %s", excluded["id"], excluded["error"])
     if on_result is not None:
         on_result(record)
     if backup is not None:

@@ -29,6 +29,7 @@ import torch
 from .. import metrics as M
 from ..errors import ConfigError
 from ..tasks import SINGLE, model_tasks
+from ..text import plural
 from .distributed import all_gather_objects, rank_and_world
 from .inference import ViewOutputs, run_views
 from .results import EvalResult
@@ -152,9 +153,8 @@ def _union(parts: list[ViewOutputs], known: dict[str, int] | None) -> ViewOutput
     dups = int((~keep).sum())
     if dups:
         log.warning(
-            "evaluation: %d duplicated sample(s) (padding of a DistributedSampler?) were counted once; "
-            "use ShardedEvalSampler for exact shards",
-            dups,
+            "evaluation: %s (padding of a DistributedSampler?) counted once; use ShardedEvalSampler for exact shards",
+            plural(dups, "duplicated sample"),
         )
     order = order[keep]
     evaluated = set(indices[order].tolist())

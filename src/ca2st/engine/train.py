@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ..checkpoints.ca2st import apply_weights
 from ..errors import ConfigError
 from ..tasks import as_task_dict
-from ..text import readable_items
+from ..text import plural, readable_items
 from .checkpointing import (
     mark_evaluated,
     prune_checkpoints,
@@ -129,7 +129,7 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
     steps_per_epoch = len(loader) // o.update_freq
     if steps_per_epoch == 0:
         raise ConfigError(
-            f"data.train has {len(train_set)} samples: fewer than one optimizer step of "
+            f"data.train has {plural(len(train_set), 'sample')}: fewer than one optimizer step of "
             f"{world_batch} clips (data.batch_size × optim.update_freq × processes)"
         )
     optimizer = build_optimizer(model, lr, o.weight_decay, o.layer_decay, o.betas, o.eps)
@@ -215,13 +215,17 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
         _barrier(dist_info)
         return path
 
+    excluded_reported: set[str] = set()
+
     def evaluate_epoch(checkpoint: Path | None) -> None:
         """The evaluation due at the end of epoch ``epoch``; recorded in its checkpoint once done."""
 
         def keep_best(record):  # runs with the evaluated (EMA) weights in the model
             result.best = update_best(out, result.best, record, model, name, cfg, with_experts)
 
-        record = evaluate_epoch_end(cfg, model, val_set, ema, dist_info, epoch, step, keep_best if main else None)
+        record = evaluate_epoch_end(
+            cfg, model, val_set, ema, dist_info, epoch, step, keep_best if main else None, excluded_reported
+        )
         result.history.append(record)
         if main:
             run_log.write(record)
@@ -234,7 +238,13 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
         result.finished_before = epoch
         log.info("%s already finished at epoch %d; nothing to do", out, epoch)
     total_steps = o.epochs * steps_per_epoch
-    bar = tqdm(total=total_steps, initial=step, desc="train", disable=not (main and cfg.progress), unit="step")
+    bar = tqdm(
+        total=total_steps,
+        initial=step,
+        desc=cfg.progress_label or "train",
+        disable=not (main and cfg.progress),
+        unit="step",
+    )
     while epoch < o.epochs:
         model.train()
         sampler.set_epoch(epoch, start_batch * cfg.data.batch_size)

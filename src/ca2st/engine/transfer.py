@@ -23,6 +23,7 @@ import torch
 
 from ..errors import ConfigError
 from ..tasks import SINGLE
+from ..text import plural
 
 __all__ = ["invert_class_mapping", "mapping_tables", "MappedPredictions", "map_predictions"]
 
@@ -142,8 +143,8 @@ def map_predictions(
         unmapped_dataset[t] = torch.nonzero(~reachable).flatten().tolist()
     if unreachable.any():
         log.warning(
-            "transfer evaluation: %d sample(s) have a dataset class that no model class maps to; "
-            "they are left out of the metrics and listed in results.json",
-            int(unreachable.sum()),
+            "transfer evaluation: %s with a dataset class that no model class maps to, left out of the metrics and "
+            "listed in results.json",
+            plural(int(unreachable.sum()), "sample"),
         )
     return MappedPredictions(out, unreachable, unmapped_model, unmapped_dataset)
