@@ -53,7 +53,7 @@ def test_clean_dataset_passes(root, tmp_path, capsys):
 def test_every_problem_is_reported(root, tmp_path, capsys):
     ann = write(
         tmp_path / "bad.csv",
-        "good.mp4 0\nmissing.mp4 1\nbroken.mp4 2\nmute.mp4 3\ntiny.mp4 4\nfast.mp4 5\ntruncated.mp4 6\ngood.mp4 7\n",
+        "good.mp4 0\nmissing.mp4 1\nbroken.mp4 2\nmute.mp4 3\ntiny.mp4 4\nfast.mp4 5\ntruncated.mp4 6\ngood.mp4 0\n",
     )
     report = check_dataset(ann, root, format="cast_k400", audio=True, fps=10, min_short_side=40, progress=False)
     kinds = {(p.path.rsplit("/", 1)[-1], p.kind) for p in report.problems}
@@ -65,7 +65,7 @@ def test_every_problem_is_reported(root, tmp_path, capsys):
         ("fast.mp4", "fps"),
         ("truncated.mp4", "undecodable"),
     }
-    assert report.num_samples == 8 and report.num_files == 7 and not report.ok
+    assert report.num_samples == 7 and report.num_files == 7 and not report.ok  # the repeated row counts once
     code = main(
         [
             "data",
@@ -127,3 +127,19 @@ def test_malformed_annotation_exits_2(tmp_path, capsys):
     ann = write(tmp_path / "ek.csv", "P01_1,3,12\nP01_2,3\n")
     assert main(["data", "check", str(ann), "--root", str(tmp_path), "-q"]) == 2
     assert "ek.csv:2: malformed row" in capsys.readouterr().err
+
+
+def test_a_malformed_annotation_file_exits_2_with_one_line(tmp_path, capsys):
+    bad = write(tmp_path / "list.txt", "a.mp4 1\nb.mp4 2\n")
+    bad.write_bytes(bad.read_bytes() + b"c\xff.mp4 0\n")
+    assert main(["data", "check", str(bad), "--format", "path_label", "--num-classes", "3", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {bad}:3: not UTF-8 text (byte 0xff at offset 17); save the file as UTF-8\n"
+    epic = write(
+        tmp_path / "e.csv",
+        "narration_id,participant_id,video_id,start_timestamp,stop_timestamp\nP01_1,P01,P01_11,0,inf\n",
+    )
+    assert main(["data", "check", str(epic), "-q"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {epic}:2: stop_timestamp: timestamp 'inf' is not a number of seconds in [0, 1e+07]\n"
+    )

@@ -1,4 +1,5 @@
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -386,6 +387,10 @@ def test_hd_epic_mapped_to_ek100(tmp_path):
     bad = write(tmp_path / "b.csv", HD_HEADER + "x,P01,v,n,1.0,2.0,[1],[1],not-a-list\n")
     with pytest.raises(DataError, match=r"b\.csv:2: column main_action_classes 'not-a-list'"):
         parse_annotations(bad, "hd_epic", mapping=mapping)
+    for pairs, message in [("[3]", "is not a list of"), ("[(1.5, 2)]", "verb '?1.5'? is not an integer")]:
+        bad = write(tmp_path / "b.csv", HD_HEADER + f'x,P01,v,n,1.0,2.0,[1],[1],"{pairs}"\n')
+        with pytest.raises(DataError, match=rf"b\.csv:2: .*{message}"):
+            parse_annotations(bad, "hd_epic", mapping=mapping)
 
 
 def test_hd_epic_sounds(tmp_path):
@@ -445,3 +450,76 @@ def test_every_format_has_a_parser_and_guessing_fails_clearly(tmp_path):
         guess_format(write(tmp_path / "x.txt", "hello world again\n"))
     with pytest.raises(DataError, match="annotation file not found"):
         parse_annotations(tmp_path / "none.csv", "cast_ek100")
+
+
+# ------------------------------------------------------------------ bad annotation files
+
+
+@pytest.mark.parametrize("text", ["inf", "Infinity", "-inf", "nan", "1e308", "-3", "1e8", "99999999:00:00"])
+def test_non_finite_negative_or_absurd_timestamps_are_rejected(text):
+    with pytest.raises(
+        DataError, match=rf"f\.csv:3: start: timestamp '{text}' is not a number of seconds in \[0, 1e\+07\]"
+    ):
+        parse_timestamp(text, "f.csv:3: start")
+
+
+@pytest.mark.parametrize("bad", ["inf", "nan", "1e308", "-1"])
+def test_bad_timestamps_fail_at_parse_time_with_file_and_line(tmp_path, bad):
+    classes = write(tmp_path / "classes.txt", "zumba\nabseiling\n")
+    epic = write(tmp_path / "e.csv", EPIC_HEADER + f"P01_1,P01,P01_11,0,00:00:01.0,{bad},8,202,x,x,0,x,2,[],[]\n")
+    with pytest.raises(DataError, match=r"e\.csv:2: stop_timestamp: timestamp"):
+        parse_annotations(epic)
+    kinetics = write(tmp_path / "k.csv", K_HEADER + f"zumba,a,{bad},10,validate\n")
+    with pytest.raises(DataError, match=r"k\.csv:2: time_start: timestamp"):
+        parse_annotations(kinetics, "kinetics", classes=classes)
+    vgg = write(tmp_path / "v.csv", f"a,{bad},zumba,test\n")
+    with pytest.raises(DataError, match=r"v\.csv:1: start second: timestamp"):
+        parse_annotations(vgg, "vggsound", classes=classes)
+    db = {
+        "database": {"abc": {"subset": "validation", "annotations": [{"segment": [0, float(bad)], "label": "zumba"}]}}
+    }
+    with pytest.raises(DataError, match=r"a\.json: video abc annotation 0: segment end: timestamp"):
+        parse_annotations(write(tmp_path / "a.json", json.dumps(db)), "activitynet", classes=classes)
+
+
+def test_unreadable_empty_and_non_utf8_files_name_the_file(tmp_path, monkeypatch):
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"a.mp4 1\nb\xe9b\xe9.mp4 2\n")
+    with pytest.raises(DataError, match=r"latin\.csv:2: not UTF-8 text \(byte 0xe9"):
+        parse_annotations(latin, "path_label", num_classes=3)
+    with pytest.raises(DataError, match=r"latin\.csv:2: not UTF-8"):
+        guess_format(latin)
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(DataError, match=r"folder\.csv: is a folder, not an annotation file"):
+        parse_annotations(tmp_path / "folder.csv", "cast_ek100")
+    for name, text, fmt in [
+        ("empty.csv", "", None),
+        ("blank.txt", "\n \n", "path_label"),
+        ("header.csv", "id,verb,noun\n", "cast_ek100"),
+    ]:
+        with pytest.raises(DataError, match=rf"{name}: (the annotation file is empty|no samples)"):
+            parse_annotations(write(tmp_path / name, text), fmt, num_classes=3 if fmt == "path_label" else None)
+    locked = write(tmp_path / "locked.csv", "a.mp4 1\n")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(DataError, match=r"locked\.csv: cannot read the file: Permission denied"):
+        parse_annotations(locked, "path_label", num_classes=3)
+
+
+def test_duplicate_ids(tmp_path, caplog):
+    conflict = write(tmp_path / "c.txt", "a.mp4 1\nb.mp4 2\nx/a.mp4 0\n")
+    with pytest.raises(DataError, match=r"c\.txt:3: sample id 'a' appears twice with label 0 here, 1 at .*c\.txt:1"):
+        parse_annotations(conflict, "path_label", num_classes=3)
+    with pytest.raises(DataError, match=r"c\.txt:3: sample id 'a' appears twice with another file or segment"):
+        parse_annotations(write(tmp_path / "c.txt", "a.mp4 1\nb.mp4 2\nx/a.mp4 1\n"), "path_label", num_classes=3)
+    repeated = write(tmp_path / "r.txt", "a.mp4 1\nb.mp4 2\na.mp4 1\nb.mp4 2\n")
+    with caplog.at_level(logging.WARNING):
+        a = parse_annotations(repeated, "path_label", num_classes=3)
+    assert [s.id for s in a] == ["a", "b"]  # an identical repeat is kept once
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{repeated}: 2 duplicate rows dropped (identical to an earlier row), e.g. sample a at {repeated}:3 repeats "
+        f"{repeated}:1"
+    ]

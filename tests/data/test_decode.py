@@ -2,6 +2,7 @@
 
 import logging
 import math
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -95,6 +96,26 @@ def test_index_tensor_and_numpy_inputs(videos):
     assert _indices(read_frames(path, torch.tensor([4, 2]))) == [4, 2]
     assert _indices(read_frames(path, np.array([7, 1]))) == [7, 1]
     assert _indices(read_frames(path, [9, 100], threads=1)) == [9, 100]
+    assert _indices(read_frames(path, [2.0, np.int64(3), torch.tensor(5), np.float32(6)])) == [2, 3, 5, 6]
+    assert _indices(read_frames(path, torch.tensor(8))) == [8]
+
+
+@pytest.mark.parametrize(
+    "indices, shown",
+    [
+        ([0, 1.7], "1.7"),
+        ([float("nan")], "nan"),
+        ([float("inf")], "inf"),
+        (torch.tensor([1.5]), "1.5"),
+        (np.array([2.25]), "2.25"),
+        ([True], "True"),
+        (["3"], "'3'"),
+        ([None], "None"),
+    ],
+)
+def test_non_integer_frame_indices_are_refused(videos, indices, shown):
+    with pytest.raises(TypeError, match=rf"mp4: frame index {re.escape(shown)} is not a( whole number|n integer)"):
+        read_frames(videos["mp4"], indices)
 
 
 def test_bigbuckbunny_decodes():

@@ -162,3 +162,17 @@ def test_time_intervals_pair_frames_into_tubelets_after_the_window():
     assert batch.shape == (6, 3, 2)
     with pytest.raises(ConfigError, match="even number"):
         time_intervals(torch.zeros(3), torch.zeros(2))
+
+
+@pytest.mark.parametrize(
+    "start, end, unit",
+    [
+        (float("inf"), None, "seconds"),
+        (0.0, float("nan"), "seconds"),
+        (0.0, 1e308, "seconds"),
+        (float("inf"), None, "frames"),
+    ],
+)
+def test_frame_range_of_a_non_finite_segment_is_a_data_error(start, end, unit):
+    with pytest.raises(DataError, match=r"v\.mp4: segment .* is not a finite range of the video"):
+        frame_range(1000, 50.0, start, end, unit=unit, path="v.mp4")

@@ -132,8 +132,9 @@ def test_audio_only_when_asked(media):
 
 def test_missing_audio_track_policy(media, caplog):
     ann = annotations([Sample("m", "mute.mp4", 1)])
-    with pytest.raises(DataError, match=r"mute\.mp4: the file has no audio track, but the model needs audio"):
+    with pytest.raises(DataError, match=r"mute\.mp4: the file has no audio track, but the model needs audio") as err:
         dataset(ann, media, audio=AudioSpec(50))[0]
+    assert "override data.missing_audio=silence" in str(err.value)  # what the user types, not Python
     dataset(ann, media)[0]  # no audio asked: no problem
     ds = dataset(ann, media, audio=AudioSpec(50, missing="silence"))
     with caplog.at_level(logging.WARNING):

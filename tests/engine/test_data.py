@@ -1,16 +1,23 @@
 """The data pipeline of a run: build_dataset gives exactly what the trainer and the evaluator iterate."""
 
+import re
+import time
+
 import pytest
 import torch
 
 import ca2st
+from ca2st.cli import main
+from ca2st.data.datasets import Sample, VideoDataset
+from ca2st.data.sampling import build_sampler
 from ca2st.data.transforms import EvalTransform, TrainTransform
 from ca2st.engine import runner
 from ca2st.engine import train as train_module
-from ca2st.errors import ConfigError
+from ca2st.engine.data import build_loader
+from ca2st.errors import ConfigError, DataError
 from dataset_media import make_video, write
 
-from helpers import smoke_config
+from helpers import SMOKE_RECIPE, smoke_config, smoke_overrides
 
 
 def assert_same_items(a, b, indices):
@@ -101,3 +108,45 @@ def test_build_dataset_takes_recipe_names_and_overrides(tmp_path):
     assert k400.sampler.kind == "dense" and k400.sampler.sampling_rate == 2 and k400.transform.flip
     with pytest.raises(ConfigError, match="split must be one of"):
         ca2st.build_dataset("cast_ssv2", "test", overrides)
+
+
+class HangingDataset(VideoDataset):
+    """Sample 1 hangs (sleeps a minute); the others load at once."""
+
+    def __getitem__(self, index):
+        if index == 1:
+            time.sleep(60)
+        return torch.zeros(2), None, torch.tensor(0), {"index": index}
+
+
+def hanging_dataset(tmp_path):
+    samples = [Sample(id=f"clip{i}", path=f"clip{i}.mp4", source=f"list.txt:{i + 1}") for i in range(3)]
+    return HangingDataset(samples, tmp_path, build_sampler("dense", 4), None, train=True)
+
+
+def test_a_hung_sample_ends_the_loader_with_a_data_error_naming_it(tmp_path):
+    loader = build_loader(hanging_dataset(tmp_path), 1, num_workers=1, sample_timeout=1.5)
+    started = time.monotonic()
+    batches = iter(loader)
+    assert int(next(batches)[3]["index"]) == 0
+    with pytest.raises(DataError, match=r"clip1\.mp4 \(sample clip1, list\.txt:2\) has been loading for") as err:
+        next(batches)
+    assert "data.sample_timeout=1.5 s" in str(err.value)
+    assert time.monotonic() - started < 20  # the hung worker is stopped, not waited for
+
+
+def test_sample_timeout_is_checked_and_zero_means_none(tmp_path):
+    with pytest.raises(ConfigError, match="data.sample_timeout"):
+        build_loader(hanging_dataset(tmp_path), 1, num_workers=1, sample_timeout=-1)
+    assert build_loader(hanging_dataset(tmp_path), 2, num_workers=1, sample_timeout=0).timeout == 0
+    assert build_loader(hanging_dataset(tmp_path), 2, num_workers=1, sample_timeout=3).timeout == 6  # per batch
+    assert build_loader(hanging_dataset(tmp_path), 2, num_workers=0, sample_timeout=3).timeout == 0
+
+
+def test_a_worker_data_error_reaches_the_user_as_one_line(synthetic_data, tmp_path, capsys):
+    listing = write(tmp_path / "train.txt", "".join(f"class0/missing{i}.mp4 0\n" for i in range(4)))
+    args = smoke_overrides(tmp_path / "run", f"data.root={synthetic_data.root}", f"data.train={listing}")
+    assert main(["train", str(SMOKE_RECIPE), *args, "data.num_workers=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.match(r"error: \S+/class0/missing\d\.mp4: video file not found \(sample", err)
+    assert "Traceback" not in err and "DataLoader" not in err

@@ -2,7 +2,9 @@
 
 A TorchScript archive is a zip whose ``data.pkl`` pickles the module tree as ``__torch__.*`` objects
 whose attributes hold the tensors. We unpickle it with an allow-list: module objects become plain
-records, tensors are rebuilt from the archive's raw storages, and any other global is refused.
+records, tensors are rebuilt from the archive's raw storages, and any other global is refused. What the
+archive may decompress in all is capped (:func:`decompression_cap`), so a zip bomb is refused before it fills
+the memory; real archives store their tensors uncompressed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,51 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
+
+MAX_EXPANSION = 10  # bytes an archive may decompress per byte of its file (real archives: about 1)
+MIN_ALLOWANCE = 64 << 20  # bytes any archive may decompress, however small its file
+CHUNK = 16 << 20  # bytes read from an entry at a time
+
+
+def decompression_cap(path: Path) -> int:
+    """The bytes ``path``'s entries may decompress to in all: ``MAX_EXPANSION`` times the file's size, at least
+    ``MIN_ALLOWANCE``."""
+    return max(MIN_ALLOWANCE, MAX_EXPANSION * path.stat().st_size)
+
+
+class _Entries:
+    """The entries of an archive, read within its :func:`decompression_cap`, each checked against it by its
+    declared size before a byte is decompressed (zipfile never reads past the declared size)."""
+
+    def __init__(self, archive: zipfile.ZipFile, path: Path):
+        self.archive, self.path = archive, path
+        self.cap = self.left = decompression_cap(path)
+
+    def claim(self, name: str) -> zipfile.ZipInfo:
+        info = self.archive.getinfo(name)
+        if info.file_size > self.left:
+            raise CheckpointError(
+                f"{self.path}: entry {name} of the TorchScript archive declares {info.file_size} bytes, more than "
+                f"the {self.left} left of the {self.cap} bytes a {self.path.stat().st_size}-byte archive may "
+                "decompress to; refusing it (a zip bomb, or an archive compressed far beyond torch.jit.save's)"
+            )
+        self.left -= info.file_size
+        return info
+
+    def open(self, name: str):
+        return self.archive.open(self.claim(name))
+
+    def read(self, name: str) -> bytearray:
+        info = self.claim(name)
+        out = bytearray(info.file_size)
+        view, pos = memoryview(out), 0
+        with self.archive.open(info) as f:
+            while pos < len(out):
+                n = f.readinto(view[pos : pos + CHUNK])
+                if not n:
+                    raise CheckpointError(f"{self.path}: entry {name} of the TorchScript archive is truncated")
+                pos += n
+        return out
 
 
 class _ScriptObject:
@@ -46,9 +93,9 @@ def _rebuild_tensor(storage, offset, size, stride, *unused):
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, file, archive: zipfile.ZipFile, root: str, path: Path):
+    def __init__(self, file, entries: _Entries, root: str, path: Path):
         super().__init__(file)
-        self.archive, self.root, self.path = archive, root, path
+        self.entries, self.root, self.path = entries, root, path
         self.storages: dict[str, torch.Tensor] = {}
 
     def find_class(self, module, name):
@@ -74,7 +121,7 @@ class _Unpickler(pickle.Unpickler):
         if not isinstance(dtype, torch.dtype):
             raise CheckpointError(f"{self.path}: unsupported storage type {dtype!r} in TorchScript archive")
         if key not in self.storages:
-            raw = bytearray(self.archive.read(f"{self.root}/data/{key}"))
+            raw = self.entries.read(f"{self.root}/data/{key}")
             flat = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
             self.storages[key] = flat[:numel]
         return self.storages[key]
@@ -104,8 +151,9 @@ def read_torchscript_tensors(path: str | Path) -> dict[str, torch.Tensor]:
             if not pkl:
                 raise CheckpointError(f"{path}: TorchScript archive without data.pkl")
             root = pkl[0].split("/")[0]
-            with archive.open(pkl[0]) as f:
-                tree = _Unpickler(f, archive, root, path).load()
+            entries = _Entries(archive, path)
+            with entries.open(pkl[0]) as f:
+                tree = _Unpickler(f, entries, root, path).load()
     except (zipfile.BadZipFile, pickle.UnpicklingError, KeyError, EOFError) as err:
         raise CheckpointError(f"{path}: cannot read TorchScript archive ({err})") from err
     out: dict[str, torch.Tensor] = {}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 from bisect import bisect_right
 from dataclasses import dataclass
@@ -323,6 +324,24 @@ def _read_seek(container, stream, path: str, targets: list[int], pts: list[int],
     return out
 
 
+def frame_numbers(indices, path: str = "") -> list[int]:
+    """``indices`` (a sequence, array or tensor) as Python ints. Integral floats, NumPy integers and 0-d tensors
+    pass; a fractional, NaN or infinite float, a bool, a string or anything else raises :class:`TypeError`
+    naming the value (``1.7`` is never truncated to frame 1)."""
+    values = indices.tolist() if hasattr(indices, "tolist") else indices
+    if not isinstance(values, (list, tuple, range)):
+        values = [values]  # one index (a 0-d tensor or array)
+    out = []
+    for value in values:
+        number = value.item() if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0 else value
+        if isinstance(number, (bool, np.bool_)) or not isinstance(number, (numbers.Integral, numbers.Real)):
+            raise TypeError(f"{path}: frame index {value!r} is not an integer: indices are 0-based frame numbers")
+        if not isinstance(number, numbers.Integral) and not (math.isfinite(number) and float(number).is_integer()):
+            raise TypeError(f"{path}: frame index {value!r} is not a whole number: indices are 0-based frame numbers")
+        out.append(int(number))
+    return out
+
+
 def read_frames(path, indices, *, method: str = "auto", threads: int = 0) -> torch.Tensor:
     """Frames at 0-based ``indices`` of the first video stream, as uint8 RGB ``(T, H, W, 3)`` in the order asked.
 
@@ -334,8 +353,8 @@ def read_frames(path, indices, *, method: str = "auto", threads: int = 0) -> tor
     """
     if method not in ("auto", "sequential", "seek"):
         raise ValueError(f"method must be 'auto', 'sequential' or 'seek', got {method!r}")
-    idx = [int(i) for i in (indices.tolist() if hasattr(indices, "tolist") else indices)]
     path = _check_path(path)
+    idx = frame_numbers(indices, path)
     if not idx:
         raise DataError(f"{path}: no frame indices requested")
     if min(idx) < 0:

@@ -250,17 +250,20 @@ def frame_range(
     where = f"{path}: " if path else ""
     if num_frames < 1:
         raise DataError(f"{where}the video has no frames")
+    if unit not in ("seconds", "frames"):
+        raise ConfigError(f"unit must be 'seconds' or 'frames', got {unit!r}")
     if unit == "seconds":
         _check_fps(fps)
-        first = 0 if start is None else int(math.ceil(start * fps - 1e-6))
-        stop = num_frames if end is None else int(math.ceil(end * fps - 1e-6))
-        fmt = lambda f: f"{f / fps:.3f} s"  # noqa: E731
-    elif unit == "frames":
-        first = 0 if start is None else int(start)
-        stop = num_frames if end is None else int(end)
-        fmt = lambda f: f"frame {f}"  # noqa: E731
-    else:
-        raise ConfigError(f"unit must be 'seconds' or 'frames', got {unit!r}")
+    try:  # inf, nan or a product past the float range: a DataError, so on_error=skip and exclusion catch it
+        if unit == "seconds":
+            first = 0 if start is None else int(math.ceil(start * fps - 1e-6))
+            stop = num_frames if end is None else int(math.ceil(end * fps - 1e-6))
+        else:
+            first = 0 if start is None else int(start)
+            stop = num_frames if end is None else int(end)
+    except (OverflowError, ValueError, TypeError):
+        raise DataError(f"{where}segment [{start}, {end}] {unit} is not a finite range of the video") from None
+    fmt = (lambda f: f"{f / fps:.3f} s") if unit == "seconds" else (lambda f: f"frame {f}")
     if start is not None and end is not None and end <= start:
         raise DataError(f"{where}segment [{start}, {end}] {unit} is empty: its end is not after its start")
     first = max(first, 0)

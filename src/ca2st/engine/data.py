@@ -6,17 +6,20 @@ the items a user inspects are exactly the ones the trainer and evaluator consume
 
 from __future__ import annotations
 
+import math
+import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from ..data.audio import SpecAugment
 from ..data.datasets import Annotations, AudioSpec, Sample, VideoDataset, collate, parse_annotations
 from ..data.recipe import InputRecipe
 from ..data.sampling import build_sampler
 from ..data.transforms import EvalTransform, TrainTransform
-from ..errors import ConfigError
+from ..errors import Ca2stError, ConfigError, DataError
 from ..models import ModelConfig
 from .config import DataConfig, RunConfig, load_config
 
@@ -146,17 +149,125 @@ def inference_dataset(
     )
 
 
+class LoaderDataset(Dataset):
+    """A :class:`VideoDataset` as the loader's workers see it.
+
+    In a worker, each item marks its slot of the shared ``in_flight`` table (sample index, start time) while it
+    loads, so the main process can name a sample that hangs; and an error of ours (:class:`Ca2stError`) comes back
+    as a :class:`LoadFailure` item, so the main process re-raises it with its own message instead of PyTorch's
+    wrapped worker traceback. Outside workers (``num_workers=0``) items and errors pass through unchanged.
+    """
+
+    def __init__(self, dataset: VideoDataset, in_flight: torch.Tensor):
+        self.dataset = dataset
+        self.in_flight = in_flight
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        worker = get_worker_info()
+        if worker is None:
+            return self.dataset[index]
+        slot = self.in_flight[worker.id]
+        slot[0], slot[1] = index, time.time()
+        try:
+            return self.dataset[index]
+        except Ca2stError as err:
+            return LoadFailure(type(err), str(err))
+        finally:
+            slot[0] = -1
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """An error raised while a worker loaded a sample: its class and message."""
+
+    kind: type
+    message: str
+
+
+def collate_or_failure(items):
+    """:func:`collate`, or the batch's first :class:`LoadFailure` when one of its samples failed."""
+    return next((x for x in items if isinstance(x, LoadFailure)), None) or collate(items)
+
+
+class RunLoader(DataLoader):
+    """A loader that ends cleanly on bad data: a sample's :class:`DataError` (or any :class:`Ca2stError`) raised
+    in a worker is re-raised as itself, and when the workers deliver nothing for ``batch_size × sample_timeout``
+    seconds the iteration ends with a :class:`DataError` naming the samples still loading. ``sample_timeout=0``
+    waits forever; without workers there is no timeout."""
+
+    def __init__(self, dataset: VideoDataset, batch_size: int, num_workers: int, *, sample_timeout: float, **kw):
+        if not (math.isfinite(sample_timeout) and sample_timeout >= 0):
+            raise ConfigError(f"config key data.sample_timeout must be >= 0 seconds (0: none), got {sample_timeout}")
+        in_flight = torch.full((max(num_workers, 1), 2), -1.0, dtype=torch.float64).share_memory_()
+        timeout = batch_size * sample_timeout if num_workers > 0 else 0
+        super().__init__(
+            LoaderDataset(dataset, in_flight),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            timeout=timeout,
+            collate_fn=collate_or_failure,
+            **kw,
+        )
+        self.videos, self.in_flight, self.sample_timeout = dataset, in_flight, sample_timeout
+
+    def __iter__(self):
+        self.in_flight[:, 0] = -1
+        batches = super().__iter__()
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except RuntimeError as err:
+                if not str(err).startswith("DataLoader timed out"):
+                    raise
+                failure = self.hung_samples_error()
+            else:
+                if not isinstance(batch, LoadFailure):
+                    yield batch
+                    continue
+                failure = batch.kind(batch.message)
+            del batches  # shut the workers down now (a hung one is terminated), not when the traceback goes
+            raise failure
+
+    def hung_samples_error(self) -> DataError:
+        """The :class:`DataError` of a timed-out wait, naming each sample a worker is still loading."""
+        now, hung = time.time(), []
+        for index, started in self.in_flight.tolist():
+            if index >= 0:
+                sample = self.videos.samples[int(index)]
+                where = f", {sample.source}" if sample.source else ""
+                path = self.videos.resolve(sample.path, self.videos.root)
+                hung.append(f"{path} (sample {sample.id}{where}) has been loading for {now - started:.0f} s")
+        limit = f"data.sample_timeout={self.sample_timeout:g} s per sample, {self.timeout:g} s per batch"
+        if not hung:
+            return DataError(f"the loader's workers delivered nothing within {limit} and were loading no sample")
+        return DataError(
+            f"{'; '.join(hung)}: no batch within {limit}; the file may hang the decoder (check it with ca2st data "
+            "check) or its storage may be stalled; raise data.sample_timeout if loading is just slow"
+        )
+
+
 def build_loader(
-    dataset: VideoDataset, batch_size: int, num_workers: int, sampler=None, drop_last: bool = False, seed: int = 0
-) -> DataLoader:
-    """A loader whose workers start afresh each epoch (so they see ``set_epoch``) and whose worker seeds
-    come from their own generator (so loading never shifts the training random stream)."""
-    return DataLoader(
+    dataset: VideoDataset,
+    batch_size: int,
+    num_workers: int,
+    sampler=None,
+    drop_last: bool = False,
+    seed: int = 0,
+    sample_timeout: float = DataConfig.sample_timeout,
+) -> RunLoader:
+    """A :class:`RunLoader` whose workers start afresh each epoch (so they see ``set_epoch``) and whose worker
+    seeds come from their own generator (so loading never shifts the training random stream)."""
+    return RunLoader(
         dataset,
-        batch_size=batch_size,
+        batch_size,
+        num_workers,
+        sample_timeout=sample_timeout,
         sampler=sampler,
-        num_workers=num_workers,
         drop_last=drop_last,
         generator=torch.Generator().manual_seed(seed),
-        collate_fn=collate,
     )

@@ -34,7 +34,8 @@ def evaluate_split(cfg: RunConfig, model, split: VideoDataset, info: DistInfo, *
     """Multi-view evaluation of the ``split`` dataset with the run's loader settings and precision (fp16 runs evaluate in
     fp32), each process on its own shard; ``labels`` go to :func:`~ca2st.engine.evaluate.evaluate`."""
     sampler = ShardedEvalSampler(len(split), num_replicas=info.world_size, rank=info.rank) if info.enabled else None
-    loader = build_loader(split, cfg.data.eval_batch_size or cfg.data.batch_size, cfg.data.num_workers, sampler)
+    batch_size = cfg.data.eval_batch_size or cfg.data.batch_size
+    loader = build_loader(split, batch_size, cfg.data.num_workers, sampler, sample_timeout=cfg.data.sample_timeout)
     precision = "fp32" if cfg.precision == "fp16" else cfg.precision
     return evaluate(
         model, loader, device=info.device, precision=precision, progress=cfg.progress and info.is_main, **labels

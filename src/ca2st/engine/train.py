@@ -125,7 +125,15 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
     world_batch = cfg.data.batch_size * o.update_freq * dist_info.world_size
     lr, min_lr = o.lr * world_batch / 256, o.min_lr * world_batch / 256
     sampler = EpochSampler(len(train_set), cfg.seed, dist_info.rank, dist_info.world_size)
-    loader = build_loader(train_set, cfg.data.batch_size, cfg.data.num_workers, sampler, drop_last=True, seed=cfg.seed)
+    loader = build_loader(
+        train_set,
+        cfg.data.batch_size,
+        cfg.data.num_workers,
+        sampler,
+        drop_last=True,
+        seed=cfg.seed,
+        sample_timeout=cfg.data.sample_timeout,
+    )
     steps_per_epoch = len(loader) // o.update_freq
     if steps_per_epoch == 0:
         raise ConfigError(

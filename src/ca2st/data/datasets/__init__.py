@@ -14,7 +14,17 @@ from typing import Callable
 from ...errors import ConfigError, DataError
 from .activitynet import parse_activitynet
 from .cast import parse_cast_ek100, parse_cast_k400, parse_cast_ssv2, parse_path_label
-from .common import Annotations, Sample, load_class_map, load_class_mapping, open_text, parse_timestamp, read_json
+from .common import (
+    Annotations,
+    Sample,
+    load_class_map,
+    load_class_mapping,
+    open_text,
+    parse_timestamp,
+    read_json,
+    read_text,
+    unique_samples,
+)
 from .epic_kitchens import parse_epic100
 from .epic_sounds import parse_epic_sounds
 from .hd_epic import parse_hd_epic, parse_hd_epic_sounds
@@ -98,8 +108,9 @@ def guess_format(path: str | Path) -> str:
         if isinstance(data, list):
             return "ssv2"
         raise DataError(f"{p}: unknown JSON annotation layout; pass the format")
-    with p.open(encoding="utf-8-sig") as f:
-        first = next((ln.strip() for ln in f if ln.strip()), "")
+    first = next((ln.strip() for ln in read_text(p).splitlines() if ln.strip()), "")
+    if not first:
+        raise DataError(f"{p}: the annotation file is empty")
     header = {c.strip() for c in first.split(",")}
     if "narration_id" in header:
         return "epic100"
@@ -131,7 +142,8 @@ def parse_annotations(path: str | Path, format: str | None = None, **options) ->
     """Parse ``path`` with the named format's parser (guessed when ``format`` is None).
 
     Options the parser does not take raise :class:`ConfigError`; ``None`` values are dropped, so callers can
-    pass every command-line option through.
+    pass every command-line option through. A file that gives no sample raises :class:`DataError`; a sample id
+    twice is an error unless the rows are identical (then one is kept, with a warning: :func:`unique_samples`).
     """
     name = format or guess_format(path)
     if name not in FORMATS:
@@ -142,4 +154,11 @@ def parse_annotations(path: str | Path, format: str | None = None, **options) ->
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise ConfigError(f"format {name!r} takes no option(s) {unknown}; it takes {sorted(accepted)}")
-    return fn(path, **options)
+    annotations = fn(path, **options)
+    if not annotations.samples:
+        raise DataError(
+            f"{path}: no samples in the {name} format: the file has no rows, or the options {options} filtered "
+            f"out or excluded every row ({len(annotations.excluded)} excluded)"
+        )
+    annotations.samples = unique_samples(annotations.samples, path)
+    return annotations

@@ -9,7 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import DataError
-from .common import Annotations, Sample, format_path, load_class_map, name_index, open_text, read_json
+from .common import (
+    Annotations,
+    Sample,
+    format_path,
+    load_class_map,
+    name_index,
+    open_text,
+    parse_timestamp,
+    read_json,
+)
 
 __all__ = ["parse_activitynet"]
 
@@ -42,12 +51,13 @@ def parse_activitynet(
         for k, ann in enumerate(entry.get("annotations") or []):
             w = f"{where} annotation {k}"
             try:
-                start, end = (float(x) for x in ann["segment"])
+                start, end = ann["segment"]
                 name = ann["label"]
             except (KeyError, TypeError, ValueError):
                 raise DataError(
                     f"{w}: malformed annotation {str(ann)[:80]!r}: expected segment [s, e] and label"
                 ) from None
+            start, end = parse_timestamp(start, f"{w}: segment start"), parse_timestamp(end, f"{w}: segment end")
             if not 0 <= start < end:
                 raise DataError(f"{w}: segment [{start}, {end}] is empty or negative")
             if name not in index:

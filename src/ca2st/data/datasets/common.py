@@ -9,13 +9,17 @@ dataset-dependent augmentation comes from the dataset, not from a flag that is e
 from __future__ import annotations
 
 import csv
+import io
 import json
+import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Mapping, Union
 
 from ...errors import DataError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Sample",
@@ -24,6 +28,8 @@ __all__ = [
     "load_class_map",
     "load_class_mapping",
     "parse_timestamp",
+    "unique_samples",
+    "MAX_SECONDS",
 ]
 
 Label = Union[int, Mapping[str, int], None]
@@ -86,37 +92,61 @@ def check_label(value, num_classes: int, where: str, what: str = "label") -> int
 
 _TS = re.compile(r"^\s*(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:\.\d*)?)\s*$")
 
+MAX_SECONDS = 1e7  # about 116 days: a larger timestamp is a typo or garbage, not a position in a video
+
 
 def parse_timestamp(text: str, where: str = "") -> float:
-    """``'HH:MM:SS.ff'`` (any number of fraction digits), ``'MM:SS.ff'`` or plain seconds → seconds."""
+    """``'HH:MM:SS.ff'`` (any number of fraction digits), ``'MM:SS.ff'`` or plain seconds → seconds, checked to be
+    a finite number in ``[0, MAX_SECONDS]`` (``inf``, ``nan``, ``1e308`` and negative values are rejected)."""
     text = str(text)
     m = _TS.match(text)
     if m:
         h, mnt, s = m.groups()
         if int(mnt) >= 60 or float(s) >= 60:
             raise DataError(f"{where}: timestamp {text!r} has minutes or seconds >= 60")
-        return int(h or 0) * 3600 + int(mnt) * 60 + float(s)
-    try:
-        value = float(text)
-    except ValueError:
-        raise DataError(f"{where}: malformed timestamp {text!r}: expected HH:MM:SS.ff or seconds") from None
-    if value < 0 or value != value:
-        raise DataError(f"{where}: timestamp {text!r} is negative or not a number")
+        value = int(h or 0) * 3600 + int(mnt) * 60 + float(s)
+    else:
+        try:
+            value = float(text)
+        except ValueError:
+            raise DataError(f"{where}: malformed timestamp {text!r}: expected HH:MM:SS.ff or seconds") from None
+    if not 0 <= value <= MAX_SECONDS:  # also False for nan
+        raise DataError(f"{where}: timestamp {text!r} is not a number of seconds in [0, {MAX_SECONDS:g}]")
     return value
 
 
 def open_text(path: str | Path) -> Path:
+    """``path`` checked to be an existing file (not a folder)."""
     p = Path(path)
+    if p.is_dir():
+        raise DataError(f"{p}: is a folder, not an annotation file")
     if not p.is_file():
         raise DataError(f"{p}: annotation file not found")
     return p
+
+
+def read_text(path: str | Path) -> str:
+    """The text of an annotation or class file (UTF-8, an optional BOM); an unreadable file or bytes that are not
+    UTF-8 raise :class:`DataError` naming the file (and the line)."""
+    p = open_text(path)
+    try:
+        data = p.read_bytes()
+    except OSError as err:
+        raise DataError(f"{p}: cannot read the file: {err.strerror or err}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataError(
+            f"{p}:{line}: not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start}); save the file as UTF-8"
+        ) from None
 
 
 def read_json(path: str | Path):
     """The parsed JSON of an annotation file; malformed JSON is a DataError naming the file and line."""
     p = open_text(path)
     try:
-        return json.loads(p.read_text(encoding="utf-8-sig"))
+        return json.loads(read_text(p))
     except json.JSONDecodeError as err:
         raise DataError(f"{p}:{err.lineno}: malformed JSON: {err.msg}") from None
 
@@ -124,19 +154,19 @@ def read_json(path: str | Path):
 def read_rows(path: str | Path, delimiter: str | None = ",") -> Iterator[tuple[int, list[str]]]:
     """``(line_number, fields)`` of the non-blank rows; ``delimiter=None`` splits on whitespace."""
     p = open_text(path)
-    with p.open(newline="", encoding="utf-8-sig") as f:
-        if delimiter is None:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    yield n, line.split()
-            return
-        reader = csv.reader(f, delimiter=delimiter)
-        try:
-            for row in reader:
-                if row and any(c.strip() for c in row):
-                    yield reader.line_num, row
-        except csv.Error as err:
-            raise DataError(f"{p}:{reader.line_num}: malformed CSV: {err}") from None
+    text = read_text(p)
+    if delimiter is None:
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                yield n, line.split()
+        return
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        for row in reader:
+            if row and any(c.strip() for c in row):
+                yield reader.line_num, row
+    except csv.Error as err:
+        raise DataError(f"{p}:{reader.line_num}: malformed CSV: {err}") from None
 
 
 def read_dict_rows(path: str | Path, required: list[str]) -> Iterator[tuple[int, dict[str, str]]]:
@@ -175,11 +205,11 @@ def load_class_map(path: str | Path, *, one_based: bool | None = None) -> list[s
         for name, idx in data.items():
             try:
                 pairs.append((int(idx), str(name), f"{p}: entry {name!r}"))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise DataError(f"{p}: entry {name!r}: index {idx!r} is not an integer") from None
         base = 0
     else:
-        text = p.read_text(encoding="utf-8-sig")
+        text = read_text(p)
         lines = [(n, ln.strip()) for n, ln in enumerate(text.splitlines(), 1) if ln.strip()]
         indexed = [re.match(r"^(\d+)\s*[,\s]\s*(.+)$", ln) for _, ln in lines]
         if lines and all(indexed):
@@ -239,3 +269,35 @@ def format_path(template: str, where: str, **fields) -> str:
         return template.format(**fields)
     except (KeyError, IndexError, ValueError) as err:
         raise DataError(f"{where}: path template {template!r} cannot be filled: {err!r}") from None
+
+
+def unique_samples(samples: list[Sample], path: str | Path) -> list[Sample]:
+    """``samples`` with each id once. A repeated id with another label, file or segment raises
+    :class:`DataError` naming both lines; an exact repeat of an earlier row is dropped, with one warning per file
+    (counting a sample twice would weigh it twice in training and in the metrics)."""
+    first: dict[str, Sample] = {}
+    kept, repeats = [], []
+    for s in samples:
+        seen = first.setdefault(s.id, s)
+        if seen is s:
+            kept.append(s)
+        elif replace(seen, source="") == replace(s, source=""):
+            repeats.append((s, seen))
+        else:
+            differs = f"label {s.label} here, {seen.label}" if s.label != seen.label else "another file or segment than"
+            raise DataError(
+                f"{s.source or path}: sample id {s.id!r} appears twice with {differs} at {seen.source or 'an earlier row'}"
+                "; ids must be unique: fix or remove one of the rows"
+            )
+    if repeats:
+        (s, seen), n = repeats[0], len(repeats)
+        log.warning(
+            "%s: %d duplicate %s dropped (identical to an earlier row), e.g. sample %s at %s repeats %s",
+            path,
+            n,
+            "row" if n == 1 else "rows",
+            s.id,
+            s.source,
+            seen.source,
+        )
+    return kept

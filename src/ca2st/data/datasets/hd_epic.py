@@ -35,16 +35,22 @@ def _literal(text: str, where: str, column: str):
 
 
 def _hd_epic_pair(row: dict, where: str) -> tuple[int, int]:
-    if row.get("main_action_classes"):
-        pairs = _literal(row["main_action_classes"], where, "main_action_classes")
-        if not pairs or len(pairs[0]) != 2:
-            raise DataError(f"{where}: main_action_classes {row['main_action_classes']!r} has no (verb, noun) pair")
-        return int(pairs[0][0]), int(pairs[0][1])
-    verbs = _literal(row.get("verb_classes", ""), where, "verb_classes")
-    nouns = _literal(row.get("noun_classes", ""), where, "noun_classes")
-    if not verbs or not nouns:
-        raise DataError(f"{where}: the narration has no verb or noun class")
-    return int(verbs[0]), int(nouns[0])
+    column = "main_action_classes" if row.get("main_action_classes") else "verb_classes/noun_classes"
+    try:
+        if row.get("main_action_classes"):
+            pairs = _literal(row["main_action_classes"], where, "main_action_classes")
+            if not pairs or len(pairs[0]) != 2:
+                raise DataError(f"{where}: main_action_classes {row['main_action_classes']!r} has no (verb, noun) pair")
+            verb, noun = pairs[0]
+        else:
+            verbs = _literal(row.get("verb_classes", ""), where, "verb_classes")
+            nouns = _literal(row.get("noun_classes", ""), where, "noun_classes")
+            if not verbs or not nouns:
+                raise DataError(f"{where}: the narration has no verb or noun class")
+            verb, noun = verbs[0], nouns[0]
+        return check_label(verb, 2**31, where, "verb"), check_label(noun, 2**31, where, "noun")
+    except (TypeError, IndexError, KeyError):
+        raise DataError(f"{where}: column {column} is not a list of (verb, noun) class numbers") from None
 
 
 def parse_hd_epic(

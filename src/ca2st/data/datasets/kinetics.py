@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from ...errors import DataError
-from .common import Annotations, Sample, format_path, load_class_map, name_index, read_dict_rows
+from .common import Annotations, Sample, format_path, load_class_map, name_index, parse_timestamp, read_dict_rows
 
 __all__ = ["parse_kinetics", "parse_kinetics_sound"]
 
@@ -25,10 +25,8 @@ def _rows(path, classes, video_template, audio_template, subset: bool):
     samples, excluded = [], []
     for n, row in read_dict_rows(path, ["youtube_id", "time_start", "time_end"]):
         where = f"{path}:{n}"
-        try:
-            fields = dict(row, time_start=int(float(row["time_start"])), time_end=int(float(row["time_end"])))
-        except ValueError:
-            raise DataError(f"{where}: time_start/time_end must be numbers") from None
+        times = {k: int(parse_timestamp(row[k], f"{where}: {k}")) for k in ("time_start", "time_end")}
+        fields = dict(row, **times)
         label = None
         if row.get("label"):
             if row["label"] not in index:

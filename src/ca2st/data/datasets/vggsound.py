@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import DataError
-from .common import Annotations, Sample, format_path, load_class_map, name_index, read_rows
+from .common import Annotations, Sample, format_path, load_class_map, name_index, parse_timestamp, read_rows
 
 __all__ = ["parse_vggsound"]
 
@@ -37,10 +37,7 @@ def parse_vggsound(
             continue  # a header row
         if split is not None and sp != split:
             continue
-        try:
-            start_s = int(float(start))
-        except ValueError:
-            raise DataError(f"{where}: start second {start!r} is not a number") from None
+        start_s = int(parse_timestamp(start, f"{where}: start second"))
         if label not in index:
             raise DataError(f"{where}: label {label!r} is not a class of {classes}")
         fields = dict(youtube_id=yid, start=start_s, label=label, split=sp)

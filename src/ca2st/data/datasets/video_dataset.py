@@ -278,7 +278,7 @@ class VideoDataset(Dataset):
             reason = f"{apath}: the file has no audio track, but the model needs audio{where}"
         spec_cfg = self.audio
         if not present and spec_cfg.missing == "error":
-            raise DataError(reason + " (use missing_audio='silence' to feed silence instead)")
+            raise DataError(reason + " (override data.missing_audio=silence to feed silence instead)")
         if spec_cfg.window == "sample":
             spans = [seg] * len(windows)
             positions = (
