@@ -13,6 +13,7 @@ from ca2st.data.sampling import build_sampler
 from ca2st.data.transforms import EvalTransform, TrainTransform
 from ca2st.engine import runner
 from ca2st.engine import train as train_module
+from ca2st.engine.config import load_config
 from ca2st.engine.data import build_loader
 from ca2st.errors import ConfigError, DataError
 from dataset_media import make_video, write
@@ -136,8 +137,8 @@ def test_a_hung_sample_ends_the_loader_with_a_data_error_naming_it(tmp_path):
 
 
 def test_sample_timeout_is_checked_and_zero_means_none(tmp_path):
-    with pytest.raises(ConfigError, match="data.sample_timeout"):
-        build_loader(hanging_dataset(tmp_path), 1, num_workers=1, sample_timeout=-1)
+    with pytest.raises(ConfigError, match="config key data.sample_timeout must be at least 0 seconds"):
+        load_config("smoke", ["data.sample_timeout=-1"])
     assert build_loader(hanging_dataset(tmp_path), 2, num_workers=1, sample_timeout=0).timeout == 0
     assert build_loader(hanging_dataset(tmp_path), 2, num_workers=1, sample_timeout=3).timeout == 6  # per batch
     assert build_loader(hanging_dataset(tmp_path), 2, num_workers=0, sample_timeout=3).timeout == 0

@@ -156,11 +156,6 @@ assert matplotlib.rcParams["backend"] == "Template", matplotlib.rcParams["backen
     assert Path(tmp_path / "cm.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs VideoDataset to log an exclusion at DEBUG (src/ca2st/data/datasets/video_dataset.py, owned by the "
-    "data session): the evaluation reports it (summary, results.json); remove this mark with that change",
-)
 def test_an_exclusion_is_reported_once(synthetic_data, caplog):
     from ca2st.data.datasets import Sample, collate
     from ca2st.engine.data import inference_dataset

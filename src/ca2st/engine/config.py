@@ -282,6 +282,7 @@ RULES: dict[str, Rule] = {
     "data.batch_size": at_least(1),
     "data.eval_batch_size": at_least(1),
     "data.num_workers": at_least(0),
+    "data.sample_timeout": at_least(0, " seconds (0: no timeout)"),
     "data.on_error": one_of("error", "skip", note=" (evaluation always reports exclusions)"),
     "data.missing_audio": one_of("error", "silence"),
     "optim.lr": at_least(0),

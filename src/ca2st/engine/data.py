@@ -6,7 +6,6 @@ the items a user inspects are exactly the ones the trainer and evaluator consume
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -199,8 +198,6 @@ class RunLoader(DataLoader):
     waits forever; without workers there is no timeout."""
 
     def __init__(self, dataset: VideoDataset, batch_size: int, num_workers: int, *, sample_timeout: float, **kw):
-        if not (math.isfinite(sample_timeout) and sample_timeout >= 0):
-            raise ConfigError(f"config key data.sample_timeout must be >= 0 seconds (0: none), got {sample_timeout}")
         in_flight = torch.full((max(num_workers, 1), 2), -1.0, dtype=torch.float64).share_memory_()
         timeout = batch_size * sample_timeout if num_workers > 0 else 0
         super().__init__(

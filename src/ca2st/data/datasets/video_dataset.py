@@ -172,7 +172,7 @@ class VideoDataset(Dataset):
             self.bad[index] = str(err)
             if self.on_error == "exclude":
                 self.stats["excluded"] += 1
-                log.warning("excluded sample %d from evaluation: %s", index, err)
+                log.debug("excluded sample %d from evaluation: %s", index, err)  # the evaluation reports it
                 return self._placeholder(index, str(err))
             return self._replacement(index, err)
 
