@@ -31,3 +31,11 @@ def test_load_labels(tmp_path):
     (tmp_path / "gap.json").write_text(json.dumps({"0": "x", "2": "z"}))
     with pytest.raises(ConfigError, match="gaps"):
         load_labels(tmp_path / "gap.json")
+
+
+def test_unreadable_label_files_name_the_file(tmp_path):
+    from ca2st.errors import DataError
+
+    (tmp_path / "latin1.txt").write_bytes("café\nthé\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1\.txt:1: not UTF-8 text"):
+        load_labels(tmp_path / "latin1.txt")

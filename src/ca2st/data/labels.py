@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Mapping
 
 from ..errors import ConfigError
 from ..tasks import SINGLE, check_class_names
+from .datasets.common import read_text
 
 __all__ = ["load_labels"]
 
@@ -35,8 +37,7 @@ def _names_from_json(data, where: str):
 
 
 def _names_from_csv(path: Path):
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = list(csv.DictReader(io.StringIO(read_text(path), newline="")))
     if not rows:
         raise ConfigError(f"{path}: the labels CSV has no rows")
     cols = {c.strip().lower(): c for c in rows[0]}
@@ -85,13 +86,13 @@ def load_labels(labels, tasks: Mapping[str, int] | None = None) -> dict[str, lis
             raise ConfigError(f"{path}: labels file not found")
         elif path.suffix.lower() == ".json":
             try:
-                labels = _names_from_json(json.loads(path.read_text()), where)
+                labels = _names_from_json(json.loads(read_text(path)), where)
             except json.JSONDecodeError as e:
                 raise ConfigError(f"{path}: not valid JSON ({e})") from None
         elif path.suffix.lower() == ".csv":
             labels = _names_from_csv(path)
         else:
-            labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            labels = [line.strip() for line in read_text(path).splitlines() if line.strip()]
     elif isinstance(labels, Mapping):
         labels = _names_from_json(dict(labels), where)
     else:
