@@ -117,7 +117,8 @@ def test_bad_values_are_config_errors_naming_the_key(override, message):
 
 
 def test_every_key_has_a_rule_and_valid_values_pass():
-    from ca2st.engine.config import RULES, config_keys
+    from ca2st.engine.config import config_keys
+    from ca2st.engine.config_rules import RULES
 
     options = {"model", "data.options", "data.train_options", "data.val_options"}  # checked by their users
     checked_by_type = {k for k, hint in config_keys().items() if hint in (bool, bool | None)} | options
