@@ -11,7 +11,7 @@ import torch
 
 import ca2st
 from ca2st.data.decode import read_frames
-from ca2st.data.sampling import DenseSampler
+from ca2st.data.official_sampling import OfficialDenseSampler, OfficialSegmentSampler
 from ca2st.data.transforms import EvalTransform, to_tchw
 from ca2st.errors import ConfigError, DataError
 from ca2st.prediction import Prediction, predict, sliding_windows
@@ -81,12 +81,13 @@ def test_predict_topk_matches_the_manual_pipeline(video, cast, tmp_path):
         ["cut", "stir", "wash", "open", "close"][t["class"]] for t in top
     ]
     assert top[0]["prob"] >= top[1]["prob"] >= top[2]["prob"]
-    # the same views built by hand: dense sampler, EvalTransform, softmax per view, mean over views
-    clips = DenseSampler(clip_len=4, sampling_rate=2, num_clips=2)(30, float(FPS))
+    # the same views built by hand: the official dense sampler, EvalTransform (long side 56·32/40 = 44.8 cut to 44,
+    # as the official loaders do), softmax per view, mean over views
+    clips = OfficialDenseSampler(clip_len=4, sampling_rate=2, num_clips=2)(30, float(FPS))
     views = []
     for clip in clips:
         frames = to_tchw(read_frames(video, list(clip.indices)))
-        views.append(EvalTransform(32, 3)(frames))
+        views.append(EvalTransform(32, 3, truncate_long_side=True)(frames))
     with torch.no_grad():
         expected = cast(torch.cat(views)).softmax(-1).mean(0)
     torch.testing.assert_close(pred.probs["class"], expected, atol=1e-5, rtol=1e-4)
@@ -133,13 +134,11 @@ def test_sliding_window_timeline_and_files(video, cast, tmp_path):
 def test_window_probabilities_equal_a_prediction_of_the_cut_segment(video, cast, tmp_path):
     pred = predict(cast, video, window=1.5, sampler="segment", progress=False)
     assert pred.starts.tolist() == [0.0, 1.5]
-    # the second window is the segment sampler over frames 15..29 (1.5 s to 3.0 s), built here by hand
-    from ca2st.data.sampling import SegmentSampler
-
-    clip = SegmentSampler(4)(15, float(FPS), first=15)[0]
+    # the second window is the official segment sampler over frames 15..29 (1.5 s to 3.0 s), built here by hand
+    clip = OfficialSegmentSampler(4, num_clips=1)(15, float(FPS), first=15)[0]
     frames = to_tchw(read_frames(video, list(clip.indices)))
     with torch.no_grad():
-        expected = cast(EvalTransform(32, 1)(frames)).softmax(-1)[0]
+        expected = cast(EvalTransform(32, 1, truncate_long_side=True)(frames)).softmax(-1)[0]
     torch.testing.assert_close(pred.window_probs["class"][1], expected, atol=1e-5, rtol=1e-4)
 
 

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from ca2st.data.official_sampling import OfficialDenseSampler, OfficialSegmentSampler
 from ca2st.data.sampling import (
     DenseSampler,
     SegmentSampler,
@@ -109,8 +110,12 @@ def test_timestamps_are_index_over_fps():
 
 
 def test_build_sampler_and_bad_configs():
-    assert isinstance(build_sampler("segment", 8), SegmentSampler)
-    d = build_sampler("dense", 8, sampling_rate=2, num_clips=2)
+    assert isinstance(build_sampler("segment", 8, mode="native"), SegmentSampler)
+    assert isinstance(build_sampler("segment", 8), OfficialSegmentSampler)  # the official rules by default
+    assert isinstance(build_sampler("dense", 8), OfficialDenseSampler)
+    with pytest.raises(ConfigError, match="unknown input mode"):
+        build_sampler("dense", 8, mode="paper")
+    d = build_sampler("dense", 8, sampling_rate=2, num_clips=2, mode="native")
     assert (d.clip_len, d.sampling_rate, d.num_clips) == (8, 2, 2)
     with pytest.raises(ConfigError, match="unknown sampler"):
         build_sampler("random")

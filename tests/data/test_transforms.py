@@ -130,3 +130,26 @@ def test_layout_checks():
         to_tchw(torch.zeros(4, 3, 10, 12))
     with pytest.raises(ValueError, match=r"\(T, 3, H, W\)"):
         EvalTransform(8)(frames)
+
+
+def test_official_resize_cuts_the_long_side_and_crops_at_the_official_offsets(monkeypatch):
+    from ca2st.data.transforms import EvalTransform
+
+    video = torch.arange(240 * 426, dtype=torch.float32).reshape(1, 1, 240, 426).expand(2, 3, 240, 426)
+    video = (video % 251).to(torch.uint8)
+    official = EvalTransform(224, 3, truncate_long_side=True)
+    rounded = EvalTransform(224, 3)
+    assert official(video).shape == rounded(video).shape == (3, 3, 2, 224, 224)
+    # 426·224/240 = 397.6: the official loaders resize to 397 wide (cut), rounding gives 398; crops at int(k·173/2)
+    from ca2st.data import transforms
+
+    sizes, real = [], torch.nn.functional.interpolate
+    monkeypatch.setattr(
+        torch.nn.functional, "interpolate", lambda x, size=None, **kw: sizes.append(tuple(size)) or real(x, size, **kw)
+    )
+    official(video)
+    rounded(video)
+    assert sizes == [(224, 397), (224, 398)]
+    assert transforms.crop_offsets(397, 224, 3) == [0, 86, 173]
+    portrait = EvalTransform(224, 3, truncate_long_side=True)(video.transpose(-1, -2))
+    assert portrait.shape == (3, 3, 2, 224, 224)

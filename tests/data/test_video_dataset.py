@@ -27,7 +27,9 @@ def dataset(
 ):
     """A VideoDataset with the annotations' sampler kind, built as the engine builds one."""
     kind = samples.sampler if isinstance(samples, Annotations) else "dense"
-    sampler = build_sampler(kind, num_frames, sampling_rate=sampling_rate, num_clips=1 if train else num_clips)
+    sampler = build_sampler(
+        kind, num_frames, sampling_rate=sampling_rate, num_clips=1 if train else num_clips, mode="native"
+    )
     if transform is None:
         transform = TrainTransform(size) if train else EvalTransform(size, num_crops)
     return VideoDataset(samples, root, sampler, transform, train=train, **kw)

@@ -18,6 +18,7 @@ __all__ = ["InputRecipe", "IMAGENET_MEAN", "IMAGENET_STD", "SAMPLERS"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SAMPLERS = ("segment", "dense")
+MODES = ("official", "native")
 
 
 @dataclass(frozen=True)
@@ -25,12 +26,15 @@ class InputRecipe:
     """Sampler, clip length and views, image size, normalisation and audio length of a model's input.
 
     ``sampler``: ``'segment'`` (one frame from each of ``num_frames`` equal parts: SSV2, EK100) or ``'dense'``
-    (``num_frames`` frames ``sampling_rate`` apart: Kinetics and the audio-visual sets). ``test_clips`` ×
+    (``num_frames`` frames ``sampling_rate`` apart: Kinetics and the audio-visual sets). ``mode``: ``'official'``
+    (the official CAST loaders' frames, views and resize, :mod:`ca2st.data.official_sampling`) or ``'native'``
+    (:mod:`ca2st.data.sampling`: any number of evenly spaced test views, rounded resize). ``test_clips`` ×
     ``test_crops`` views per video at test time. ``mean``/``std``: RGB normalisation of [0, 1] pixels.
     ``audio_frames``: log-mel frames per clip for audio models, ``None`` without an audio expert.
     """
 
     sampler: str = "dense"
+    mode: str = "official"
     num_frames: int = 16
     sampling_rate: int = 4
     test_clips: int = 1
@@ -43,6 +47,8 @@ class InputRecipe:
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", tuple(float(x) for x in self.mean))
         object.__setattr__(self, "std", tuple(float(x) for x in self.std))
+        if self.mode not in MODES:
+            raise ConfigError(f"input recipe: mode must be one of {list(MODES)}, got {self.mode!r}")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"input recipe: sampler must be one of {list(SAMPLERS)}, got {self.sampler!r}")
         for name in ("num_frames", "sampling_rate", "test_clips", "test_crops", "img_size"):

@@ -41,6 +41,9 @@ __all__ = [
     "time_intervals",
     "segment_indices",
     "dense_indices",
+    "make_clip",
+    "check_fps",
+    "random_int",
 ]
 
 
@@ -59,7 +62,7 @@ def _uniform(generator: torch.Generator | None) -> float:
     return float(torch.rand((), generator=generator))
 
 
-def _randint(low: int, high: int, generator: torch.Generator | None) -> int:
+def random_int(low: int, high: int, generator: torch.Generator | None) -> int:
     """Uniform integer in ``[low, high]`` (both inclusive)."""
     if high <= low:
         return low
@@ -109,7 +112,7 @@ def dense_indices(
     return [min(count - 1, start + i * sampling_rate) for i in range(clip_len)]
 
 
-def _make_clip(rel: Sequence[int], first: int, fps: float, start: float, end: float, view: int) -> Clip:
+def make_clip(rel: Sequence[int], first: int, fps: float, start: float, end: float, view: int) -> Clip:
     idx = tuple(first + int(i) for i in rel)
     return Clip(indices=idx, times=tuple(i / fps for i in idx), start=start, end=end, view=view)
 
@@ -146,13 +149,13 @@ class SegmentSampler:
         generator: torch.Generator | None = None,
     ) -> list[Clip]:
         """Clips of the range ``[first, first + count)``: one for training, ``num_clips`` for testing."""
-        _check_fps(fps)
+        check_fps(fps)
         start, end = first / fps, (first + count) / fps
         if train:
             rel = segment_indices(count, self.num_segments, train=True, generator=generator)
-            return [_make_clip(rel, first, fps, start, end, 0)]
+            return [make_clip(rel, first, fps, start, end, 0)]
         return [
-            _make_clip(segment_indices(count, self.num_segments, offset=o), first, fps, start, end, v)
+            make_clip(segment_indices(count, self.num_segments, offset=o), first, fps, start, end, v)
             for v, o in enumerate(self.offsets)
         ]
 
@@ -203,30 +206,42 @@ class DenseSampler:
         generator: torch.Generator | None = None,
     ) -> list[Clip]:
         """Clips of the range ``[first, first + count)``: one for training, ``num_clips`` for testing."""
-        _check_fps(fps)
+        check_fps(fps)
         if count < 1:
             raise DataError(f"cannot sample from an empty frame range (count={count})")
-        starts = [_randint(0, max(0, count - self.span), generator)] if train else self.starts(count)
+        starts = [random_int(0, max(0, count - self.span), generator)] if train else self.starts(count)
         clips = []
         for v, s in enumerate(starts):
             rel = dense_indices(count, self.clip_len, self.sampling_rate, start=s)
-            clips.append(_make_clip(rel, first, fps, (first + rel[0]) / fps, (first + rel[-1] + 1) / fps, v))
+            clips.append(make_clip(rel, first, fps, (first + rel[0]) / fps, (first + rel[-1] + 1) / fps, v))
         return clips
 
     def __repr__(self) -> str:
         return f"DenseSampler(clip_len={self.clip_len}, sampling_rate={self.sampling_rate}, num_clips={self.num_clips})"
 
 
-def build_sampler(kind: str, num_frames: int = 16, *, sampling_rate: int = 4, num_clips: int = 1, **kw):
-    """``'segment'`` → :class:`SegmentSampler`, ``'dense'`` → :class:`DenseSampler` with ``num_frames`` frames."""
+def build_sampler(
+    kind: str, num_frames: int = 16, *, sampling_rate: int = 4, num_clips: int = 1, mode: str = "official", **kw
+):
+    """A sampler of ``kind`` ``'segment'`` or ``'dense'`` with ``num_frames`` frames: the official CAST rules
+    (``mode='official'``, :mod:`ca2st.data.official_sampling`) or this module's (``mode='native'``:
+    :class:`SegmentSampler`, :class:`DenseSampler`)."""
+    if kind not in ("segment", "dense"):
+        raise ConfigError(f"unknown sampler {kind!r}: use 'segment' or 'dense'")
+    if mode == "official":
+        from .official_sampling import OfficialDenseSampler, OfficialSegmentSampler
+
+        if kind == "segment":
+            return OfficialSegmentSampler(num_segments=num_frames, num_clips=num_clips, **kw)
+        return OfficialDenseSampler(clip_len=num_frames, sampling_rate=sampling_rate, num_clips=num_clips, **kw)
+    if mode != "native":
+        raise ConfigError(f"unknown input mode {mode!r}: use 'official' or 'native'")
     if kind == "segment":
         return SegmentSampler(num_segments=num_frames, num_clips=num_clips, **kw)
-    if kind == "dense":
-        return DenseSampler(clip_len=num_frames, sampling_rate=sampling_rate, num_clips=num_clips, **kw)
-    raise ConfigError(f"unknown sampler {kind!r}: use 'segment' or 'dense'")
+    return DenseSampler(clip_len=num_frames, sampling_rate=sampling_rate, num_clips=num_clips, **kw)
 
 
-def _check_fps(fps: float) -> None:
+def check_fps(fps: float) -> None:
     if not (fps > 0 and math.isfinite(fps)):
         raise DataError(f"the video has no usable frame rate (fps={fps})")
 
@@ -253,7 +268,7 @@ def frame_range(
     if unit not in ("seconds", "frames"):
         raise ConfigError(f"unit must be 'seconds' or 'frames', got {unit!r}")
     if unit == "seconds":
-        _check_fps(fps)
+        check_fps(fps)
     try:  # inf, nan or a product past the float range: a DataError, so on_error=skip and exclusion catch it
         if unit == "seconds":
             first = 0 if start is None else int(math.ceil(start * fps - 1e-6))

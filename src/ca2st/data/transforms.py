@@ -67,12 +67,15 @@ def _resize(video: torch.Tensor, size: tuple[int, int], antialias: bool) -> torc
     return F.interpolate(video, size=size, mode="bilinear", align_corners=False, antialias=antialias)
 
 
-def _resize_short(video: torch.Tensor, short: int, antialias: bool) -> torch.Tensor:
+def _resize_short(video: torch.Tensor, short: int, antialias: bool, truncate: bool = False) -> torch.Tensor:
+    """Short side to ``short``; the long side scaled alike, rounded (or, with ``truncate``, cut to an integer as the
+    official loaders do: 426×240 → 397×224)."""
     h, w = video.shape[-2:]
+    fit = int if truncate else round
     if h <= w:
-        size = (short, max(short, int(round(w * short / h))))
+        size = (short, max(short, int(fit(w * short / h))))
     else:
-        size = (max(short, int(round(h * short / w))), short)
+        size = (max(short, int(fit(h * short / w))), short)
     return _resize(video, size, antialias)
 
 
@@ -294,7 +297,8 @@ class EvalTransform:
 
     One crop is the centre crop; three crops are left/centre/right (top/centre/bottom for portrait video) along
     the long side, the official CAST test views. Input uint8 ``(T, C, H, W)``; output float
-    ``(num_crops, C, T, size, size)``, normalised.
+    ``(num_crops, C, T, size, size)``, normalised. ``truncate_long_side``: the resized long side is cut to an
+    integer, as the official loaders do, instead of rounded.
     """
 
     def __init__(
@@ -305,17 +309,19 @@ class EvalTransform:
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         antialias: bool = False,
+        truncate_long_side: bool = False,
     ):
         if num_crops < 1:
             raise ConfigError(f"num_crops must be >= 1, got {num_crops}")
         self.size, self.num_crops = size, num_crops
         self.mean, self.std = tuple(mean), tuple(std)
         self.antialias = antialias
+        self.truncate_long_side = truncate_long_side
 
     def __call__(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         _check_clip(video)
         s = self.size
-        x = _resize_short(video.float().div_(255.0), s, self.antialias)
+        x = _resize_short(video.float().div_(255.0), s, self.antialias, self.truncate_long_side)
         x = normalize(x, self.mean, self.std)
         h, w = x.shape[-2:]
         crops = []

@@ -35,8 +35,10 @@ class DataConfig:
     options: dict[str, Any] = field(default_factory=dict)  # parser options for both splits
     train_options: dict[str, Any] = field(default_factory=dict)  # added for data.train (e.g. split: train)
     val_options: dict[str, Any] = field(default_factory=dict)  # added for data.val
-    # sampling and test views; None: the evaluated checkpoint's recorded recipe, else the format's sampler, 4, 2, 3
+    # sampling and test views; None: the evaluated checkpoint's recorded recipe, else the format's sampler, official,
+    # 4, 2, 3
     sampler: str | None = None  # "segment" or "dense"
+    input_mode: str | None = None  # "official" (the official loaders' frames and views) or "native"
     sampling_rate: int | None = None
     test_clips: int | None = None
     test_crops: int | None = None

@@ -75,6 +75,7 @@ RULES: dict[str, Rule] = {
     "data.root": TEXT,
     "data.audio_root": TEXT,
     "data.sampler": one_of("segment", "dense", note=" (or null: the checkpoint's recipe, else the format's)"),
+    "data.input_mode": one_of("official", "native", note=" (or null: the checkpoint's recipe, else official)"),
     "data.sampling_rate": at_least(1),
     "data.test_clips": at_least(1),
     "data.test_crops": at_least(1),

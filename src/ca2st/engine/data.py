@@ -32,13 +32,20 @@ def make_sampler(recipe: InputRecipe, train: bool):
         recipe.num_frames,
         sampling_rate=recipe.sampling_rate,
         num_clips=1 if train else recipe.test_clips,
+        mode=recipe.mode,
     )
 
 
 def make_transform(recipe: InputRecipe, train: bool, data: DataConfig | None = None, flip: bool = True):
     """The clip transform: ``data``'s augmentation for training, ``test_crops`` crops for evaluation."""
     if not train:
-        return EvalTransform(recipe.img_size, recipe.test_crops, mean=recipe.mean, std=recipe.std)
+        return EvalTransform(
+            recipe.img_size,
+            recipe.test_crops,
+            mean=recipe.mean,
+            std=recipe.std,
+            truncate_long_side=recipe.mode == "official",
+        )
     data = data or DataConfig()
     return TrainTransform(
         recipe.img_size,
@@ -69,14 +76,20 @@ def audio_spec(recipe: InputRecipe, train: bool, data: DataConfig | None = None)
 def recipe_of_run(
     cfg: RunConfig, model_config: ModelConfig, annotations: Annotations, recorded: InputRecipe | None = None
 ) -> InputRecipe:
-    """The input recipe a run trains or evaluates with. Sampler, sampling rate, test clips and crops: the config's
-    where it sets them; else, when evaluating a checkpoint, the recipe it ``recorded`` (its normalisation too);
-    else the dataset's sampler, rate 4, 2 clips and 3 crops."""
+    """The input recipe a run trains or evaluates with. Sampler, input mode, sampling rate, test clips and crops:
+    the config's where it sets them; else, when evaluating a checkpoint, the recipe it ``recorded`` (its
+    normalisation too); else the dataset's sampler, the official mode, rate 4, 2 clips and 3 crops."""
     d = cfg.data
-    defaults = {"sampler": annotations.sampler, "sampling_rate": 4, "test_clips": 2, "test_crops": 3}
+    defaults = {
+        "sampler": annotations.sampler,
+        "mode": "official",
+        "sampling_rate": 4,
+        "test_clips": 2,
+        "test_crops": 3,
+    }
     fields = {}
     for name, default in defaults.items():
-        value = getattr(d, name)
+        value = getattr(d, "input_mode" if name == "mode" else name)
         fields[name] = value if value is not None else getattr(recorded, name) if recorded else default
     if recorded is not None:
         fields.update(mean=recorded.mean, std=recorded.std)

@@ -43,6 +43,7 @@ IDENTITY_KEYS = (
     "data.train_options",
     "data.batch_size",
     "data.sampler",
+    "data.input_mode",
     "data.sampling_rate",
     "optim.update_freq",
     "seed",
