@@ -94,6 +94,9 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "bf16"  # "fp32", "bf16" (autocast) or "fp16" (autocast + grad scaler, GPU only)
+    eval_precision: str = (
+        "auto"  # ca2st eval: "auto" (fp32 on CPU, fp16 on GPU as the official test), or fp32/bf16/fp16
+    )
     compile: bool = False
     grad_checkpointing: bool = False
     resume: str | None = "auto"  # "auto": the latest valid checkpoint in output_dir; a path; or None

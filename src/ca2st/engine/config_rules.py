@@ -62,6 +62,7 @@ RULES: dict[str, Rule] = {
     "seed": at_least(0),
     "device": DEVICE,
     "precision": one_of("fp32", "bf16", "fp16"),
+    "eval_precision": one_of("auto", "fp32", "bf16", "fp16"),
     "resume": TEXT,
     "checkpoint": TEXT,
     "eval_every": at_least(0, " (0: never)"),

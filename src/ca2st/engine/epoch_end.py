@@ -35,7 +35,7 @@ def evaluate_epoch_end(
     if ema is not None:
         backup = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         ema.copy_to(model)
-    result = evaluate_split(cfg, model, val_set, dist_info)
+    result = evaluate_split(cfg, model, val_set, dist_info, precision=cfg.precision)  # the weights are cast to it
     record = {"kind": "eval", "epoch": epoch, "step": step}
     record.update({k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))})
     record["excluded"] = len(result.excluded)

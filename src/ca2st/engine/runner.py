@@ -30,15 +30,30 @@ def load_for_eval(cfg: RunConfig, device: torch.device) -> tuple[MultiExpertMode
     return model, recorded_recipe(cfg.checkpoint)
 
 
-def evaluate_split(cfg: RunConfig, model, split: VideoDataset, info: DistInfo, **labels) -> EvalResult:
-    """Multi-view evaluation of the ``split`` dataset with the run's loader settings and precision (fp16 runs evaluate in
-    fp32), each process on its own shard; ``labels`` go to :func:`~ca2st.engine.evaluate.evaluate`."""
+def evaluation_precision(cfg: RunConfig, device: torch.device) -> str:
+    """The precision ``ca2st eval`` runs in: ``eval_precision``, where ``auto`` is fp32 on CPU and fp16 on GPU
+    (the official test's)."""
+    if cfg.eval_precision != "auto":
+        return cfg.eval_precision
+    return "fp16" if device.type == "cuda" else "fp32"
+
+
+def evaluate_split(
+    cfg: RunConfig, model, split: VideoDataset, info: DistInfo, precision: str | None = None, **labels
+) -> EvalResult:
+    """Multi-view evaluation of the ``split`` dataset with the run's loader settings, each process on its own
+    shard, in ``precision`` (default :func:`evaluation_precision`); ``labels`` go to
+    :func:`~ca2st.engine.evaluate.evaluate`."""
     sampler = ShardedEvalSampler(len(split), num_replicas=info.world_size, rank=info.rank) if info.enabled else None
     batch_size = cfg.data.eval_batch_size or cfg.data.batch_size
     loader = build_loader(split, batch_size, cfg.data.num_workers, sampler, sample_timeout=cfg.data.sample_timeout)
-    precision = "fp32" if cfg.precision == "fp16" else cfg.precision
     return evaluate(
-        model, loader, device=info.device, precision=precision, progress=cfg.progress and info.is_main, **labels
+        model,
+        loader,
+        device=info.device,
+        precision=precision or evaluation_precision(cfg, info.device),
+        progress=cfg.progress and info.is_main,
+        **labels,
     )
 
 
@@ -49,8 +64,9 @@ def run_eval(cfg: RunConfig, out_dir: str | Path | None = None) -> tuple[EvalRes
     info = init_distributed(cfg.device)
     try:
         model, recorded = load_for_eval(cfg, info.device)
-        if cfg.precision == "bf16":
-            model.cast_matmul_weights_(torch.bfloat16, trainable=True)
+        low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(evaluation_precision(cfg, info.device))
+        if low is not None:  # autocast would cast the weights on every call
+            model.cast_matmul_weights_(low, trainable=True)
         dataset = dataset_of_run(cfg, "val", model.config, recorded)
         annotations = dataset.annotations
         result = evaluate_split(
