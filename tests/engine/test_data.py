@@ -9,7 +9,8 @@ import torch
 import ca2st
 from ca2st.cli import main
 from ca2st.data.datasets import Sample, VideoDataset
-from ca2st.data.sampling import build_sampler
+from ca2st.data.official_sampling import OfficialDenseSampler, OfficialSegmentSampler
+from ca2st.data.sampling import SegmentSampler, build_sampler
 from ca2st.data.transforms import EvalTransform, TrainTransform
 from ca2st.engine import runner
 from ca2st.engine import train as train_module
@@ -109,6 +110,13 @@ def test_build_dataset_takes_recipe_names_and_overrides(tmp_path):
     assert k400.sampler.kind == "dense" and k400.sampler.sampling_rate == 2 and k400.transform.flip
     with pytest.raises(ConfigError, match="split must be one of"):
         ca2st.build_dataset("cast_ssv2", "test", overrides)
+    # the official input mode by default: the official loaders' views and resize
+    assert isinstance(val_set.sampler, OfficialSegmentSampler) and val_set.sampler.num_clips == 2
+    assert val_set.transform.truncate_long_side and val_set.transform.num_crops == 3
+    k400_val = ca2st.build_dataset("cast_k400", "val", overrides)
+    assert isinstance(k400_val.sampler, OfficialDenseSampler) and k400_val.num_views == 15
+    native = ca2st.build_dataset("cast_ssv2", "val", {**overrides, "data.input_mode": "native"})
+    assert isinstance(native.sampler, SegmentSampler) and not native.transform.truncate_long_side
 
 
 class HangingDataset(VideoDataset):
