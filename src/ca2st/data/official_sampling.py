@@ -2,6 +2,8 @@
 
 Released checkpoints give the papers' numbers on the frames these rules pick, so they are the default
 (``input_mode: official``); the samplers of :mod:`ca2st.data.sampling` stay available as ``input_mode: native``.
+The official per-epoch validation (a random clip, one centre crop) is not reproduced: evaluation during training
+uses the test views, which are deterministic.
 
 **Segment** (EK100, SSV2, EPIC-SOUNDS), over a range of ``N`` frames and ``S`` segments (16):
 
@@ -9,7 +11,7 @@ Released checkpoints give the papers' numbers on the frames these rules pick, so
   (the last ``N mod S`` frames are never sampled);
 * test: the ``S`` indices ``int(N/S · k + N/S / 2)`` and the ``S`` indices ``int(N/S · k)``, sorted together; view 0
   takes every second one from the first (≈ segment starts), view 1 from the second (≈ segment centres). There are
-  two views at most.
+  two views at most; one view is view 0.
 
 **Dense** (K400 and the audio-visual sets), ``T`` frames (16) at rate ``r`` (4):
 
