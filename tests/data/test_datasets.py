@@ -380,8 +380,9 @@ def test_hd_epic_mapped_to_ek100(tmp_path):
     assert len(a.excluded) == 1 and "no EK100 counterpart" in a.excluded[0][1]
     raw = parse_annotations(f, "hd_epic", num_classes={"verb": 200, "noun": 400})
     assert [s.label for s in raw] == [{"verb": 3, "noun": 3}, {"verb": 90, "noun": 100}]
-    with pytest.raises(DataError, match="needs mapping="):
-        parse_annotations(f, "hd_epic")
+    default = parse_annotations(f, "hd_epic")  # EK100's ids: no mapping needed
+    assert [s.label for s in default] == [{"verb": 3, "noun": 3}, {"verb": 90, "noun": 100}]
+    assert default.num_classes == {"verb": 97, "noun": 300} and not default.excluded
     with pytest.raises(DataError, match="pickles are not read"):
         parse_annotations(tmp_path / "HD_EPIC_Narrations.pkl", "hd_epic", mapping=mapping)
     bad = write(tmp_path / "b.csv", HD_HEADER + "x,P01,v,n,1.0,2.0,[1],[1],not-a-list\n")

@@ -12,6 +12,7 @@ from ...errors import DataError
 from .common import (
     Annotations,
     Sample,
+    check_selection,
     format_path,
     load_class_map,
     name_index,
@@ -41,11 +42,12 @@ def parse_activitynet(
     db = data.get("database") if isinstance(data, dict) else None
     if not isinstance(db, dict):
         raise DataError(f"{p}: no 'database' object: not an ActivityNet annotation file")
-    samples = []
+    samples, subsets = [], set()
     for vid, entry in db.items():
         where = f"{p}: video {vid}"
         if not isinstance(entry, dict):
             raise DataError(f"{where}: malformed entry: expected an object")
+        subsets.add(str(entry.get("subset")))
         if subset is not None and entry.get("subset") != subset:
             continue
         for k, ann in enumerate(entry.get("annotations") or []):
@@ -73,4 +75,5 @@ def parse_activitynet(
                     source=w,
                 )
             )
+    check_selection(p, "subset", subset, subsets)
     return Annotations(samples, len(names), "activitynet", str(path), sampler="dense", flip=True, class_names=names)

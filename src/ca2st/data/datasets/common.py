@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Mapping, Union
@@ -29,6 +30,8 @@ __all__ = [
     "load_class_mapping",
     "parse_timestamp",
     "unique_samples",
+    "check_selection",
+    "log_excluded",
     "MAX_SECONDS",
 ]
 
@@ -186,12 +189,16 @@ def read_dict_rows(path: str | Path, required: list[str]) -> Iterator[tuple[int,
         yield n, dict(zip(header, (c.strip() for c in row)))
 
 
+_CLASS_HEADER = re.compile(r'^"?(?:id|index)"?\s*[,\t]\s*"?name"?$|^"?name"?$', re.IGNORECASE)  # a class file's header
+
+
 def load_class_map(path: str | Path, *, one_based: bool | None = None) -> list[str]:
     """Class names by index from an explicit class-map file.
 
     Accepted layouts: a JSON object ``{name: index}`` (SSV2's labels.json) or list of names; text with one name
     per line (index = line order); text with ``index name`` / ``index,name`` lines (UCF-101's classInd.txt is
-    1-based: the base is detected from the smallest index unless ``one_based`` is given). Indices must be
+    1-based: the base is detected from the smallest index unless ``one_based`` is given). A first line ``id,name``
+    (the class file beside the CVDF Kinetics CSVs) or ``name`` is a header and skipped. Indices must be
     contiguous and unique.
     """
     p = open_text(path)
@@ -211,6 +218,8 @@ def load_class_map(path: str | Path, *, one_based: bool | None = None) -> list[s
     else:
         text = read_text(p)
         lines = [(n, ln.strip()) for n, ln in enumerate(text.splitlines(), 1) if ln.strip()]
+        if lines and _CLASS_HEADER.match(lines[0][1]):
+            lines = lines[1:]
         indexed = [re.match(r"^(\d+)\s*[,\s]\s*(.+)$", ln) for _, ln in lines]
         if lines and all(indexed):
             for (n, _), m in zip(lines, indexed):
@@ -301,3 +310,22 @@ def unique_samples(samples: list[Sample], path: str | Path) -> list[Sample]:
             seen.source,
         )
     return kept
+
+
+def check_selection(path: str | Path, option: str, value: str | None, present: set[str]) -> None:
+    """A ``split=``/``subset=`` value that no row of the file has is a :class:`DataError` naming the value and the
+    values the file has (a typo would otherwise select nothing)."""
+    if value is not None and value not in present:
+        values = ", ".join(repr(v) for v in sorted(present)) or "none"
+        raise DataError(f"{path}: {option}={value!r} matches no row; the file's {option} values are {values}")
+
+
+def log_excluded(path: str | Path, excluded: list[tuple[str, str]], total: int, what: str) -> None:
+    """One warning for the rows a parser left out: how many of ``total`` and each reason with its count (the
+    rows themselves are in ``Annotations.excluded``)."""
+    if not excluded:
+        return
+    counts = Counter(reason for _, reason in excluded)
+    reasons = "; ".join(f"{reason}: {n}" for reason, n in counts.most_common(12))
+    more = f"; and {len(counts) - 12} other reasons" if len(counts) > 12 else ""
+    log.warning("%s: %d of %d %s left out (%s%s)", path, len(excluded), total, what, reasons, more)

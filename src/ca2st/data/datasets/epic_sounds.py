@@ -2,7 +2,8 @@
 
 Columns used by name: ``annotation_id``, ``participant_id``, ``video_id``, ``start_timestamp``,
 ``stop_timestamp`` (``HH:MM:SS.fff``), ``class``, ``class_id``. The class names come from the file itself and
-must agree with the ids (the same id never carries two names).
+must agree with the ids (the same id never carries two names). The recognition test file
+(``EPIC_Sounds_recognition_test_timestamps.csv``, no class columns) gives unlabelled samples.
 """
 
 from __future__ import annotations

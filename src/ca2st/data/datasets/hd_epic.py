@@ -1,30 +1,38 @@
-"""HD-EPIC narrations and HD-EPIC-SOUNDS, evaluated on EPIC-KITCHENS-100 / EPIC-SOUNDS classes.
+"""HD-EPIC narrations and HD-EPIC-SOUNDS, read in EPIC-KITCHENS-100 / EPIC-SOUNDS classes.
 
 HD-EPIC ships its narrations as a pandas pickle; ca2st never unpickles, so export it once to CSV
 (``pd.read_pickle('HD_EPIC_Narrations.pkl').to_csv('HD_EPIC_Narrations.csv', index=False)``). Columns used:
 ``unique_narration_id``, ``participant_id``, ``video_id``, ``start_timestamp``/``end_timestamp`` (seconds),
-and ``main_action_classes`` (``[(verb, noun)]``) or else the first of ``verb_classes``/``noun_classes``.
+and ``main_action_classes`` (``[(verb, noun)]``); a narration with no main action (``[]`` or empty) falls back
+to the first of ``verb_classes``/``noun_classes``.
 
-HD-EPIC's verb/noun ids differ from EPIC-KITCHENS-100's: transfer evaluation needs an explicit mapping file, a
-CSV ``kind,source_class,target_class`` (kinds ``verb``/``noun``; ``class`` for the sounds). Segments whose class
-has no counterpart are excluded and listed in ``Annotations.excluded`` — never relabelled.
+HD-EPIC's class ids are EPIC-KITCHENS-100's: verbs 0–96 and nouns 0–299 are EK100's classes, and HD-EPIC adds
+verbs 97–105 and nouns 300–302 that EK100 lacks. So by default the labels are read as EK100 classes and
+narrations of an HD-only class are left out, listed in ``Annotations.excluded`` and counted in a warning — never
+relabelled. ``num_classes={'verb': 106, 'noun': 303}`` keeps HD-EPIC's own classes instead, and ``mapping=`` (a
+CSV ``kind,source_class,target_class``, kinds ``verb``/``noun``) maps to EK100 classes explicitly.
+
+HD-EPIC-SOUNDS: its ``class_id`` is read as an EPIC-SOUNDS class id (0–43), as before; that the ids coincide is
+not established by the reference (the one published example, ``rustle`` = 4, agrees), so an explicit ``mapping=``
+(kind ``class``) is still accepted.
 """
 
 from __future__ import annotations
 
 import ast
-import logging
 from pathlib import Path
 
 from ...errors import DataError
 from .cast import EK100_NOUNS, EK100_VERBS
-from .common import Annotations, Sample, check_label, format_path, load_class_mapping, read_dict_rows
+from .common import Annotations, Sample, check_label, format_path, load_class_mapping, log_excluded, read_dict_rows
 from .epic_kitchens import segment_bounds
 from .epic_sounds import EPIC_SOUNDS_CLASSES
 
-__all__ = ["parse_hd_epic", "parse_hd_epic_sounds"]
+__all__ = ["parse_hd_epic", "parse_hd_epic_sounds", "HD_EPIC_VERBS", "HD_EPIC_NOUNS"]
 
-log = logging.getLogger(__name__)
+
+HD_EPIC_VERBS = 106  # EK100's 97 verbs + 9 HD-only (97..105)
+HD_EPIC_NOUNS = 303  # EK100's 300 nouns + 3 HD-only (300..302)
 
 
 def _literal(text: str, where: str, column: str):
@@ -34,23 +42,34 @@ def _literal(text: str, where: str, column: str):
         raise DataError(f"{where}: column {column} {text!r} is not a Python list literal") from None
 
 
-def _hd_epic_pair(row: dict, where: str) -> tuple[int, int]:
-    column = "main_action_classes" if row.get("main_action_classes") else "verb_classes/noun_classes"
+def _hd_epic_pair(row: dict, where: str) -> tuple[int, int] | None:
+    """The narration's (verb, noun): its first main action, else its first verb and noun class; None when it has
+    neither (an empty list or column)."""
+    column = "main_action_classes"
     try:
-        if row.get("main_action_classes"):
-            pairs = _literal(row["main_action_classes"], where, "main_action_classes")
-            if not pairs or len(pairs[0]) != 2:
+        pairs = _literal(row["main_action_classes"], where, column) if row.get("main_action_classes") else []
+        if pairs:
+            if len(pairs[0]) != 2:
                 raise DataError(f"{where}: main_action_classes {row['main_action_classes']!r} has no (verb, noun) pair")
             verb, noun = pairs[0]
         else:
-            verbs = _literal(row.get("verb_classes", ""), where, "verb_classes")
-            nouns = _literal(row.get("noun_classes", ""), where, "noun_classes")
+            column = "verb_classes/noun_classes"
+            verbs = _literal(row["verb_classes"], where, "verb_classes") if row.get("verb_classes") else []
+            nouns = _literal(row["noun_classes"], where, "noun_classes") if row.get("noun_classes") else []
             if not verbs or not nouns:
-                raise DataError(f"{where}: the narration has no verb or noun class")
+                return None
             verb, noun = verbs[0], nouns[0]
         return check_label(verb, 2**31, where, "verb"), check_label(noun, 2**31, where, "noun")
     except (TypeError, IndexError, KeyError):
         raise DataError(f"{where}: column {column} is not a list of (verb, noun) class numbers") from None
+
+
+def _hd_only(verb: int, noun: int) -> str | None:
+    if EK100_VERBS <= verb < HD_EPIC_VERBS:
+        return f"HD-only verb {verb} (not an EK100 class)"
+    if EK100_NOUNS <= noun < HD_EPIC_NOUNS:
+        return f"HD-only noun {noun} (not an EK100 class)"
+    return None
 
 
 def parse_hd_epic(
@@ -62,37 +81,45 @@ def parse_hd_epic(
     audio_template: str | None = None,
     trimmed: bool = False,
 ) -> Annotations:
-    """HD-EPIC narration segments with ``{'verb', 'noun'}`` labels in EK100's classes (via ``mapping``), or in
-    HD-EPIC's own classes when no mapping is given (then ``num_classes`` must say how many)."""
+    """HD-EPIC narration segments with ``{'verb', 'noun'}`` labels in EK100's classes (the default: HD-only classes
+    left out and reported; or through ``mapping``), or in ``num_classes`` classes (e.g. HD-EPIC's own 106 / 303)."""
     if str(path).endswith(".pkl"):
         raise DataError(
             f"{path}: pickles are not read; export the narrations to CSV first "
             "(pd.read_pickle(path).to_csv('HD_EPIC_Narrations.csv', index=False))"
         )
+    table = None
     if mapping is not None:
+        if num_classes is not None:
+            raise DataError(f"{path}: give mapping= (to EK100 classes) or num_classes=, not both")
         table = load_class_mapping(mapping)
         for kind in ("verb", "noun"):
             if kind not in table:
                 raise DataError(f"{mapping}: the mapping has no '{kind}' rows")
-        classes = {"verb": EK100_VERBS, "noun": EK100_NOUNS}
-    elif num_classes is not None:
-        table, classes = None, dict(num_classes)
+    if num_classes is not None:
+        if set(num_classes) != {"verb", "noun"}:
+            raise DataError(f"{path}: num_classes must be {{'verb': V, 'noun': N}}, got {num_classes!r}")
+        classes = dict(num_classes)
     else:
-        raise DataError(
-            f"{path}: HD-EPIC needs mapping= (a kind,source_class,target_class CSV to EK100 classes) "
-            "or num_classes={'verb': V, 'noun': N}"
-        )
+        classes = {"verb": EK100_VERBS, "noun": EK100_NOUNS}
     samples, excluded = [], []
     for n, row in read_dict_rows(
         path, ["unique_narration_id", "participant_id", "video_id", "start_timestamp", "end_timestamp"]
     ):
         where = f"{path}:{n}"
-        verb, noun = _hd_epic_pair(row, where)
+        pair = _hd_epic_pair(row, where)
+        if pair is None:
+            excluded.append((where, "no main action and no verb/noun class"))
+            continue
+        verb, noun = pair
         if table is not None:
             if verb not in table["verb"] or noun not in table["noun"]:
-                excluded.append((where, f"HD-EPIC verb {verb} / noun {noun} has no EK100 counterpart"))
+                excluded.append((where, f"verb {verb} / noun {noun}: no EK100 counterpart in the mapping"))
                 continue
             verb, noun = table["verb"][verb], table["noun"][noun]
+        elif num_classes is None and (reason := _hd_only(verb, noun)):
+            excluded.append((where, reason))
+            continue
         label = {
             "verb": check_label(verb, classes["verb"], where, "verb"),
             "noun": check_label(noun, classes["noun"], where, "noun"),
@@ -111,13 +138,7 @@ def parse_hd_epic(
                 source=where,
             )
         )
-    if excluded:
-        log.warning(
-            "%s: %d of %d narrations excluded: their classes are not in the mapping",
-            path,
-            len(excluded),
-            len(excluded) + len(samples),
-        )
+    log_excluded(path, excluded, len(excluded) + len(samples), "HD-EPIC narrations")
     return Annotations(samples, classes, "hd_epic", str(path), sampler="segment", flip=True, excluded=excluded)
 
 
@@ -148,7 +169,7 @@ def parse_hd_epic_sounds(
             raise DataError(f"{where}: class_id {row['class_id']!r} is not an integer") from None
         if table is not None:
             if cls not in table:
-                excluded.append((where, f"HD-EPIC-Sounds class {cls} has no counterpart"))
+                excluded.append((where, f"class {cls} not in the mapping"))
                 continue
             cls = table[cls]
         label = check_label(cls, num_classes, where, "class_id")
@@ -165,13 +186,7 @@ def parse_hd_epic_sounds(
                 source=where,
             )
         )
-    if excluded:
-        log.warning(
-            "%s: %d of %d segments excluded: their classes are not in the mapping",
-            path,
-            len(excluded),
-            len(excluded) + len(samples),
-        )
+    log_excluded(path, excluded, len(excluded) + len(samples), "HD-EPIC-SOUNDS segments")
     return Annotations(
         samples, num_classes, "hd_epic_sounds", str(path), sampler="segment", flip=True, excluded=excluded
     )

@@ -1,8 +1,9 @@
 """Kinetics official CSVs (``label,youtube_id,time_start,time_end,split[,is_cc]``) and Kinetics-Sound.
 
-The class order is an explicit file (one name per line, index = line number): Kinetics ships none, and
-checkpoints disagree on the order, so it is never derived from the CSV. The downloaded clips are already
-trimmed to ``[time_start, time_end]``; the default file name is the common
+The class order is an explicit file (one name per line, index = line number, or the ``id,name`` CSV that
+ships beside the CVDF copies of the CSVs, whose quoted headers are read too): checkpoints disagree on the
+order, so it is never derived from the CSV. The downloaded clips are already trimmed to
+``[time_start, time_end]``; the default file name is the common
 ``{youtube_id}_{time_start:06d}_{time_end:06d}.mp4`` (change ``video_template`` for other layouts, e.g.
 ``'{split}/{label}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4'``).
 """
@@ -58,7 +59,10 @@ def parse_kinetics(
 ) -> Annotations:
     """Kinetics-400/600/700 CSV; ``classes`` = class-name file (400 lines for K400). Dense sampling, flip."""
     if classes is None:
-        raise DataError(f"{path}: Kinetics needs classes= (a file with one class name per line, in model order)")
+        raise DataError(
+            f"{path}: Kinetics needs classes= (a file with one class name per line in model order, or the "
+            "id,name CSV beside the CVDF lists)"
+        )
     samples, _, names = _rows(path, classes, video_template, audio_template, subset=False)
     return Annotations(samples, len(names), "kinetics", str(path), sampler="dense", flip=True, class_names=names)
 
@@ -71,13 +75,26 @@ def parse_kinetics_sound(
     audio_template: str | None = None,
 ) -> Annotations:
     """Kinetics-Sound: the Kinetics CSV restricted to the classes listed in ``classes`` (the subset file, e.g.
-    31 names, index = line number). Rows of other classes are excluded (counted in ``excluded``)."""
+    31 names, index = line number). Rows of other classes are excluded (counted in ``excluded``); subset classes
+    with no row in the file are named in a warning (a misspelt name would otherwise be a class without samples)."""
     if classes is None:
         raise DataError(f"{path}: Kinetics-Sound needs classes= (the subset's class names, one per line)")
     samples, excluded, names = _rows(path, classes, video_template, audio_template, subset=True)
     log.info(
         "%s: kept %d rows of the %d Kinetics-Sound classes, excluded %d", path, len(samples), len(names), len(excluded)
     )
+    present = {s.label for s in samples}
+    absent = [name for i, name in enumerate(names) if i not in present]
+    if absent and samples:
+        log.warning(
+            "%s: %d of the %d classes in %s have no sample in this file (they will have zero samples): %s%s",
+            path,
+            len(absent),
+            len(names),
+            classes,
+            ", ".join(repr(a) for a in absent[:10]),
+            ", ..." if len(absent) > 10 else "",
+        )
     return Annotations(
         samples,
         len(names),
