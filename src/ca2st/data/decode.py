@@ -41,6 +41,7 @@ _SEEK_FORMATS = ("mov", "mp4", "matroska", "webm")
 _NO_SEEK_CODECS = ("vp8",)
 _SEEK_COST = 12  # a seek costs about as much as decoding this many frames
 _SEEK_GAIN = 2.0  # seek only if the sequential plan decodes at least this many times more frames
+_END_SHORTFALL = 2  # decoded frames missing at the end of a header's count: an encoder quirk, not truncation
 _REORDER_MARGIN = 32  # packets demuxed past the last target, so reordered (B-frame) timestamps are all seen
 _AUDIO_SEEK_AFTER = 30.0  # seconds: later windows are reached by seeking when timestamps are sample-exact
 _AUDIO_SEEK_PREROLL = 1.0  # seconds decoded before the window after a seek (decoder warm-up)
@@ -54,8 +55,10 @@ class _Fallback(Exception):
 @dataclass(frozen=True)
 class VideoInfo:
     """Facts about a media file. ``num_frames_source`` says how ``num_frames`` was obtained:
-    ``"container"`` (declared in the header), ``"packets"`` (video packets counted by demuxing) or
-    ``"decoded"`` (frames counted by decoding; exact by definition)."""
+    ``"container"`` (declared in the header), ``"packets"`` (video packets counted by demuxing, edit-list
+    hidden ones left out) or ``"decoded"`` (frames counted by decoding; exact by definition).
+    ``header_frames`` is the count the header declares (0 when it declares none); it can differ from
+    ``num_frames`` (an AVI header counting one frame too many, an MP4 edit list hiding frames)."""
 
     path: str
     num_frames: int
@@ -71,6 +74,7 @@ class VideoInfo:
     audio_channels: int | None = None
     audio_codec: str | None = None
     audio_duration: float | None = None
+    header_frames: int = 0
 
 
 # --------------------------------------------------------------------------------------------- opening
@@ -134,16 +138,40 @@ def has_audio(path) -> bool:
         return bool(container.streams.audio)
 
 
-def probe(path, count: str = "auto") -> VideoInfo:
-    """Stream facts of a video file.
+_PROBE_CACHE: dict[tuple, VideoInfo] = {}
+_PROBE_CACHE_SIZE = 65536
 
-    ``count`` chooses how ``num_frames`` is found: ``"auto"`` uses the container's declared frame count
-    and counts demuxed video packets when it declares none (WebM, MKV); ``"packets"`` always counts packets;
-    ``"decode"`` decodes the whole stream (slow, exact by definition, detects truncation).
+
+def probe(path, count: str = "auto") -> VideoInfo:
+    """Stream facts of a video file; ``num_frames`` never exceeds what decodes (in ``"auto"`` and ``"decode"``).
+
+    ``count`` chooses how ``num_frames`` is found:
+
+    * ``"auto"``: the header's count where it can be trusted; AVI files are decoded (their headers often
+      count a frame or two that never decode, as in many UCF-101/HMDB XviD files); MP4/MOV files whose
+      declared count disagrees with their duration (an edit list, as left by ``ffmpeg -c copy`` cuts, hides
+      frames) and files without a declared count (WebM, MKV) have their presented packets counted;
+    * ``"packets"``: always count packets; ``"decode"``: decode the whole stream (slow, exact, detects
+      truncation: a decoding error raises).
+
+    Results are cached in memory per file (path, size and modification time), so a dataset pays a slow count
+    once per process.
     """
     if count not in ("auto", "packets", "decode"):
         raise ValueError(f"count must be 'auto', 'packets' or 'decode', got {count!r}")
     path = _check_path(path)
+    stat = os.stat(path)
+    key = (path, count, stat.st_size, stat.st_mtime_ns)
+    info = _PROBE_CACHE.get(key)
+    if info is None:
+        info = _probe(path, count)
+        if len(_PROBE_CACHE) >= _PROBE_CACHE_SIZE:
+            _PROBE_CACHE.clear()
+        _PROBE_CACHE[key] = info
+    return info
+
+
+def _probe(path: str, count: str) -> VideoInfo:
     with _open(path) as container:
         stream = _video_stream(container, path)
         ctx = stream.codec_context
@@ -155,13 +183,13 @@ def probe(path, count: str = "auto") -> VideoInfo:
         audio = container.streams.audio[0] if container.streams.audio else None
         info = dict(
             path=path,
-            fps=fps,
             duration=duration,
             width=ctx.width,
             height=ctx.height,
             codec=ctx.name,
             container=container.format.name,
             has_audio=audio is not None,
+            header_frames=max(0, stream.frames),
         )
         if audio is not None:
             actx = audio.codec_context
@@ -174,18 +202,40 @@ def probe(path, count: str = "auto") -> VideoInfo:
                 audio_codec=actx.name,
                 audio_duration=adur,
             )
-        if count == "auto" and stream.frames > 0:
+        auto = count == "auto"
+        if auto:
+            count = _auto_count(container, stream, fps)
+        if count == "container":
             n, source = stream.frames, "container"
         elif count == "decode":
             stream.thread_type = "AUTO"
             n, source = sum(1 for _ in _decode_frames(container, stream, path)), "decoded"
+            if auto and stream.frames - n > _END_SHORTFALL:
+                raise DataError(
+                    f"{path}: the header declares {stream.frames} frames but only {n} decode: the file looks "
+                    "truncated (re-download or re-encode it)"
+                )
         else:
             n, source = sum(1 for p in container.demux(stream) if p.size and not p.is_discard), "packets"
     if n == 0:
         raise DataError(f"{path}: the video stream has zero frames")
+    if info["header_frames"] and n != info["header_frames"]:
+        logger.debug("%s: the header declares %d frames, %d by %s", path, info["header_frames"], n, source)
     if not fps and duration:
         fps = n / duration
-    return VideoInfo(num_frames=n, num_frames_source=source, **{**info, "fps": fps})
+    return VideoInfo(num_frames=n, num_frames_source=source, fps=fps, **info)
+
+
+def _auto_count(container, stream, fps: float) -> str:
+    """How ``probe(count="auto")`` counts frames in this file: ``"container"``, ``"packets"`` or ``"decode"``."""
+    if stream.frames <= 0:
+        return "packets"
+    if "avi" in container.format.name.split(","):
+        return "decode"  # AVI headers over-count; packets too (XviD packed B-frames leave empty placeholders)
+    duration = _seconds(stream.duration, stream.time_base)
+    if fps and duration is not None and abs(duration * fps - stream.frames) >= 1:
+        return "packets"  # an edit list (or a wrong header): count the presented packets
+    return "container"
 
 
 # --------------------------------------------------------------------------------------------- frames
@@ -228,8 +278,11 @@ def _out_of_range(container, stream, path: str, index: int, count: int) -> DataE
         return DataError(f"{path}: the video stream has zero decodable frames")
     msg = f"{path}: frame index {index} is out of range: the video has {count} frames (valid 0..{count - 1})"
     expected, verb = _expected_frames(container, stream)
-    if expected > count + max(2, count // 20):
+    tolerance = _END_SHORTFALL if verb == "declares" else max(_END_SHORTFALL, count // 20)
+    if expected > count + tolerance:
         msg += f"; the header {verb} {expected} frames, so the file looks truncated"
+    elif expected > count:
+        msg += f" (the header {verb} {expected}: the last ones never decode, which is the end of the video)"
     return DataError(msg)
 
 
