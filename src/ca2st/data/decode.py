@@ -1,7 +1,9 @@
 """Decoding with PyAV: exact frames at given indices, an audio window as a mono waveform, and stream facts.
 
 Frame ``i`` is the ``i``-th frame (0-based) that a sequential decode of the first video stream returns, in
-presentation order. Two strategies give exactly that frame:
+presentation order (an MP4 edit list's hidden frames are not frames: frame 0 is the first presented one); frames
+come out upright (a display matrix's quarter turns are applied unless ``autorotate=False``). Two strategies give
+exactly that frame:
 
 * ``sequential``: decode from the start, keep the wanted frames, stop after the last one. Exact for every
   container and codec.
@@ -34,7 +36,7 @@ from .audio import resample
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VideoInfo", "probe", "has_audio", "read_frames", "read_audio"]
+__all__ = ["VideoInfo", "probe", "has_audio", "display_rotation", "read_frames", "read_audio"]
 
 # Containers (FFmpeg demuxer names) whose video timestamps we trust for seeking, and codecs excluded there.
 _SEEK_FORMATS = ("mov", "mp4", "matroska", "webm")
@@ -258,8 +260,33 @@ def _set_threads(stream, threads: int) -> None:
     stream.codec_context.thread_count = max(0, int(threads))
 
 
-def _to_rgb(frame) -> np.ndarray:
-    return frame.to_ndarray(format="rgb24")
+def _to_rgb(frame, autorotate: bool) -> np.ndarray:
+    """The frame as ``(H, W, 3)`` uint8 RGB, turned upright by its display matrix when ``autorotate``."""
+    img = frame.to_ndarray(format="rgb24")
+    turns = _quarter_turns(frame) if autorotate else 0
+    return np.ascontiguousarray(np.rot90(img, turns)) if turns else img
+
+
+def _quarter_turns(frame) -> int:
+    """Counter-clockwise quarter turns that the frame's display matrix asks for (0 without one)."""
+    angle = frame.rotation
+    if angle % 90:
+        logger.debug("display rotation of %s degrees is not a multiple of 90; ignored", angle)
+        return 0
+    return (angle // 90) % 4
+
+
+def display_rotation(path) -> int:
+    """The display matrix's rotation of the first video stream, in degrees counter-clockwise (0, 90, 180 or
+    270; 0 without one), read from the first decoded frame. Phone videos store portrait footage sideways with
+    such a matrix; :func:`read_frames` applies it unless ``autorotate=False``."""
+    path = _check_path(path)
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        frame = next(iter(_decode_frames(container, stream, path)), None)
+    if frame is None:
+        raise DataError(f"{path}: the video stream has zero decodable frames")
+    return _quarter_turns(frame) * 90
 
 
 def _expected_frames(container, stream) -> tuple[int, str]:
@@ -286,7 +313,7 @@ def _out_of_range(container, stream, path: str, index: int, count: int) -> DataE
     return DataError(msg)
 
 
-def _read_sequential(container, stream, path: str, wanted: Sequence[int]) -> dict[int, np.ndarray]:
+def _read_sequential(container, stream, path: str, wanted: Sequence[int], autorotate: bool) -> dict[int, np.ndarray]:
     targets = set(wanted)
     last = max(wanted)
     out: dict[int, np.ndarray] = {}
@@ -294,7 +321,7 @@ def _read_sequential(container, stream, path: str, wanted: Sequence[int]) -> dic
     for i, frame in enumerate(_decode_frames(container, stream, path)):
         count = i + 1
         if i in targets:
-            out[i] = _to_rgb(frame)
+            out[i] = _to_rgb(frame, autorotate)
         if i >= last:
             break
     if len(out) < len(targets):
@@ -348,7 +375,9 @@ def _plan_seeks(targets: list[int], pts: list[int], keys: list[int]) -> tuple[li
     return [tuple(r) for r in runs], cost
 
 
-def _read_seek(container, stream, path: str, targets: list[int], pts: list[int], runs) -> dict[int, np.ndarray]:
+def _read_seek(
+    container, stream, path: str, targets: list[int], pts: list[int], runs, autorotate: bool
+) -> dict[int, np.ndarray]:
     index = {p: i for i, p in enumerate(pts)}
     wanted = set(targets)
     out: dict[int, np.ndarray] = {}
@@ -366,7 +395,7 @@ def _read_seek(container, stream, path: str, targets: list[int], pts: list[int],
                     raise _Fallback(f"seek to frame {key} landed on frame {i}")
                 first = False
                 if i in wanted:
-                    out[i] = _to_rgb(frame)
+                    out[i] = _to_rgb(frame, autorotate)
                 if i >= last:
                     break
         except av.error.FFmpegError as e:  # a real corruption is reported by the sequential pass
@@ -395,12 +424,14 @@ def frame_numbers(indices, path: str = "") -> list[int]:
     return out
 
 
-def read_frames(path, indices, *, method: str = "auto", threads: int = 0) -> torch.Tensor:
+def read_frames(path, indices, *, method: str = "auto", threads: int = 0, autorotate: bool = True) -> torch.Tensor:
     """Frames at 0-based ``indices`` of the first video stream, as uint8 RGB ``(T, H, W, 3)`` in the order asked.
 
     Indices may repeat and be unsorted. ``method``: ``"auto"`` (seek when it is safe and pays off, otherwise
     decode sequentially), ``"sequential"`` or ``"seek"`` (falls back to sequential when seeking is unsafe).
     ``threads``: decoder threads (0 = FFmpeg's choice, about one per core; use 1-2 inside many DataLoader workers).
+    ``autorotate``: turn frames upright by the stream's display matrix (phone videos; quarter turns only, as
+    FFmpeg's player does; a mirroring matrix is applied as its rotation); False returns them as stored.
     Raises DataError naming the file for a missing, unreadable, corrupt or truncated file, a file without video,
     zero frames, or an index out of range (the message gives the frame count).
     """
@@ -427,18 +458,18 @@ def read_frames(path, indices, *, method: str = "auto", threads: int = 0) -> tor
                     raise _Fallback("index beyond the demuxed packets")  # the sequential pass reports the count
                 runs, cost = _plan_seeks(targets, pts, keys)
                 if method == "seek" or cost * _SEEK_GAIN <= targets[-1] + 1:
-                    frames = _read_seek(container, stream, path, targets, pts, runs)
+                    frames = _read_seek(container, stream, path, targets, pts, runs, autorotate)
                     logger.debug("%s: %d frames by %d seeks", path, len(targets), len(runs))
             except _Fallback as why:
                 logger.debug("%s: decoding sequentially (%s)", path, why)
                 frames = None
         if not moved:
-            frames = _read_sequential(container, stream, path, targets)
+            frames = _read_sequential(container, stream, path, targets, autorotate)
     if frames is None:  # a fresh container: the demuxing and seeking above moved the first one
         with _open(path) as container:
             stream = _video_stream(container, path)
             _set_threads(stream, threads)
-            frames = _read_sequential(container, stream, path, targets)
+            frames = _read_sequential(container, stream, path, targets, autorotate)
     return torch.from_numpy(np.stack([frames[i] for i in idx]))
 
 
