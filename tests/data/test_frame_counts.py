@@ -2,6 +2,7 @@
 
 import os
 
+import av
 import pytest
 import torch
 from odd_media import over_counting_avi, stream_copy_cut
@@ -114,3 +115,12 @@ def test_probe_is_cached_per_file_version(files, monkeypatch, tmp_path):
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     probe(path)
     assert len(calls) == 2
+
+
+def test_mp4_packets_are_counted_from_the_index(files, monkeypatch):
+    def no_demux(*args, **kwargs):
+        raise AssertionError("an MP4 count must not read the media data")
+
+    monkeypatch.setattr(av.container.InputContainer, "demux", no_demux)
+    assert probe(files["cut"], count="packets").num_frames == NUM_FRAMES - CUT
+    assert probe(files["cut"].parent / "clip.mp4", count="packets").num_frames == NUM_FRAMES

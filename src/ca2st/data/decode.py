@@ -218,7 +218,7 @@ def _probe(path: str, count: str) -> VideoInfo:
                     "truncated (re-download or re-encode it)"
                 )
         else:
-            n, source = sum(1 for p in container.demux(stream) if p.size and not p.is_discard), "packets"
+            n, source = _count_packets(container, stream), "packets"
     if n == 0:
         raise DataError(f"{path}: the video stream has zero frames")
     if info["header_frames"] and n != info["header_frames"]:
@@ -226,6 +226,15 @@ def _probe(path: str, count: str) -> VideoInfo:
     if not fps and duration:
         fps = n / duration
     return VideoInfo(num_frames=n, num_frames_source=source, fps=fps, **info)
+
+
+def _count_packets(container, stream) -> int:
+    """Presented video packets (empty and edit-list hidden ones left out): read from the demuxer's index when it
+    lists the whole stream (MP4/MOV: no media data is read), otherwise by demuxing."""
+    entries = stream.index_entries
+    if "mov" in container.format.name.split(",") and 0 < len(entries) == stream.frames:
+        return sum(1 for e in entries if e.size and not e.is_discard)
+    return sum(1 for p in container.demux(stream) if p.size and not p.is_discard)
 
 
 def _auto_count(container, stream, fps: float) -> str:
