@@ -145,14 +145,15 @@ _PROBE_CACHE_SIZE = 65536
 
 
 def probe(path, count: str = "auto") -> VideoInfo:
-    """Stream facts of a video file; ``num_frames`` never exceeds what decodes (in ``"auto"`` and ``"decode"``).
+    """Stream facts of a video file; ``num_frames`` is never a header's count that outruns the frames.
 
     ``count`` chooses how ``num_frames`` is found:
 
     * ``"auto"``: the header's count where it can be trusted; AVI files are decoded (their headers often
       count a frame or two that never decode, as in many UCF-101/HMDB XviD files); MP4/MOV files whose
       declared count disagrees with their duration (an edit list, as left by ``ffmpeg -c copy`` cuts, hides
-      frames) and files without a declared count (WebM, MKV) have their presented packets counted;
+      frames) and files without a declared count (WebM, MKV) have their presented packets counted. An AVI
+      that decodes more than two frames fewer than its header declares raises DataError (truncated);
     * ``"packets"``: always count packets; ``"decode"``: decode the whole stream (slow, exact, detects
       truncation: a decoding error raises).
 
