@@ -58,6 +58,9 @@ def cmd_data_check(args) -> int:
         fps=args.fps,
         min_short_side=args.min_short_side or None,
         min_duration=args.min_duration,
+        segment_tolerance=args.segment_tolerance,
+        silence_db=args.silence_db,
+        audio_seconds=args.audio_seconds,
         decode=not args.no_decode,
         limit=args.limit,
         progress=not args.quiet,
@@ -65,6 +68,10 @@ def cmd_data_check(args) -> int:
     )
     for problem in report.problems:
         print(problem)
+    for note in report.notes[:10]:
+        print(f"note: {note}")
+    if len(report.notes) > 10:
+        print(f"note: ... and {len(report.notes) - 10} more (all of them with --verbose)")
     for line in report.summary():
         print(line)
     missing = report.counts["missing"]
@@ -335,8 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         help="scan the videos of an annotation file and report missing, broken or unusual files",
         description="Probe every video an annotation file names (and decode its first and last frame); report "
-        "missing and undecodable files, missing audio (--audio), frame rate, duration, short side and "
-        "segments outside their video. Exit status 1 if anything is wrong, 2 if the annotation file "
+        "missing and undecodable files, missing or silent audio (--audio), frame rate, duration, short side, "
+        "segments outside their video or ending past it, and note frame counts that disagree with the header "
+        "and rotated (phone) videos. Exit status 1 if anything is wrong, 2 if the annotation file "
         "itself is malformed.",
     )
     check.add_argument("annotation", help="annotation file (CSV, list or JSON)")
@@ -347,7 +355,21 @@ def build_parser() -> argparse.ArgumentParser:
         "path_label, epic100, ssv2, kinetics, kinetics_sound, ucf101, vggsound, "
         "epic_sounds, hd_epic, hd_epic_sounds, activitynet",
     )
-    check.add_argument("--audio", action="store_true", help="require an audio track (audio-visual models)")
+    check.add_argument(
+        "--audio", action="store_true", help="require an audio track that is not silent (audio-visual models)"
+    )
+    check.add_argument(
+        "--silence-db",
+        type=float,
+        default=-60.0,
+        help="with --audio: report tracks whose RMS level is below this, in dBFS (default -60)",
+    )
+    check.add_argument(
+        "--audio-seconds",
+        type=float,
+        default=30.0,
+        help="with --audio: seconds of each track decoded to measure its level (default 30)",
+    )
     check.add_argument("--audio-root", help="folder of separate audio files (default: --root)")
     check.add_argument("--classes", help="class-map file (SSV2 labels.json, Kinetics/VGG-Sound class list, ...)")
     check.add_argument("--mapping", help="class-mapping CSV (HD-EPIC to EPIC-KITCHENS-100 classes)")
@@ -359,6 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--fps", type=float, help="expected frame rate (1%% tolerance)")
     check.add_argument("--min-short-side", type=int, default=224, help="smallest acceptable short side (0: any)")
     check.add_argument("--min-duration", type=float, help="shortest acceptable video, in seconds")
+    check.add_argument(
+        "--segment-tolerance",
+        type=float,
+        default=0.5,
+        help="report segments ending more than this many seconds past their video's end (default 0.5)",
+    )
     check.add_argument("--limit", type=int, help="check only the first N files")
     check.add_argument("--no-decode", action="store_true", help="probe only; do not decode the first/last frames")
     check.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -1,8 +1,13 @@
-import pytest
+import math
 
+import pytest
+from odd_media import over_counting_avi, rotated_video, stream_copy_cut
+
+import media
 from ca2st.cli import main
-from ca2st.data.check import check_dataset
+from ca2st.data.check import audio_level, check_dataset
 from dataset_media import make_video, write
+from media import tone
 
 ES_HEADER = (
     "annotation_id,participant_id,video_id,start_timestamp,stop_timestamp,start_sample,stop_sample,"
@@ -143,3 +148,65 @@ def test_a_malformed_annotation_file_exits_2_with_one_line(tmp_path, capsys):
     assert capsys.readouterr().err == (
         f"error: {epic}:2: stop_timestamp: timestamp 'inf' is not a number of seconds in [0, 1e+07]\n"
     )
+
+
+@pytest.fixture(scope="module")
+def odd(tmp_path_factory):
+    """Files that read but deserve a report: silent and near-silent tracks, an over-counting AVI header, an edit
+    list, a rotated phone video."""
+    r = tmp_path_factory.mktemp("odd")
+    seconds = 2.0
+    for name, amplitude in (("silent", 0.0), ("hush", 1e-4), ("quiet", 0.01)):
+        wave = tone([440.0], seconds, 48000, [amplitude])
+        media.make_video(r / f"{name}.mp4", "mp4", 50, audio=wave, audio_layout="mono")
+    avi = media.make_video(r / "clip.avi", "avi", 50)
+    over_counting_avi(avi, r / "over.avi")
+    stream_copy_cut(media.make_video(r / "clip.mp4", "mp4", 50), r / "cut.mp4", 30)  # keyframe 24: 6 hidden
+    rotated_video(r / "phone.mp4", -90)
+    return r
+
+
+def test_silent_and_near_silent_audio(odd, tmp_path, capsys):
+    ann = write(tmp_path / "av.csv", "silent.mp4 0\nhush.mp4 1\nquiet.mp4 2\n")
+    report = check_dataset(ann, odd, format="cast_k400", audio=True, min_short_side=None, progress=False)
+    silent = {p.path.rsplit("/", 1)[-1]: p.message for p in report.problems if p.kind == "silent audio"}
+    assert set(silent) == {"silent.mp4", "hush.mp4"} and len(report.problems) == 2
+    assert silent["silent.mp4"].startswith("RMS level -inf dBFS over the first 30 s, below -60 dBFS")
+    level = float(silent["hush.mp4"].split()[2])
+    assert level == pytest.approx(20 * math.log10(1e-4 / math.sqrt(2)), abs=1.5)  # a sine's RMS is its peak/√2
+    assert audio_level(odd / "quiet.mp4") == pytest.approx(20 * math.log10(0.01 / math.sqrt(2)), abs=0.5)
+    args = ["data", "check", str(ann), "--root", str(odd), "--format", "cast_k400", "--audio", "-q"]
+    assert main([*args, "--min-short-side", "0", "--silence-db", "-30"]) == 1
+    out = capsys.readouterr().out
+    assert "quiet.mp4: silent audio: RMS level -4" in out and "silent audio 3" in out
+    assert main([*args, "--min-short-side", "0", "--audio-seconds", "0"]) == 2
+
+
+def test_segment_ending_past_its_video(root, tmp_path):
+    ann = write(
+        tmp_path / "EPIC_Sounds.csv",
+        ES_HEADER
+        + "in,P01,good,00:00:00.500,00:00:02.300,0,1,x,rustle,4\n"  # 0.3 s past a 2 s video: rounding
+        + "far,P01,good,00:00:01.000,00:00:07.000,0,1,x,rustle,4\n",
+    )
+    report = check_dataset(ann, root, video_template="{video_id}.mp4", min_short_side=None, progress=False)
+    assert [p.message.split(":")[0] for p in report.problems] == [f"sample far ({ann}"]
+    assert "ends at 7 s, 5.00 s past the end of the video (2.00 s, 20 frames)" in report.problems[0].message
+    strict = check_dataset(
+        ann, root, video_template="{video_id}.mp4", min_short_side=None, segment_tolerance=0.2, progress=False
+    )
+    assert len(strict.problems) == 2
+
+
+def test_frame_count_and_rotation_notes(odd, tmp_path, capsys):
+    ann = write(tmp_path / "odd.csv", "over.avi 0\ncut.mp4 1\nphone.mp4 2\nclip.avi 3\n")
+    report = check_dataset(ann, odd, format="cast_k400", min_short_side=None, progress=False)
+    assert report.ok
+    notes = {(n.path.rsplit("/", 1)[-1], n.kind): n.message for n in report.notes}
+    assert set(notes) == {("over.avi", "frame count"), ("cut.mp4", "frame count"), ("phone.mp4", "rotation")}
+    assert notes["over.avi", "frame count"].startswith("the header declares 51 frames, 50 decode")
+    assert notes["cut.mp4", "frame count"].startswith("the header declares 26 frames, 20 are presented (an edit")
+    assert "turns the video 270 degrees" in notes["phone.mp4", "rotation"]
+    assert main(["data", "check", str(ann), "--root", str(odd), "--format", "cast_k400", "--min-short-side", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "note: " in out and "notes (handled): frame count 2, rotation 1" in out and "no problems found" in out

@@ -143,7 +143,7 @@ def test_bigbuckbunny_decodes():
 def test_probe(videos, kind):
     info = probe(videos[kind])
     assert info.num_frames == NUM_FRAMES
-    assert info.num_frames_source == ("container" if kind in ("mp4", "avi") else "packets")
+    assert info.num_frames_source == {"mp4": "container", "avi": "decoded"}.get(kind, "packets")
     assert (info.width, info.height) == (WIDTH, HEIGHT) and info.fps == pytest.approx(25.0)
     assert info.duration == pytest.approx(AUDIO_SECONDS, abs=0.05)
     assert info.codec == VIDEO_CODECS[kind][0].replace("libx264", "h264").replace("libvpx-vp9", "vp9").replace(

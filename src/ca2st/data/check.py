@@ -1,13 +1,21 @@
 """``ca2st data check``: verify that every file an annotation list names is there and usable.
 
-Each distinct video is probed once and its first and last frames decoded (a truncated file fails there); the
-annotation's segments are checked against the video's length. Reported problems, per file:
+Each distinct video is probed once (with the frame count that decodes, see :func:`ca2st.data.decode.probe`)
+and its first and last frames decoded (a truncated file fails there); the annotation's segments are checked
+against the video's length. Reported problems, per file:
 
 * ``missing`` — no such file; ``undecodable`` — the container or a frame cannot be decoded;
 * ``no audio`` — no audio track (only with ``audio=True``; a separate audio file must exist and have one);
+* ``silent audio`` — (with ``audio=True``) an audio track whose RMS level over its first ``audio_seconds`` is
+  below ``silence_db`` dBFS (a full-scale sine is -3 dBFS): a muted or near-silent recording;
 * ``fps`` — unknown frame rate, or one that differs from ``fps`` by more than ``fps_tolerance`` (relative);
-* ``duration`` — shorter than ``min_duration`` seconds; ``segment`` — a segment outside the video;
+* ``duration`` — shorter than ``min_duration`` seconds; ``segment`` — a segment outside the video, or ending
+  more than ``segment_tolerance`` seconds past its end (wrong video or wrong time unit);
 * ``short side`` — smaller than ``min_short_side`` pixels (frames would be upscaled for the 224 crops).
+
+Notes (handled, not problems): ``frame count`` — the header declares another frame count than the one used
+(an AVI header counting frames that never decode, an MP4 edit list hiding frames); ``rotation`` — a display
+matrix turns the video (frames are decoded upright).
 
 Wrong preprocessing (short side, fps, missing videos) is the usual reason a released checkpoint evaluates
 lower than published; this report is meant to be run before any evaluation.
@@ -16,6 +24,7 @@ lower than published; this report is meant to be run before any evaluation.
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -23,12 +32,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..text import plural
 from .datasets import parse_annotations
 from .sampling import frame_range
 
-__all__ = ["check_dataset", "CheckReport", "FileProblem"]
+__all__ = ["check_dataset", "audio_level", "CheckReport", "FileProblem"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +63,8 @@ class CheckReport:
     num_samples: int
     num_files: int
     problems: list[FileProblem] = field(default_factory=list)
+    notes: list[FileProblem] = field(default_factory=list)
+    audio_levels: list[float] = field(default_factory=list)
     fps: Counter = field(default_factory=Counter)
     short_sides: Counter = field(default_factory=Counter)
     durations: list[float] = field(default_factory=list)
@@ -85,6 +96,14 @@ class CheckReport:
         if self.durations:
             d = self.durations
             lines.append(f"  duration: min {min(d):.2f} s, median {statistics.median(d):.2f} s, max {max(d):.2f} s")
+        if self.audio_levels:
+            levels = self.audio_levels
+            lines.append(
+                f"  audio level (RMS): min {min(levels):.1f} dBFS, median {statistics.median(levels):.1f} dBFS"
+            )
+        if self.notes:
+            kinds = Counter(n.kind for n in self.notes)
+            lines.append("  notes (handled): " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
         if self.ok:
             lines.append("  no problems found")
         else:
@@ -111,6 +130,9 @@ def check_dataset(
     fps_tolerance: float = 0.01,
     min_short_side: int | None = 224,
     min_duration: float | None = None,
+    segment_tolerance: float = 0.5,
+    silence_db: float = -60.0,
+    audio_seconds: float = 30.0,
     decode: bool = True,
     limit: int | None = None,
     progress: bool = True,
@@ -120,8 +142,14 @@ def check_dataset(
 
     A malformed annotation file raises :class:`DataError` (file and line); problems of the media files are
     collected in the returned :class:`CheckReport`. ``limit`` checks only the first files (a quick look).
+    ``decode=False`` only probes (no frame decoded, no rotation or audio level read).
     """
-    from .decode import has_audio, probe, read_frames
+    from .decode import display_rotation, has_audio, probe, read_frames
+
+    if not audio_seconds > 0:
+        raise ConfigError(f"audio_seconds must be a positive number of seconds, got {audio_seconds!r}")
+    if not segment_tolerance >= 0:
+        raise ConfigError(f"segment_tolerance must be 0 or more seconds, got {segment_tolerance!r}")
 
     ann = parse_annotations(annotation, format, **options)
     root = Path(root) if root is not None else None
@@ -138,6 +166,9 @@ def check_dataset(
         def problem(kind: str, message: str, at: str = where):
             report.problems.append(FileProblem(at, kind, message))
 
+        def note(kind: str, message: str, at: str = where):
+            report.notes.append(FileProblem(at, kind, message))
+
         if not path.is_file():
             used = plural(len(by_file[rel]), "sample")
             problem("missing", f"file not found (used by {used}, e.g. {by_file[rel][0].source})")
@@ -150,9 +181,14 @@ def check_dataset(
         if decode:
             try:
                 read_frames(path, sorted({0, info.num_frames - 1}))
+                rotation = display_rotation(path)
             except DataError as err:
                 problem("undecodable", str(err))
                 continue
+            if rotation:
+                note("rotation", f"the display matrix turns the video {rotation} degrees: frames are decoded upright")
+        if info.header_frames and info.header_frames != info.num_frames:
+            note("frame count", _count_note(info))
         short = min(info.width, info.height)
         report.short_sides[short] += 1
         if not info.fps or info.fps <= 0:
@@ -175,22 +211,75 @@ def check_dataset(
                     frame_range(info.num_frames, info.fps, s.start, s.end, unit=s.unit)
                 except DataError as err:
                     problem("segment", f"sample {s.id} ({s.source}): {err}")
+                    continue
+                past = _past_the_end(s, info.num_frames, info.fps)
+                if past > segment_tolerance:
+                    problem("segment", f"sample {s.id} ({s.source}): {_past_message(s, info, past)}")
         if audio:
             audio_files = {s.audio_path for s in by_file[rel]}
             for a in sorted(audio_files, key=str):
                 if a is None:
                     if not info.has_audio:
                         problem("no audio", "the video has no audio track")
-                    continue
-                apath = _resolve(a, audio_root)
-                if not apath.is_file():
-                    problem("no audio", "audio file not found", str(apath))
-                    continue
+                        continue
+                    apath = path
+                else:
+                    apath = _resolve(a, audio_root)
+                    if not apath.is_file():
+                        problem("no audio", "audio file not found", str(apath))
+                        continue
                 try:
                     if not has_audio(apath):
                         problem("no audio", "the file has no audio track", str(apath))
+                        continue
+                    if not decode:
+                        continue
+                    level = audio_level(apath, audio_seconds)
                 except DataError as err:
                     problem("undecodable", str(err), str(apath))
-    for p in report.problems:
+                    continue
+                report.audio_levels.append(level)
+                if level < silence_db:
+                    problem(
+                        "silent audio",
+                        f"RMS level {level:.1f} dBFS over the first {audio_seconds:g} s, below {silence_db:g} dBFS: "
+                        "a silent or near-silent track",
+                        str(apath),
+                    )
+    for p in report.problems + report.notes:
         log.info("%s", p)
     return report
+
+
+def audio_level(path, seconds: float = 30.0) -> float:
+    """RMS level in dBFS of the first ``seconds`` of the file's first audio track, mixed to mono
+    (``-inf`` for digital silence; a full-scale sine is -3 dBFS)."""
+    from .decode import read_audio
+
+    wave = read_audio(path, 0.0, seconds, sample_rate=16000).double()
+    if wave.numel() == 0:
+        raise DataError(f"{path}: the audio track has no samples in its first {seconds:g} s")
+    rms = float(wave.square().mean().sqrt())
+    return 20.0 * math.log10(rms) if rms > 0 else -math.inf
+
+
+def _past_the_end(sample, num_frames: int, fps: float) -> float:
+    """Seconds by which the sample's segment ends after the video's last frame (negative or 0 inside)."""
+    if sample.end is None:
+        return 0.0
+    end = sample.end if sample.unit == "seconds" else sample.end / fps
+    return end - num_frames / fps
+
+
+def _past_message(sample, info, past: float) -> str:
+    length = f"{info.num_frames / info.fps:.2f} s, {info.num_frames} frames"
+    end = f"{sample.end:g} s" if sample.unit == "seconds" else f"frame {sample.end:g}"
+    return f"ends at {end}, {past:.2f} s past the end of the video ({length}): wrong video or time unit?"
+
+
+def _count_note(info) -> str:
+    how = {
+        "decoded": "decode: the video ends there",
+        "packets": "are presented (an edit list hides the others; frame 0 is the first presented frame)",
+    }.get(info.num_frames_source, f"by {info.num_frames_source}")
+    return f"the header declares {info.header_frames} frames, {info.num_frames} {how}; {info.num_frames} are used"

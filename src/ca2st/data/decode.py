@@ -1,7 +1,9 @@
 """Decoding with PyAV: exact frames at given indices, an audio window as a mono waveform, and stream facts.
 
 Frame ``i`` is the ``i``-th frame (0-based) that a sequential decode of the first video stream returns, in
-presentation order. Two strategies give exactly that frame:
+presentation order (an MP4 edit list's hidden frames are not frames: frame 0 is the first presented one); frames
+come out upright (a display matrix's quarter turns are applied unless ``autorotate=False``). Two strategies give
+exactly that frame:
 
 * ``sequential``: decode from the start, keep the wanted frames, stop after the last one. Exact for every
   container and codec.
@@ -34,13 +36,14 @@ from .audio import resample
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VideoInfo", "probe", "has_audio", "read_frames", "read_audio"]
+__all__ = ["VideoInfo", "probe", "has_audio", "display_rotation", "read_frames", "read_audio"]
 
 # Containers (FFmpeg demuxer names) whose video timestamps we trust for seeking, and codecs excluded there.
 _SEEK_FORMATS = ("mov", "mp4", "matroska", "webm")
 _NO_SEEK_CODECS = ("vp8",)
 _SEEK_COST = 12  # a seek costs about as much as decoding this many frames
 _SEEK_GAIN = 2.0  # seek only if the sequential plan decodes at least this many times more frames
+_END_SHORTFALL = 2  # decoded frames missing at the end of a header's count: an encoder quirk, not truncation
 _REORDER_MARGIN = 32  # packets demuxed past the last target, so reordered (B-frame) timestamps are all seen
 _AUDIO_SEEK_AFTER = 30.0  # seconds: later windows are reached by seeking when timestamps are sample-exact
 _AUDIO_SEEK_PREROLL = 1.0  # seconds decoded before the window after a seek (decoder warm-up)
@@ -54,8 +57,10 @@ class _Fallback(Exception):
 @dataclass(frozen=True)
 class VideoInfo:
     """Facts about a media file. ``num_frames_source`` says how ``num_frames`` was obtained:
-    ``"container"`` (declared in the header), ``"packets"`` (video packets counted by demuxing) or
-    ``"decoded"`` (frames counted by decoding; exact by definition)."""
+    ``"container"`` (declared in the header), ``"packets"`` (video packets counted by demuxing, edit-list
+    hidden ones left out) or ``"decoded"`` (frames counted by decoding; exact by definition).
+    ``header_frames`` is the count the header declares (0 when it declares none); it can differ from
+    ``num_frames`` (an AVI header counting one frame too many, an MP4 edit list hiding frames)."""
 
     path: str
     num_frames: int
@@ -71,6 +76,7 @@ class VideoInfo:
     audio_channels: int | None = None
     audio_codec: str | None = None
     audio_duration: float | None = None
+    header_frames: int = 0
 
 
 # --------------------------------------------------------------------------------------------- opening
@@ -134,16 +140,41 @@ def has_audio(path) -> bool:
         return bool(container.streams.audio)
 
 
-def probe(path, count: str = "auto") -> VideoInfo:
-    """Stream facts of a video file.
+_PROBE_CACHE: dict[tuple, VideoInfo] = {}
+_PROBE_CACHE_SIZE = 65536
 
-    ``count`` chooses how ``num_frames`` is found: ``"auto"`` uses the container's declared frame count
-    and counts demuxed video packets when it declares none (WebM, MKV); ``"packets"`` always counts packets;
-    ``"decode"`` decodes the whole stream (slow, exact by definition, detects truncation).
+
+def probe(path, count: str = "auto") -> VideoInfo:
+    """Stream facts of a video file; ``num_frames`` is never a header's count that outruns the frames.
+
+    ``count`` chooses how ``num_frames`` is found:
+
+    * ``"auto"``: the header's count where it can be trusted; AVI files are decoded (their headers often
+      count a frame or two that never decode, as in many UCF-101/HMDB XviD files); MP4/MOV files whose
+      declared count disagrees with their duration (an edit list, as left by ``ffmpeg -c copy`` cuts, hides
+      frames) and files without a declared count (WebM, MKV) have their presented packets counted. An AVI
+      that decodes more than two frames fewer than its header declares raises DataError (truncated);
+    * ``"packets"``: always count packets; ``"decode"``: decode the whole stream (slow, exact, detects
+      truncation: a decoding error raises).
+
+    Results are cached in memory per file (path, size and modification time), so a dataset pays a slow count
+    once per process.
     """
     if count not in ("auto", "packets", "decode"):
         raise ValueError(f"count must be 'auto', 'packets' or 'decode', got {count!r}")
     path = _check_path(path)
+    stat = os.stat(path)
+    key = (path, count, stat.st_size, stat.st_mtime_ns)
+    info = _PROBE_CACHE.get(key)
+    if info is None:
+        info = _probe(path, count)
+        if len(_PROBE_CACHE) >= _PROBE_CACHE_SIZE:
+            _PROBE_CACHE.clear()
+        _PROBE_CACHE[key] = info
+    return info
+
+
+def _probe(path: str, count: str) -> VideoInfo:
     with _open(path) as container:
         stream = _video_stream(container, path)
         ctx = stream.codec_context
@@ -155,13 +186,13 @@ def probe(path, count: str = "auto") -> VideoInfo:
         audio = container.streams.audio[0] if container.streams.audio else None
         info = dict(
             path=path,
-            fps=fps,
             duration=duration,
             width=ctx.width,
             height=ctx.height,
             codec=ctx.name,
             container=container.format.name,
             has_audio=audio is not None,
+            header_frames=max(0, stream.frames),
         )
         if audio is not None:
             actx = audio.codec_context
@@ -174,18 +205,49 @@ def probe(path, count: str = "auto") -> VideoInfo:
                 audio_codec=actx.name,
                 audio_duration=adur,
             )
-        if count == "auto" and stream.frames > 0:
+        auto = count == "auto"
+        if auto:
+            count = _auto_count(container, stream, fps)
+        if count == "container":
             n, source = stream.frames, "container"
         elif count == "decode":
             stream.thread_type = "AUTO"
             n, source = sum(1 for _ in _decode_frames(container, stream, path)), "decoded"
+            if auto and stream.frames - n > _END_SHORTFALL:
+                raise DataError(
+                    f"{path}: the header declares {stream.frames} frames but only {n} decode: the file looks "
+                    "truncated (re-download or re-encode it)"
+                )
         else:
-            n, source = sum(1 for p in container.demux(stream) if p.size and not p.is_discard), "packets"
+            n, source = _count_packets(container, stream), "packets"
     if n == 0:
         raise DataError(f"{path}: the video stream has zero frames")
+    if info["header_frames"] and n != info["header_frames"]:
+        logger.debug("%s: the header declares %d frames, %d by %s", path, info["header_frames"], n, source)
     if not fps and duration:
         fps = n / duration
-    return VideoInfo(num_frames=n, num_frames_source=source, **{**info, "fps": fps})
+    return VideoInfo(num_frames=n, num_frames_source=source, fps=fps, **info)
+
+
+def _count_packets(container, stream) -> int:
+    """Presented video packets (empty and edit-list hidden ones left out): read from the demuxer's index when it
+    lists the whole stream (MP4/MOV: no media data is read), otherwise by demuxing."""
+    entries = stream.index_entries
+    if "mov" in container.format.name.split(",") and 0 < len(entries) == stream.frames:
+        return sum(1 for e in entries if e.size and not e.is_discard)
+    return sum(1 for p in container.demux(stream) if p.size and not p.is_discard)
+
+
+def _auto_count(container, stream, fps: float) -> str:
+    """How ``probe(count="auto")`` counts frames in this file: ``"container"``, ``"packets"`` or ``"decode"``."""
+    if stream.frames <= 0:
+        return "packets"
+    if "avi" in container.format.name.split(","):
+        return "decode"  # AVI headers over-count; packets too (XviD packed B-frames leave empty placeholders)
+    duration = _seconds(stream.duration, stream.time_base)
+    if fps and duration is not None and abs(duration * fps - stream.frames) >= 1:
+        return "packets"  # an edit list (or a wrong header): count the presented packets
+    return "container"
 
 
 # --------------------------------------------------------------------------------------------- frames
@@ -208,8 +270,33 @@ def _set_threads(stream, threads: int) -> None:
     stream.codec_context.thread_count = max(0, int(threads))
 
 
-def _to_rgb(frame) -> np.ndarray:
-    return frame.to_ndarray(format="rgb24")
+def _to_rgb(frame, autorotate: bool) -> np.ndarray:
+    """The frame as ``(H, W, 3)`` uint8 RGB, turned upright by its display matrix when ``autorotate``."""
+    img = frame.to_ndarray(format="rgb24")
+    turns = _quarter_turns(frame) if autorotate else 0
+    return np.ascontiguousarray(np.rot90(img, turns)) if turns else img
+
+
+def _quarter_turns(frame) -> int:
+    """Counter-clockwise quarter turns that the frame's display matrix asks for (0 without one)."""
+    angle = frame.rotation
+    if angle % 90:
+        logger.debug("display rotation of %s degrees is not a multiple of 90; ignored", angle)
+        return 0
+    return (angle // 90) % 4
+
+
+def display_rotation(path) -> int:
+    """The display matrix's rotation of the first video stream, in degrees counter-clockwise (0, 90, 180 or
+    270; 0 without one), read from the first decoded frame. Phone videos store portrait footage sideways with
+    such a matrix; :func:`read_frames` applies it unless ``autorotate=False``."""
+    path = _check_path(path)
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        frame = next(iter(_decode_frames(container, stream, path)), None)
+    if frame is None:
+        raise DataError(f"{path}: the video stream has zero decodable frames")
+    return _quarter_turns(frame) * 90
 
 
 def _expected_frames(container, stream) -> tuple[int, str]:
@@ -228,12 +315,15 @@ def _out_of_range(container, stream, path: str, index: int, count: int) -> DataE
         return DataError(f"{path}: the video stream has zero decodable frames")
     msg = f"{path}: frame index {index} is out of range: the video has {count} frames (valid 0..{count - 1})"
     expected, verb = _expected_frames(container, stream)
-    if expected > count + max(2, count // 20):
+    tolerance = _END_SHORTFALL if verb == "declares" else max(_END_SHORTFALL, count // 20)
+    if expected > count + tolerance:
         msg += f"; the header {verb} {expected} frames, so the file looks truncated"
+    elif expected > count:
+        msg += f" (the header {verb} {expected}: the last ones never decode, which is the end of the video)"
     return DataError(msg)
 
 
-def _read_sequential(container, stream, path: str, wanted: Sequence[int]) -> dict[int, np.ndarray]:
+def _read_sequential(container, stream, path: str, wanted: Sequence[int], autorotate: bool) -> dict[int, np.ndarray]:
     targets = set(wanted)
     last = max(wanted)
     out: dict[int, np.ndarray] = {}
@@ -241,7 +331,7 @@ def _read_sequential(container, stream, path: str, wanted: Sequence[int]) -> dic
     for i, frame in enumerate(_decode_frames(container, stream, path)):
         count = i + 1
         if i in targets:
-            out[i] = _to_rgb(frame)
+            out[i] = _to_rgb(frame, autorotate)
         if i >= last:
             break
     if len(out) < len(targets):
@@ -295,7 +385,9 @@ def _plan_seeks(targets: list[int], pts: list[int], keys: list[int]) -> tuple[li
     return [tuple(r) for r in runs], cost
 
 
-def _read_seek(container, stream, path: str, targets: list[int], pts: list[int], runs) -> dict[int, np.ndarray]:
+def _read_seek(
+    container, stream, path: str, targets: list[int], pts: list[int], runs, autorotate: bool
+) -> dict[int, np.ndarray]:
     index = {p: i for i, p in enumerate(pts)}
     wanted = set(targets)
     out: dict[int, np.ndarray] = {}
@@ -313,7 +405,7 @@ def _read_seek(container, stream, path: str, targets: list[int], pts: list[int],
                     raise _Fallback(f"seek to frame {key} landed on frame {i}")
                 first = False
                 if i in wanted:
-                    out[i] = _to_rgb(frame)
+                    out[i] = _to_rgb(frame, autorotate)
                 if i >= last:
                     break
         except av.error.FFmpegError as e:  # a real corruption is reported by the sequential pass
@@ -342,12 +434,14 @@ def frame_numbers(indices, path: str = "") -> list[int]:
     return out
 
 
-def read_frames(path, indices, *, method: str = "auto", threads: int = 0) -> torch.Tensor:
+def read_frames(path, indices, *, method: str = "auto", threads: int = 0, autorotate: bool = True) -> torch.Tensor:
     """Frames at 0-based ``indices`` of the first video stream, as uint8 RGB ``(T, H, W, 3)`` in the order asked.
 
     Indices may repeat and be unsorted. ``method``: ``"auto"`` (seek when it is safe and pays off, otherwise
     decode sequentially), ``"sequential"`` or ``"seek"`` (falls back to sequential when seeking is unsafe).
     ``threads``: decoder threads (0 = FFmpeg's choice, about one per core; use 1-2 inside many DataLoader workers).
+    ``autorotate``: turn frames upright by the stream's display matrix (phone videos; quarter turns only, as
+    FFmpeg's player does; a mirroring matrix is applied as its rotation); False returns them as stored.
     Raises DataError naming the file for a missing, unreadable, corrupt or truncated file, a file without video,
     zero frames, or an index out of range (the message gives the frame count).
     """
@@ -374,18 +468,18 @@ def read_frames(path, indices, *, method: str = "auto", threads: int = 0) -> tor
                     raise _Fallback("index beyond the demuxed packets")  # the sequential pass reports the count
                 runs, cost = _plan_seeks(targets, pts, keys)
                 if method == "seek" or cost * _SEEK_GAIN <= targets[-1] + 1:
-                    frames = _read_seek(container, stream, path, targets, pts, runs)
+                    frames = _read_seek(container, stream, path, targets, pts, runs, autorotate)
                     logger.debug("%s: %d frames by %d seeks", path, len(targets), len(runs))
             except _Fallback as why:
                 logger.debug("%s: decoding sequentially (%s)", path, why)
                 frames = None
         if not moved:
-            frames = _read_sequential(container, stream, path, targets)
+            frames = _read_sequential(container, stream, path, targets, autorotate)
     if frames is None:  # a fresh container: the demuxing and seeking above moved the first one
         with _open(path) as container:
             stream = _video_stream(container, path)
             _set_threads(stream, threads)
-            frames = _read_sequential(container, stream, path, targets)
+            frames = _read_sequential(container, stream, path, targets, autorotate)
     return torch.from_numpy(np.stack([frames[i] for i in idx]))
 
 
