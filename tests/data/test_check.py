@@ -210,3 +210,22 @@ def test_frame_count_and_rotation_notes(odd, tmp_path, capsys):
     assert main(["data", "check", str(ann), "--root", str(odd), "--format", "cast_k400", "--min-short-side", "0"]) == 0
     out = capsys.readouterr().out
     assert "note: " in out and "notes (handled): frame count 2, rotation 1" in out and "no problems found" in out
+
+
+def test_fps_that_disagrees_with_the_epic_frame_numbers(tmp_path):
+    (tmp_path / "P01" / "videos").mkdir(parents=True)
+    make_video(tmp_path / "P01" / "videos" / "P01_11.MP4", 40, fps=10)  # re-encoded at 10 fps
+    head = "narration_id,participant_id,video_id,start_timestamp,stop_timestamp,start_frame,stop_frame,verb_class,noun_class\n"
+    rows = [  # the official frame numbers are at 50 fps: 1.5 s is frame 75
+        "P01_11_0,P01,P01_11,00:00:01.50,00:00:02.00,75,100,1,2\n",
+        "P01_11_1,P01,P01_11,00:00:02.00,00:00:03.00,100,150,3,4\n",
+    ]
+    ann = write(tmp_path / "EPIC_100_validation.csv", head + "".join(rows))
+    report = check_dataset(ann, tmp_path, progress=False)
+    fps = [p for p in report.problems if p.kind == "fps"]
+    assert len(fps) == 1 and "10 fps, but the annotation's frame numbers and timestamps imply 50 fps" in fps[0].message
+    consistent = write(
+        tmp_path / "ok.csv",
+        head + "".join(r.replace(",75,100,", ",15,20,").replace(",100,150,", ",20,30,") for r in rows),
+    )
+    assert not [p for p in check_dataset(consistent, tmp_path, progress=False).problems if p.kind == "fps"]

@@ -168,3 +168,18 @@ def test_vggsound_without_classes_says_which_order_and_the_recipe_makes_it(tmp_p
     assert load_class_map(tmp_path / "classes.txt") == ["airplane", "cat purring", "dog barking, growling"]
     a = parse_annotations(f, "vggsound", classes=tmp_path / "classes.txt")
     assert [s.label for s in a] == [2, 1, 0]
+
+
+def test_ucf101_lists_of_mp4_files_are_guessed(tmp_path):
+    from ca2st.data.datasets import guess_format
+
+    mp4 = tmp_path / "a" / "trainlist01.txt"
+    mp4.parent.mkdir()
+    mp4.write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.mp4 1\n")
+    assert guess_format(mp4) == "ucf101"
+    plain = tmp_path / "b" / "list.txt"
+    plain.parent.mkdir()
+    plain.write_text("clips/0001.mp4 3\n")
+    assert guess_format(plain) == "path_label"
+    (plain.parent / "classInd.txt").write_text("1 ApplyEyeMakeup\n")  # the official class file beside the list
+    assert guess_format(plain) == "ucf101"

@@ -152,6 +152,7 @@ def check_dataset(
         raise ConfigError(f"segment_tolerance must be 0 or more seconds, got {segment_tolerance!r}")
 
     ann = parse_annotations(annotation, format, **options)
+    implied_fps = _annotation_fps(annotation, ann, options)
     root = Path(root) if root is not None else None
     audio_root = Path(audio_root) if audio_root is not None else root
     by_file: dict[str, list] = defaultdict(list)
@@ -197,6 +198,13 @@ def check_dataset(
             report.fps[round(info.fps, 3)] += 1
             if fps is not None and abs(info.fps - fps) > fps_tolerance * fps:
                 problem("fps", f"{info.fps:g} fps, expected {fps:g}")
+            stated = implied_fps.get(rel)
+            if stated is not None and abs(info.fps - stated) > max(fps_tolerance, 0.02) * stated:
+                problem(
+                    "fps",
+                    f"{info.fps:g} fps, but the annotation's frame numbers and timestamps imply {stated:.4g} fps: "
+                    "the video was re-encoded at another rate, so frame-based segments would miss",
+                )
         duration = info.num_frames / info.fps if info.fps else info.duration
         report.durations.append(duration)
         if min_duration is not None and duration < min_duration:
@@ -249,6 +257,22 @@ def check_dataset(
     for p in report.problems + report.notes:
         log.info("%s", p)
     return report
+
+
+def _annotation_fps(annotation, ann, options: dict) -> dict[str, float]:
+    """Per video file, the frame rate an EPIC-style annotation implies: the median of ``start_frame (1-based) /
+    start_timestamp`` over its segments starting after 1 s (empty for other formats)."""
+    if ann.format != "epic100" or options.get("use_frames"):
+        return {}
+    try:
+        frames = parse_annotations(annotation, ann.format, **{**options, "use_frames": True}).samples
+    except DataError:  # no frame columns
+        return {}
+    ratios: dict[str, list[float]] = defaultdict(list)
+    for by_time, by_frame in zip(ann.samples, frames):
+        if by_time.id == by_frame.id and by_time.start and by_time.start > 1.0:
+            ratios[by_time.path].append((by_frame.start + 1) / by_time.start)  # start_frame ≈ round(t · fps)
+    return {path: statistics.median(r) for path, r in ratios.items()}
 
 
 def audio_level(path, seconds: float = 30.0) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import inspect
+import re
 import types
 import typing
 from pathlib import Path
@@ -95,6 +96,10 @@ def dataset_name(format: str | None, path: str | Path) -> str:
     return Path(str(path)).stem
 
 
+# UCF-101 clip names, whatever the container (the official .avi, or re-encoded .mp4): <Class>/v_<Class>_g08_c01
+UCF101_CLIP = re.compile(r"(^|/)v_\w+_g\d+_c\d+\.\w+$")
+
+
 def guess_format(path: str | Path) -> str:
     """The format of an annotation file from its content (header columns, JSON shape, row shape).
 
@@ -131,9 +136,10 @@ def guess_format(path: str | Path) -> str:
     if len(parts) == 4 and parts[1].strip().replace(".", "", 1).isdigit():
         return "vggsound"
     words = first.split()
+    ucf = bool(words) and (UCF101_CLIP.search(words[0]) is not None or (p.parent / "classInd.txt").is_file())
     if len(words) == 2 and words[1].isdigit():
-        return "ucf101" if "/v_" in words[0] and words[0].endswith(".avi") else "path_label"
-    if len(words) == 1 and "/v_" in words[0]:
+        return "ucf101" if ucf else "path_label"
+    if len(words) == 1 and ucf:
         return "ucf101"
     raise DataError(
         f"{p}: cannot tell the annotation format from its first line {first[:80]!r}; pass the format "
