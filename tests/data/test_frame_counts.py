@@ -70,7 +70,7 @@ def test_over_counting_avi_in_a_dataset(files):
     ]
     ds = VideoDataset(samples, files["over"].parent, build_sampler("segment", 4), RawFrames())
     whole, tail = ds[0][0][0], ds[1][0][0]
-    assert _indices(whole) == [18, 56, 93, 131]  # centres of 4 parts of 150 frames, not 151
+    assert _indices(whole) == [0, 37, 75, 112]  # official view 0: starts of 4 parts of 150 frames (151: 113)
     assert _indices(tail) == list(range(NUM_FRAMES - 4, NUM_FRAMES))
 
 
