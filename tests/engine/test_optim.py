@@ -127,3 +127,25 @@ def test_ema_tracks_only_trainable_weights():
     torch.testing.assert_close(ema.state_dict()["head.fc.weight"], start + 0.5)
     ema.copy_to(model)
     torch.testing.assert_close(model.head.fc.weight, start + 0.5)
+
+
+def test_cutmix_pastes_one_height_by_width_box_into_every_frame():
+    torch.manual_seed(0)
+    video = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1, 1).expand(4, 3, 6, 16, 16).clone()
+    mix = VideoMixup({"class": 5}, mixup_alpha=0.0, cutmix_alpha=1.0, prob=1.0, switch_prob=0.0)
+    mixed, _, _, lam = mix(video.clone(), {"class": torch.tensor([0, 1, 2, 3])})
+    pasted = mixed[0] != video[0]  # sample 0 gets sample 3's pixels inside the box
+    assert pasted.any() and 0 < lam < 1
+    box = pasted[0, 0]  # (H, W) of the first frame
+    assert all(torch.equal(pasted[c, t], box) for c in range(3) for t in range(6))  # the same box, every frame
+    rows, cols = box.any(1).nonzero().flatten(), box.any(0).nonzero().flatten()
+    assert box[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all()  # a rectangle in height × width
+    assert lam == pytest.approx(1 - float(box.float().mean()))
+
+
+def test_ema_state_loads_onto_the_device_of_its_averages():
+    model = smoke_model().to("meta")  # stands for a model on a GPU; the checkpoint is read on the CPU
+    ema = TrainableEMA(model, decay=0.5)
+    saved = {n: torch.zeros(p.shape) for n, p in zip(ema.names, ema.shadow)}
+    ema.load_state_dict(saved)
+    assert {t.device.type for t in ema.shadow} == {"meta"}

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from timm.data import Mixup
-from timm.data.mixup import mixup_target
+from timm.data.mixup import cutmix_bbox_and_lam, mixup_target
 from timm.optim import param_groups_layer_decay
 from timm.scheduler import CosineLRScheduler
 from torch import nn
@@ -82,11 +82,27 @@ class VideoMixup(Mixup):
     def __call__(self, video: torch.Tensor, target: dict[str, torch.Tensor], audio: torch.Tensor | None = None):
         if video.shape[0] % 2:
             raise ValueError("mixup needs an even batch size")
-        lam = self._mix_batch(video)
+        lam = self._mix_clips(video)
         if audio is not None and self.mix_audio and lam != 1.0:
             audio = audio.mul(lam).add_(audio.flip(0).mul(1.0 - lam))
         mixed = {t: mixup_target(target[t], n, lam, self.label_smoothing) for t, n in self.tasks.items()}
         return video, mixed, audio, lam
+
+    def _mix_clips(self, video: torch.Tensor) -> float:
+        """Mix ``video`` in place with its batch-reversed copy; cutmix pastes one height × width box into every
+        frame (timm's batch mixing would cut the box along time × height of a 5-D clip)."""
+        lam, use_cutmix = self._params_per_batch()
+        if lam == 1.0:
+            return 1.0
+        if not use_cutmix:
+            partner = video.flip(0).mul_(1.0 - lam)  # taken before the clips change
+            video.mul_(lam).add_(partner)
+            return lam
+        (yl, yh, xl, xh), lam = cutmix_bbox_and_lam(
+            video.shape, lam, ratio_minmax=self.cutmix_minmax, correct_lam=self.correct_lam
+        )
+        video[..., yl:yh, xl:xh] = video.flip(0)[..., yl:yh, xl:xh]
+        return lam
 
 
 def seed_mixup(seed: int, step: int) -> None:
@@ -125,7 +141,10 @@ class TrainableEMA:
         return dict(zip(self.names, self.shadow))
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.shadow = [state[n].clone().float() for n in self.names]
+        """Load saved averages onto the device of the averages they replace (a checkpoint is read on the CPU)."""
+        self.shadow = [
+            state[n].to(device=old.device, dtype=torch.float32, copy=True) for n, old in zip(self.names, self.shadow)
+        ]
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:
