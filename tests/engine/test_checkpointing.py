@@ -63,3 +63,20 @@ def test_latest_is_the_newest_complete_one_and_pruning_keeps_the_newest(tmp_path
         "checkpoint-00000011",
         "checkpoint-best",
     ]
+
+
+def test_the_cuda_generator_is_saved_and_restored_per_rank(monkeypatch):
+    from ca2st.engine.checkpointing import restore_rng_state, rng_state
+    from ca2st.engine.distributed import DistInfo
+
+    gpu = torch.device("cuda", 0)
+    cuda_state = torch.arange(16, dtype=torch.uint8)  # what torch.cuda.get_rng_state returns: a CPU byte tensor
+    restored = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: cuda_state.clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((state, device)))
+    saved = rng_state(DistInfo(device=gpu))
+    assert torch.equal(saved["cuda"][0], cuda_state) and "cuda" not in rng_state(DistInfo())
+    restore_rng_state(saved, 0, gpu)
+    assert len(restored) == 1 and torch.equal(restored[0][0], cuda_state) and restored[0][1] == gpu
+    restore_rng_state(saved, 1, gpu)  # a rank the checkpoint has no state for keeps its own stream
+    assert len(restored) == 1

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,6 +97,30 @@ def _ddp_worker(rank, world, port, cfg):
     )
     torch.set_num_threads(1)
     train(cfg)
+
+
+def _ddp_resume_worker(rank, world, port, cfg):
+    """Rank 1 sees no checkpoint in its own view of the output folder (node-local disks): it must take rank 0's."""
+    from ca2st.engine import run_dir
+
+    if rank == 1:
+        run_dir.find_resume_point = lambda output_dir: None
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    result = train(cfg)
+    steps = sorted(h["step"] for h in result.history if h["kind"] == "train")
+    (Path(cfg.output_dir) / f"steps-{rank}.json").write_text(json.dumps(steps))
+
+
+def test_every_rank_resumes_from_the_checkpoint_rank_0_chose(synthetic_data, tmp_path):
+    common = ["data.num_workers=0", "data.batch_size=2", "optim.epochs=2", "resume=auto"]
+    train(smoke_config(tmp_path, *common[:2], "optim.epochs=1", data=synthetic_data))  # epoch 1 of 2 on one process
+    cfg = smoke_config(tmp_path, *common, data=synthetic_data)
+    mp.spawn(_ddp_resume_worker, args=(2, _free_port(), cfg), nprocs=2, join=True)
+    steps = [json.loads((tmp_path / f"steps-{r}.json").read_text()) for r in (0, 1)]
+    assert steps[0] == steps[1] == [5, 6]  # both continued after step 4 (then 2 steps an epoch with 2 processes)
 
 
 def test_ddp_two_processes_equal_one_process(synthetic_data, tmp_path):
@@ -313,3 +338,14 @@ def test_sigkill_at_any_moment_then_resume_ends_like_an_uninterrupted_run(synthe
     for mine, theirs in ((best_weights, best_weights0), (last, last0)):
         for k in theirs:
             torch.testing.assert_close(mine[k], theirs[k], rtol=1e-5, atol=1e-6)
+
+
+def test_clips_per_second_counts_the_steps_of_the_timed_epoch(synthetic_data, tmp_path, monkeypatch):
+    from ca2st.engine import train as train_module
+
+    clock = iter(range(1000))  # one second per reading
+    monkeypatch.setattr(train_module.time, "perf_counter", lambda: float(next(clock)))
+    result = train(smoke_config(tmp_path, "log_every=1", "optim.epochs=2", data=synthetic_data))
+    rates = [h["clips_per_s"] for h in result.history if h["kind"] == "train"]
+    # 4 clips a step; reading k of an epoch comes k seconds after its start: 4 clips/s throughout, both epochs
+    assert rates == pytest.approx([4.0] * len(rates)) and len(rates) == 4

@@ -10,6 +10,7 @@ the best after it) is added to that checkpoint atomically, so a resume knows whe
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -24,6 +25,8 @@ from torch import nn
 from ..checkpoints.ca2st import is_model_folder, read_record, read_weights, write_failure, write_model_folder
 from ..errors import CheckpointError
 from .distributed import DistInfo
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE = "state.pt"
@@ -115,22 +118,38 @@ def mark_evaluated(path: str | Path, record: dict[str, Any], best: dict[str, Any
         raise CheckpointError(write_failure(target, err)) from err
 
 
+def _gather(state: torch.Tensor, dist_info: DistInfo) -> list[torch.Tensor]:
+    """Every rank's copy of ``state`` (a generator state), gathered through the process group's device."""
+    if not dist_info.enabled:
+        return [state]
+    states = [torch.empty_like(state, device=dist_info.device) for _ in range(dist_info.world_size)]
+    torch.distributed.all_gather(states, state.to(dist_info.device))
+    return [s.cpu() for s in states]
+
+
 def rng_state(dist_info: DistInfo) -> dict:
-    """The random state a resume restores: every rank's torch generator (each rank resumes its own drop-path
-    randomness) and Python's generator, in forms ``torch.load(weights_only=True)`` reads."""
-    state = torch.get_rng_state()
-    states = [state]
-    if dist_info.enabled:
-        states = [torch.empty_like(state, device=dist_info.device) for _ in range(dist_info.world_size)]
-        torch.distributed.all_gather(states, state.to(dist_info.device))
-        states = [s.cpu() for s in states]
+    """The random state a resume restores: every rank's torch CPU generator and, on a GPU, its CUDA generator
+    (drop path and dropout draw from the generator of their device), and Python's generator, in forms
+    ``torch.load(weights_only=True)`` reads."""
     version, internal, gauss = random.getstate()
-    return {"torch": states, "python": [version, *internal, gauss if gauss is not None else -1.0]}
+    out = {
+        "torch": _gather(torch.get_rng_state(), dist_info),
+        "python": [version, *internal, gauss if gauss is not None else -1.0],
+    }
+    if dist_info.device.type == "cuda":
+        out["cuda"] = _gather(torch.cuda.get_rng_state(dist_info.device), dist_info)
+    return out
 
 
-def restore_rng_state(state: dict, rank: int) -> None:
-    """Restore what :func:`rng_state` saved, for ``rank``."""
-    torch.set_rng_state(state["torch"][rank])
+def restore_rng_state(state: dict, rank: int, device: torch.device | None = None) -> None:
+    """Restore what :func:`rng_state` saved, for ``rank`` (and its CUDA ``device``). A rank the checkpoint has no
+    state for (a resume with more processes) keeps its own fresh stream."""
+    if rank >= len(state["torch"]):
+        log.warning("the checkpoint holds no random state for rank %d (it was saved by fewer processes)", rank)
+    else:
+        torch.set_rng_state(state["torch"][rank])
+        if device is not None and device.type == "cuda" and rank < len(state.get("cuda", [])):
+            torch.cuda.set_rng_state(state["cuda"][rank], device)
     flat = state["python"]
     gauss = flat[-1]
     random.setstate((flat[0], tuple(int(x) for x in flat[1:-1]), None if gauss == -1.0 else gauss))

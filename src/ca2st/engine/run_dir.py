@@ -29,7 +29,15 @@ from ..errors import CheckpointError, ConfigError
 from .checkpointing import TrainingCheckpoint, checkpoint_folders, read_training_checkpoint
 from .distributed import DistInfo
 
-__all__ = ["RunLock", "lock_output_dir", "remove_leftovers", "find_resume_point", "check_same_run", "RunLog"]
+__all__ = [
+    "RunLock",
+    "lock_output_dir",
+    "resume_point",
+    "remove_leftovers",
+    "find_resume_point",
+    "check_same_run",
+    "RunLog",
+]
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +138,27 @@ def find_resume_point(output_dir: str | Path) -> TrainingCheckpoint | None:
         except CheckpointError as err:
             log.warning("skipping damaged checkpoint %s: %s", path, err)
     return None
+
+
+def resume_point(resume: str | None, output_dir: str | Path, dist_info: DistInfo) -> TrainingCheckpoint | None:
+    """The checkpoint a run resumes from (``resume``: ``auto``, a path, or None): rank 0 chooses (``auto``: the
+    newest intact one) and every rank reads the one it chose, so ranks with their own view of the folder cannot
+    start at different steps."""
+    if resume in (None, "auto"):
+        chosen = None
+        if resume == "auto" and dist_info.is_main:
+            point = find_resume_point(output_dir)
+            chosen = None if point is None else str(point.path)
+        if dist_info.enabled:
+            shared = [chosen]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            chosen = shared[0]
+        if chosen is None:
+            return None
+        if dist_info.is_main:
+            return point
+        return read_training_checkpoint(chosen)
+    return read_training_checkpoint(resume)
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

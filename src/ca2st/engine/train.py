@@ -28,7 +28,6 @@ from ..text import plural, readable_items
 from .checkpointing import (
     mark_evaluated,
     prune_checkpoints,
-    read_training_checkpoint,
     restore_rng_state,
     rng_state,
     save_checkpoint,
@@ -38,10 +37,12 @@ from .data import build_loader, dataset_of_run
 from .distributed import DistInfo, EpochSampler, all_reduce_mean, cleanup, init_distributed
 from .epoch_end import evaluate_epoch_end, update_best
 from .optim import TrainableEMA, VideoMixup, build_optimizer, build_scheduler, classification_loss, seed_mixup
-from .run_dir import RunLog, check_same_run, find_resume_point, lock_output_dir, remove_leftovers
+from .run_dir import RunLog, check_same_run, lock_output_dir, remove_leftovers, resume_point
 from .run_model import build_run_model
 
 log = logging.getLogger(__name__)
+
+RANK_SEED_STRIDE = 1_000_003  # rank r's random stream starts from seed + r · stride
 
 
 @dataclass
@@ -115,7 +116,8 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
     seed_everything(cfg.seed)
     train_set = dataset_of_run(cfg, "train")
     val_set = dataset_of_run(cfg, "val") if cfg.data.val else None
-    name, model = build_run_model(cfg, train_set.annotations, device)
+    name, model = build_run_model(cfg, train_set.annotations, device)  # the same initial weights on every rank
+    torch.manual_seed(cfg.seed + RANK_SEED_STRIDE * dist_info.rank)  # then each rank its own drop-path masks
     model.set_grad_checkpointing(cfg.grad_checkpointing)
     # experts that no file can restore (random_experts) are saved inside every checkpoint
     with_experts = any(kind not in cfg.expert_paths() for kind in model.experts)
@@ -160,9 +162,7 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
 
     result = TrainResult(out)
     step, epoch, start_batch, loss_sum, loss_steps, pending = 0, 0, 0, 0.0, 0, None
-    point = find_resume_point(out) if cfg.resume == "auto" else None
-    if cfg.resume not in (None, "auto"):
-        point = read_training_checkpoint(cfg.resume)
+    point = resume_point(cfg.resume, cfg.output_dir, dist_info)
     if point is not None:
         check_same_run(point.record.get("run", {}), cfg.to_dict(), point.path)
         state = point.state
@@ -177,7 +177,7 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
         result.best = point.evaluation["best"] if point.evaluation else state.get("best")
         if state.get("eval_due") and point.evaluation is None:
             pending = point.path  # the evaluation of this epoch's end was cut short: run it first
-        restore_rng_state(state["rng"], dist_info.rank)
+        restore_rng_state(state["rng"], dist_info.rank, device)
         result.last_checkpoint = point.path
         log.info("resumed from %s at epoch %d, batch %d (step %d)", point.path, epoch, start_batch, step)
 
@@ -258,7 +258,7 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
         sampler.set_epoch(epoch, start_batch * cfg.data.batch_size)
         train_set.set_epoch(epoch)
         loader.generator.manual_seed(cfg.seed * 7919 + epoch)
-        micro, running, t0 = 0, [], time.perf_counter()
+        micro, running, timed_steps, t0 = 0, [], 0, time.perf_counter()
         for batch_idx, batch in enumerate(loader, start=start_batch):
             if batch_idx >= steps_per_epoch * o.update_freq:
                 break
@@ -294,13 +294,13 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
             running = []
             if not math.isfinite(mean_loss):
                 raise FloatingPointError(f"loss became {mean_loss} at step {step}; lower optim.lr or use fp32")
-            loss_sum, loss_steps = loss_sum + mean_loss, loss_steps + 1
+            loss_sum, loss_steps, timed_steps = loss_sum + mean_loss, loss_steps + 1, timed_steps + 1
             record = {"kind": "train", "step": step, "epoch": epoch, "loss": mean_loss, "lr": _lr(optimizer)}
             result.history.append(record)
             bar.set_postfix(loss=f"{loss_sum / loss_steps:.4f}", refresh=False)  # the epoch's mean so far
             bar.update(1)
             if main and (step % cfg.log_every == 0 or step == 1):
-                record["clips_per_s"] = world_batch * len(result.history) / max(time.perf_counter() - t0, 1e-9)
+                record["clips_per_s"] = world_batch * timed_steps / max(time.perf_counter() - t0, 1e-9)
                 run_log.write(record)
             if cfg.save_every_steps and step % cfg.save_every_steps == 0:
                 result.last_checkpoint = save(step, batch_idx + 1, epoch)
@@ -323,7 +323,7 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
     if run_log is not None:
         run_log.close()
     result.skipped_samples = int(
-        all_reduce_mean(torch.tensor(float(result.skipped_samples))).item() * dist_info.world_size
+        all_reduce_mean(torch.tensor(float(result.skipped_samples), device=device)).item() * dist_info.world_size
     )
     return result
 
