@@ -159,3 +159,9 @@ def test_a_worker_data_error_reaches_the_user_as_one_line(synthetic_data, tmp_pa
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and re.match(r"error: \S+/class0/missing\d\.mp4: video file not found \(sample", err)
     assert "Traceback" not in err and "DataLoader" not in err
+
+
+def test_batches_for_a_gpu_come_in_pinned_memory(tmp_path):
+    dataset = hanging_dataset(tmp_path)
+    assert build_loader(dataset, 2, num_workers=0, device="cuda:0").pin_memory
+    assert not build_loader(dataset, 2, num_workers=0).pin_memory

@@ -26,3 +26,15 @@ def test_without_a_process_group_this_is_the_only_rank():
     assert rank_and_world() == (0, 1)
     payload = {"a": [1, 2]}
     assert all_gather_objects(payload) == [payload]
+
+
+def test_an_indexed_gpu_under_torchrun_is_the_first_of_the_node():
+    import torch
+
+    from ca2st.engine.distributed import resolve_device
+
+    assert resolve_device("cuda:0", local_rank=1, distributed=True) == torch.device("cuda", 1)
+    assert resolve_device("cuda:2", local_rank=1, distributed=True) == torch.device("cuda", 3)
+    assert resolve_device("cuda:1", local_rank=0) == torch.device("cuda", 1)  # one process: as given
+    assert resolve_device("cuda", local_rank=2, distributed=True) == torch.device("cuda", 2)
+    assert resolve_device("cpu", local_rank=1, distributed=True) == torch.device("cpu")

@@ -269,9 +269,11 @@ def build_loader(
     drop_last: bool = False,
     seed: int = 0,
     sample_timeout: float = DataConfig.sample_timeout,
+    device: torch.device | str = "cpu",
 ) -> RunLoader:
     """A :class:`RunLoader` whose workers start afresh each epoch (so they see ``set_epoch``) and whose worker
-    seeds come from their own generator (so loading never shifts the training random stream)."""
+    seeds come from their own generator (so loading never shifts the training random stream). Batches for a GPU
+    ``device`` come in pinned memory, so their copies to it do not block."""
     return RunLoader(
         dataset,
         batch_size,
@@ -280,4 +282,5 @@ def build_loader(
         sampler=sampler,
         drop_last=drop_last,
         generator=torch.Generator().manual_seed(seed),
+        pin_memory=torch.device(device).type == "cuda",
     )

@@ -28,12 +28,18 @@ class DistInfo:
         return self.world_size > 1
 
 
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+def resolve_device(name: str = "auto", local_rank: int = 0, distributed: bool = False) -> torch.device:
+    """The device of this process: ``auto`` is its GPU when there is one; ``cuda`` the GPU of its local rank. In
+    a multi-process run ``cuda:N`` is the first GPU of this node's processes, so local rank ``r`` takes GPU
+    ``N + r`` (not every process GPU N)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         return torch.device("cuda", local_rank)
-    return torch.device(name)
+    device = torch.device(name)
+    if distributed and device.type == "cuda" and device.index is not None:
+        return torch.device("cuda", device.index + local_rank)
+    return device
 
 
 def init_distributed(device: str = "auto") -> DistInfo:
@@ -41,7 +47,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device, local)
+    dev = resolve_device(device, local, distributed=world > 1)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():

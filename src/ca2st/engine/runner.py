@@ -46,7 +46,9 @@ def evaluate_split(
     :func:`~ca2st.engine.evaluate.evaluate`."""
     sampler = ShardedEvalSampler(len(split), num_replicas=info.world_size, rank=info.rank) if info.enabled else None
     batch_size = cfg.data.eval_batch_size or cfg.data.batch_size
-    loader = build_loader(split, batch_size, cfg.data.num_workers, sampler, sample_timeout=cfg.data.sample_timeout)
+    loader = build_loader(
+        split, batch_size, cfg.data.num_workers, sampler, sample_timeout=cfg.data.sample_timeout, device=info.device
+    )
     return evaluate(
         model,
         loader,

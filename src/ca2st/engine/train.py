@@ -135,6 +135,7 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
         drop_last=True,
         seed=cfg.seed,
         sample_timeout=cfg.data.sample_timeout,
+        device=device,
     )
     steps_per_epoch = len(loader) // o.update_freq
     if steps_per_epoch == 0:
@@ -183,7 +184,9 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
 
     net = model
     if dist_info.enabled:
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = DistributedDataParallel(  # the buffers never change (frozen norms): no broadcast every forward
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+        )
     forward = torch.compile(net) if cfg.compile else net
     run_log = RunLog(out, cfg.tensorboard) if main else None
     out.mkdir(parents=True, exist_ok=True)
