@@ -138,7 +138,6 @@ class VideoDataset(Dataset):
         self.epoch = 0
         self.stats: Counter = Counter()
         self.bad: dict[int, str] = {}
-        self._probe_cache: dict[str, object] = {}
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -197,27 +196,15 @@ class VideoDataset(Dataset):
             return video, audio, target, meta
         raise DataError(f"{self.max_skips} consecutive samples from index {index} are unusable; last: {err}")
 
-    def _probe(self, path: Path):
-        from ..decode import probe
-
-        key = str(path)
-        info = self._probe_cache.get(key)
-        if info is None:
-            info = probe(path)
-            if len(self._probe_cache) > 4096:
-                self._probe_cache.clear()
-            self._probe_cache[key] = info
-        return info
-
     def _load(self, index: int):
-        from ..decode import read_frames
+        from ..decode import probe, read_frames
 
         sample = self.samples[index]
         where = f" (sample {sample.id}, {sample.source})" if sample.source else f" (sample {sample.id})"
         path = self.resolve(sample.path, self.root)
         if not path.is_file():
             raise DataError(f"{path}: video file not found{where}")
-        info = self._probe(path)
+        info = probe(path)  # cached per file version by decode.probe
         if info.num_frames < 1:
             raise DataError(f"{path}: the video stream has no frames{where}")
         first, count = frame_range(
