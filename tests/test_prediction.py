@@ -3,6 +3,7 @@ and the input recipe and class names a checkpoint carries."""
 
 import csv
 import json
+import os
 
 import av
 import numpy as np
@@ -129,6 +130,26 @@ def test_sliding_window_timeline_and_files(video, cast, tmp_path):
     assert len(data["timeline"]) == 5 and data["window"] == 1.0 and data["stride"] == 0.5
     assert data["timeline"][3]["top"]["class"][0]["prob"] == pytest.approx(float(wp[3].max()), abs=1e-6)
     assert "timeline" in pred.summary()
+
+
+def test_windows_decoded_in_loader_workers_give_the_same_timeline(video, cast, monkeypatch):
+    from ca2st.engine import data as engine_data
+
+    workers = []
+    real = engine_data.build_loader
+
+    def spy(dataset, batch_size, num_workers, *args, **kwargs):
+        workers.append(num_workers)
+        return real(dataset, batch_size, num_workers, *args, **kwargs)
+
+    monkeypatch.setattr(engine_data, "build_loader", spy)
+    common = dict(window=1.0, stride=0.5, sampling_rate=2, batch_size=2, progress=False)
+    parallel = predict(cast, video, **common)  # five windows: decoded by worker processes
+    inline = predict(cast, video, num_workers=0, **common)
+    single = predict(cast, video, sampling_rate=2, progress=False)  # one window: no worker to start
+    assert workers == [min(4, os.cpu_count()), 0, 0]
+    torch.testing.assert_close(parallel.window_probs["class"], inline.window_probs["class"], atol=0, rtol=0)
+    assert single.num_views == 1
 
 
 def test_window_probabilities_equal_a_prediction_of_the_cut_segment(video, cast, tmp_path):

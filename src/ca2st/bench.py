@@ -26,8 +26,9 @@ import torch
 from .engine.host_memory import keep_freed_memory
 from .models import build_model
 from .models.summary import count_flops, example_inputs
+from .precision import autocast
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16")  # the precisions measured
 log = logging.getLogger(__name__)
 
 
@@ -57,13 +58,9 @@ def matmul_ceiling(dtype: torch.dtype, device: str, size: int = 4096, runs: int 
     return 2 * size**3 / best / 1e9
 
 
-def _autocast(precision: str, device: str):
-    return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
 def forward_latency(model, inputs: dict, precision: str, runs: int, device: str) -> list[float]:
     def run():
-        with torch.inference_mode(), _autocast(precision, device):
+        with torch.inference_mode(), autocast(precision, device):
             model(**inputs)
 
     return timed(run, runs, 2, device)
@@ -99,7 +96,7 @@ def train_step_stats(
         torch.cuda.reset_peak_memory_stats()
 
     def step():
-        with _autocast(precision, device):
+        with autocast(precision, device):
             out = forward(**inputs)
         logits = out if isinstance(out, torch.Tensor) else torch.cat(list(out.values()), dim=1)
         loss = torch.nn.functional.cross_entropy(logits.float(), torch.zeros(batch, dtype=torch.long, device=device))

@@ -96,12 +96,20 @@ def cmd_train(args) -> int:
     from .engine.train import train
 
     config, overrides = split_config_arg(args.config, args.overrides)
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, [*overrides, *exact_fp32_override(args)])
     keep_freed_host_memory(cfg.device)
     result = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         print(result.summary())
     return 0
+
+
+EXACT_FP32_HELP = "IEEE fp32 matmuls on the GPU instead of TF32 (the default for fp32 work on Ampere and later)"
+
+
+def exact_fp32_override(args) -> list[str]:
+    """``--exact-fp32`` as the config override it stands for."""
+    return ["exact_fp32=true"] if args.exact_fp32 else []
 
 
 def split_config_arg(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
@@ -116,7 +124,7 @@ def cmd_eval(args) -> int:
     from .engine.runner import run_eval
 
     config, overrides = split_config_arg(args.config, args.overrides)
-    result, files = run_eval(load_config(config, overrides), args.out)
+    result, files = run_eval(load_config(config, [*overrides, *exact_fp32_override(args)]), args.out)
     if int(os.environ.get("RANK", "0")) == 0:
         print(result.summary())
         for name, path in files.items():
@@ -138,19 +146,20 @@ def cmd_demo(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    import torch
 
     from .checkpoints import load_any
     from .engine.config import parse_overrides
     from .engine.distributed import resolve_device
+    from .precision import low_precision_dtype
     from .prediction import predict
 
     experts = parse_overrides(args.expert)
     device = resolve_device(args.device)
     heads = {"num_heads": args.num_heads} if args.num_heads else {}
     model = load_any(args.checkpoint, experts=experts, **heads).to(device)
-    if args.precision == "bf16":
-        model.cast_matmul_weights_(torch.bfloat16, trainable=True)
+    low = low_precision_dtype(args.precision)
+    if low is not None:  # autocast would cast the weights on every call
+        model.cast_matmul_weights_(low, trainable=True)
     result = predict(
         model,
         args.video,
@@ -164,6 +173,8 @@ def cmd_predict(args) -> int:
         stride=args.stride,
         device=device,
         precision=args.precision,
+        exact_fp32=args.exact_fp32,
+        num_workers=args.workers,
         progress=not args.quiet,
     )
     print(result.summary())
@@ -232,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("config", nargs="?", help="YAML recipe (configs/*.yaml); omit to use only overrides")
     train.add_argument("overrides", nargs="*", help="section.key=value, e.g. optim.lr=5e-4 model.drop_path_rate=0.1")
+    train.add_argument("--exact-fp32", action="store_true", help=EXACT_FP32_HELP + "; as exact_fp32=true")
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser(
@@ -245,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--out", help="folder for results.json, per-class CSV and confusion plot (default: OUTPUT_DIR/eval)"
     )
+    ev.add_argument("--exact-fp32", action="store_true", help=EXACT_FP32_HELP + "; as exact_fp32=true")
     ev.set_defaults(func=cmd_eval)
 
     pr = sub.add_parser(
@@ -276,7 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--num-heads", type=int, help="heads of an official CAST checkpoint (default 12)")
     pr.add_argument("--device", default="auto")
-    pr.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    pr.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="fp16 on GPUs only")
+    pr.add_argument("--exact-fp32", action="store_true", help=EXACT_FP32_HELP)
+    pr.add_argument(
+        "--workers", type=int, help="loader processes decoding the windows (default: up to 4; none for one window)"
+    )
     pr.add_argument("--out", help="folder for the JSON/CSV (and timeline PNG)")
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_predict)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -275,7 +276,9 @@ def predict(
     stride: float | None = None,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
+    exact_fp32: bool = False,
     batch_size: int = 8,
+    num_workers: int | None = None,
     progress: bool = True,
 ) -> Prediction:
     """Top-k classes of one video (or, with ``window``/``stride`` in seconds, a timeline over it).
@@ -284,17 +287,17 @@ def predict(
     model's input recipe (``None``: the recipe's); ``num_clips × num_crops`` views per window, softmax averaged.
     ``labels``: class names (see :func:`~ca2st.data.labels.load_labels`); default the model's, else ``'0'``,
     ``'1'``, ... ``device``: where the inputs go (the model must already be there); ``precision``: ``'fp32'``,
-    ``'bf16'`` or ``'fp16'`` (autocast). ``batch_size`` windows go through the model at once; ``progress`` shows
-    a tqdm bar. Raises :class:`~ca2st.errors.DataError` for an unreadable file (or a file without audio for an
+    ``'bf16'`` or ``'fp16'`` (autocast); ``exact_fp32``: IEEE rather than TF32 fp32 matmuls on a GPU
+    (:mod:`ca2st.precision`). ``batch_size`` windows go through the model at once, decoded by ``num_workers``
+    loader processes (``None``: up to 4, none for a single window); ``progress`` shows a tqdm bar. Raises :class:`~ca2st.errors.DataError` for an unreadable file (or a file without audio for an
     audio model).
     """
-    from torch.utils.data import DataLoader
-
-    from .data.datasets import Sample, collate
+    from .data.datasets import Sample
     from .data.decode import probe
     from .data.labels import load_labels
-    from .engine.data import inference_dataset
+    from .engine.data import build_loader, inference_dataset
     from .engine.inference import run_views
+    from .precision import fp32_matmul_policy
 
     if topk < 1:
         raise ConfigError(f"topk must be >= 1, got {topk}")
@@ -318,10 +321,14 @@ def predict(
     dataset = inference_dataset(
         samples, recipe, tasks=list(tasks) if list(tasks) != [SINGLE] else None, on_error="error"
     )
-    loader = DataLoader(dataset, batch_size=max(1, int(batch_size)), shuffle=False, num_workers=0, collate_fn=collate)
-    out = run_views(
-        model, loader, device=device, precision=precision, progress=progress, desc="predict", show_top1=False
-    )
+    batch_size = max(1, int(batch_size))
+    if num_workers is None:
+        num_workers = min(4, os.cpu_count() or 1, len(spans)) if len(spans) > 1 else 0
+    loader = build_loader(dataset, batch_size, num_workers, device=device)
+    with fp32_matmul_policy(exact_fp32):
+        out = run_views(
+            model, loader, device=device, precision=precision, progress=progress, desc="predict", show_top1=False
+        )
     if out.indices.numel() != len(spans):
         raise DataError(f"{path}: {plural(len(spans) - out.indices.numel(), 'window')} could not be read")
     order = torch.argsort(out.indices)

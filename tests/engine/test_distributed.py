@@ -38,3 +38,27 @@ def test_an_indexed_gpu_under_torchrun_is_the_first_of_the_node():
     assert resolve_device("cuda:1", local_rank=0) == torch.device("cuda", 1)  # one process: as given
     assert resolve_device("cuda", local_rank=2, distributed=True) == torch.device("cuda", 2)
     assert resolve_device("cpu", local_rank=1, distributed=True) == torch.device("cpu")
+
+
+def test_more_ranks_than_gpus_is_an_error_unless_the_backend_can_share_a_gpu(monkeypatch):
+    import torch
+
+    from ca2st.engine.distributed import backend_for, resolve_device
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match="local rank 1 needs GPU 1, but this node has 1: launch at most 1 process"):
+        resolve_device("cuda", local_rank=1, distributed=True)
+    assert resolve_device("cuda", local_rank=1, distributed=True, share_gpus=True) == torch.device("cuda", 0)
+    assert backend_for(torch.device("cuda", 0)) == "nccl" and backend_for(torch.device("cpu")) == "gloo"
+    assert backend_for(torch.device("cuda", 0), "cuda:gloo") == "cuda:gloo"
+
+
+@pytest.mark.parametrize("value, ok", [("cuda:gloo", True), ("cpu:gloo,cuda:nccl", True), ("nccl", True), ("x", False)])
+def test_the_backend_setting_is_checked(value, ok):
+    from ca2st.engine.config import load_config
+
+    if ok:
+        assert load_config(None, [f"dist_backend={value}"]).dist_backend == value
+    else:
+        with pytest.raises(ConfigError, match="dist_backend must be auto, nccl, gloo, or a device map"):
+            load_config(None, [f"dist_backend={value}"])

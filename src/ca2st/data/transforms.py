@@ -3,7 +3,10 @@
 Convention: transforms take **uint8 ``(T, C, H, W)``** frames (torchvision's layout; ``to_tchw`` converts the
 ``(T, H, W, 3)`` that ``read_frames`` returns) and return **float ``(C, T, H, W)``** normalised clips, the
 layout a batch ``(B, 3, T, H, W)`` of the models is stacked from. :class:`EvalTransform` returns the spatial
-views stacked in front: ``(num_crops, C, T, S, S)``.
+views stacked in front: ``(num_crops, C, T, S, S)``. With ``uint8_output`` they return the same clips as uint8
+pixels (rounded to the nearest level after resizing, as the official test loader's uint8 resize does), a quarter
+of the bytes to carry from the loader workers to the GPU; :func:`normalize_clips` (which the models call on uint8
+input) normalises them there.
 
 Training follows the official CAST pipeline: RandAugment ``rand-m7-n4-mstd0.5-inc1`` on the uint8 frames
 (timm's operations, one draw of ops and magnitudes per clip), random-resized crop to 224 (area 0.08–1, aspect
@@ -32,6 +35,8 @@ __all__ = [
     "CLIP_STD",
     "to_tchw",
     "normalize",
+    "normalize_clips",
+    "to_uint8",
     "ClipRandAugment",
     "TrainTransform",
     "EvalTransform",
@@ -59,6 +64,23 @@ def normalize(video: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: S
     m = torch.as_tensor(mean, dtype=video.dtype).view(1, -1, 1, 1)
     s = torch.as_tensor(std, dtype=video.dtype).view(1, -1, 1, 1)
     return (video - m) / s
+
+
+def normalize_clips(video: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Uint8 clips ``(..., C, T, H, W)`` (a clip, a batch, or a batch of views) → float32 normalised, on their own
+    device with no host-to-device copy (the constants are Python numbers). Float clips are returned as they are
+    (already normalised)."""
+    if video.dtype != torch.uint8:
+        return video
+    out = video.float()
+    for c, (m, s) in enumerate(zip(mean, std)):
+        out.select(-4, c).mul_(1.0 / (255.0 * s)).sub_(m / s)
+    return out
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Float pixels in [0, 1] → uint8, rounded to the nearest level."""
+    return x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _resize(video: torch.Tensor, size: tuple[int, int], antialias: bool) -> torch.Tensor:
@@ -196,6 +218,8 @@ class TrainTransform:
         erase_prob: probability of one random-erasing box (area 2–33 %, filled with Gaussian noise), 0 = off.
         mean, std: normalisation (ImageNet by default, the official convention for every expert).
         antialias: antialiased resizing (off in the official pipeline).
+        uint8_output: return uint8 pixels for :func:`normalize_clips` on the device (not with ``erase_prob``,
+            whose noise lives in normalised units).
     """
 
     def __init__(
@@ -212,8 +236,12 @@ class TrainTransform:
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         antialias: bool = False,
+        uint8_output: bool = False,
     ):
+        if uint8_output and erase_prob > 0:
+            raise ConfigError("random erasing fills its box with noise in normalised units: it needs float output")
         self.size = size
+        self.uint8_output = uint8_output
         self.scale, self.ratio, self.jitter = scale, ratio, jitter
         self.flip = flip
         self.rand_augment = ClipRandAugment(rand_augment, size) if rand_augment else None
@@ -231,6 +259,8 @@ class TrainTransform:
             x = x.flip(-1)
         if self.color_jitter > 0:
             x = self._color(x, generator)
+        if self.uint8_output:
+            return to_uint8(x).permute(1, 0, 2, 3).contiguous()
         x = normalize(x, self.mean, self.std)
         if self.erase_prob > 0 and float(torch.rand((), generator=generator)) < self.erase_prob:
             x = self._erase(x, generator)
@@ -298,7 +328,8 @@ class EvalTransform:
     One crop is the centre crop; three crops are left/centre/right (top/centre/bottom for portrait video) along
     the long side, the official CAST test views. Input uint8 ``(T, C, H, W)``; output float
     ``(num_crops, C, T, size, size)``, normalised. ``truncate_long_side``: the resized long side is cut to an
-    integer, as the official loaders do, instead of rounded.
+    integer, as the official loaders do, instead of rounded. ``uint8_output``: uint8 pixels for
+    :func:`normalize_clips` on the device.
     """
 
     def __init__(
@@ -310,10 +341,12 @@ class EvalTransform:
         std: Sequence[float] = IMAGENET_STD,
         antialias: bool = False,
         truncate_long_side: bool = False,
+        uint8_output: bool = False,
     ):
         if num_crops < 1:
             raise ConfigError(f"num_crops must be >= 1, got {num_crops}")
         self.size, self.num_crops = size, num_crops
+        self.uint8_output = uint8_output
         self.mean, self.std = tuple(mean), tuple(std)
         self.antialias = antialias
         self.truncate_long_side = truncate_long_side
@@ -322,7 +355,7 @@ class EvalTransform:
         _check_clip(video)
         s = self.size
         x = _resize_short(video.float().div_(255.0), s, self.antialias, self.truncate_long_side)
-        x = normalize(x, self.mean, self.std)
+        x = to_uint8(x) if self.uint8_output else normalize(x, self.mean, self.std)
         h, w = x.shape[-2:]
         crops = []
         for k in range(self.num_crops):

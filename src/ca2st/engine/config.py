@@ -52,6 +52,7 @@ class DataConfig:
     batch_size: int = 6
     eval_batch_size: int | None = None
     num_workers: int = 4
+    transfer: str = "uint8"  # clips leave the workers as "uint8" pixels (normalised on the device) or "float"
     sample_timeout: float = 600.0  # seconds a sample may take in a loader worker, then a DataError names it; 0: none
     on_error: str = "error"  # training: "error" or "skip"; evaluation always reports exclusions
     missing_audio: str = "error"
@@ -97,6 +98,8 @@ class RunConfig:
     eval_precision: str = (
         "auto"  # ca2st eval: "auto" (fp32 on CPU, fp16 on GPU as the official test), or fp32/bf16/fp16
     )
+    exact_fp32: bool = False  # CUDA fp32 matmuls in IEEE fp32 rather than TF32 (ca2st.precision)
+    dist_backend: str = "auto"  # torchrun's process group: "auto" (nccl on GPU, gloo on CPU) or a torch backend
     compile: bool = False
     grad_checkpointing: bool = False
     resume: str | None = "auto"  # "auto": the latest valid checkpoint in output_dir; a path; or None

@@ -63,6 +63,10 @@ RULES: dict[str, Rule] = {
     "device": DEVICE,
     "precision": one_of("fp32", "bf16", "fp16"),
     "eval_precision": one_of("auto", "fp32", "bf16", "fp16"),
+    "dist_backend": Rule(
+        "auto, nccl, gloo, or a device map such as cuda:gloo",
+        lambda v: re.fullmatch(r"auto|nccl|gloo|mpi|ucc|((cpu|cuda):\w+,?)+", v) is not None,
+    ),
     "resume": TEXT,
     "checkpoint": TEXT,
     "eval_every": at_least(0, " (0: never)"),
@@ -88,6 +92,7 @@ RULES: dict[str, Rule] = {
     "data.batch_size": at_least(1),
     "data.eval_batch_size": at_least(1),
     "data.num_workers": at_least(0),
+    "data.transfer": one_of("uint8", "float"),
     "data.sample_timeout": at_least(0, " seconds (0: no timeout)"),
     "data.on_error": one_of("error", "skip", note=" (evaluation always reports exclusions)"),
     "data.missing_audio": one_of("error", "silence"),

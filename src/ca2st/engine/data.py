@@ -37,7 +37,10 @@ def make_sampler(recipe: InputRecipe, train: bool):
 
 
 def make_transform(recipe: InputRecipe, train: bool, data: DataConfig | None = None, flip: bool = True):
-    """The clip transform: ``data``'s augmentation for training, ``test_crops`` crops for evaluation."""
+    """The clip transform: ``data``'s augmentation for training, ``test_crops`` crops for evaluation. Clips come
+    out as ``data.transfer`` says: uint8 pixels (the model normalises them on its device) or normalised float;
+    random erasing (``erase_prob > 0``) always gives float clips."""
+    data = data or DataConfig()
     if not train:
         return EvalTransform(
             recipe.img_size,
@@ -45,8 +48,8 @@ def make_transform(recipe: InputRecipe, train: bool, data: DataConfig | None = N
             mean=recipe.mean,
             std=recipe.std,
             truncate_long_side=recipe.mode == "official",
+            uint8_output=data.transfer == "uint8",
         )
-    data = data or DataConfig()
     return TrainTransform(
         recipe.img_size,
         scale=tuple(data.crop_scale),
@@ -56,6 +59,7 @@ def make_transform(recipe: InputRecipe, train: bool, data: DataConfig | None = N
         erase_prob=data.erase_prob,
         mean=recipe.mean,
         std=recipe.std,
+        uint8_output=data.transfer == "uint8" and data.erase_prob == 0,
     )
 
 
@@ -154,7 +158,7 @@ def inference_dataset(
         samples,
         root,
         make_sampler(recipe, False),
-        make_transform(recipe, False),
+        make_transform(recipe, False, data),
         audio=audio_spec(recipe, False, data),
         on_error=on_error,
         tasks=tasks,

@@ -28,30 +28,52 @@ class DistInfo:
         return self.world_size > 1
 
 
-def resolve_device(name: str = "auto", local_rank: int = 0, distributed: bool = False) -> torch.device:
+def resolve_device(
+    name: str = "auto", local_rank: int = 0, distributed: bool = False, share_gpus: bool = False
+) -> torch.device:
     """The device of this process: ``auto`` is its GPU when there is one; ``cuda`` the GPU of its local rank. In
     a multi-process run ``cuda:N`` is the first GPU of this node's processes, so local rank ``r`` takes GPU
-    ``N + r`` (not every process GPU N)."""
+    ``N + r`` (not every process GPU N). More processes than GPUs is an error, unless ``share_gpus`` (a backend
+    other than NCCL, which cannot put two ranks on one GPU): then the ranks wrap around the GPUs."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        return torch.device("cuda", local_rank)
     device = torch.device(name)
-    if distributed and device.type == "cuda" and device.index is not None:
-        return torch.device("cuda", device.index + local_rank)
+    if device.type != "cuda":
+        return device
+    if name == "cuda":
+        device = torch.device("cuda", local_rank)
+    elif distributed and device.index is not None:
+        device = torch.device("cuda", device.index + local_rank)
+    count = torch.cuda.device_count()
+    if count and device.index is not None and device.index >= count:
+        if not share_gpus:
+            raise ConfigError(
+                f"local rank {local_rank} needs GPU {device.index}, but this node has {count}: launch at most "
+                f"{count - (device.index - local_rank)} processes per node (or dist_backend=cuda:gloo to share GPUs)"
+            )
+        device = torch.device("cuda", device.index % count)
     return device
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the process group that ``torchrun`` describes in the environment (or run alone)."""
+def backend_for(device: torch.device, backend: str = "auto") -> str:
+    """The process-group backend: ``auto`` is NCCL for GPU runs and gloo for CPU runs."""
+    if backend != "auto":
+        return backend
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def init_distributed(device: str = "auto", backend: str = "auto") -> DistInfo:
+    """Join the process group that ``torchrun`` describes in the environment (or run alone); ``backend`` as in
+    :func:`backend_for` (e.g. ``cuda:gloo`` for several ranks on one GPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device, local, distributed=world > 1)
+    share = backend not in ("auto", "nccl") and "nccl" not in backend
+    dev = resolve_device(device, local, distributed=world > 1, share_gpus=share)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        dist.init_process_group(backend_for(dev, backend))
     if dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
     return DistInfo(rank, world, local, dev)

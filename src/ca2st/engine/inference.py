@@ -16,7 +16,6 @@ run; they are listed with their index, id and error in :attr:`ViewOutputs.exclud
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -25,11 +24,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
+from ..precision import autocast, check_precision
 from ..tasks import as_task_dict
 
-__all__ = ["PRECISIONS", "ViewOutputs", "run_views"]
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # name -> autocast dtype
+__all__ = ["ViewOutputs", "run_views"]
 
 
 @dataclass
@@ -76,10 +74,8 @@ def _softmax(model, video, audio, times, device, precision) -> dict[str, torch.T
     dev = torch.device(device)
     video = video.to(dev, non_blocking=True)
     audio = audio.to(dev, non_blocking=True) if audio is not None else None
-    kwargs = {"times": times.to(dev)} if times is not None else {}
-    dtype = PRECISIONS[precision]
-    ctx = torch.autocast(dev.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-    with ctx:
+    kwargs = {"times": times.to(dev, non_blocking=True)} if times is not None else {}
+    with autocast(precision, dev):
         out = model(video, audio, **kwargs)
     return {t: F.softmax(v.float(), dim=-1) for t, v in as_task_dict(out).items()}
 
@@ -102,8 +98,7 @@ def run_views(
         precision: ``'fp32'``, or ``'bf16'``/``'fp16'`` autocast (the softmax is computed in float32).
         progress, desc: a tqdm bar and its label; ``show_top1`` adds the running top-1 of the labelled samples.
     """
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    check_precision(precision)
     use_times = getattr(model, "time_codes", None) is not None
     was_training = model.training
     model.eval()

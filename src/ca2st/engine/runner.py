@@ -12,6 +12,7 @@ from ..data.datasets import VideoDataset, dataset_name
 from ..data.recipe import InputRecipe
 from ..errors import ConfigError
 from ..models import MultiExpertModel
+from ..precision import fp32_matmul_policy, low_precision_dtype
 from .config import RunConfig
 from .data import build_loader, dataset_of_run
 from .distributed import DistInfo, ShardedEvalSampler, cleanup, init_distributed
@@ -63,24 +64,25 @@ def run_eval(cfg: RunConfig, out_dir: str | Path | None = None) -> tuple[EvalRes
     """Evaluate ``cfg.checkpoint`` on ``cfg.data.val``; rank 0 writes results.json, per-class CSV and the
     confusion-matrix plot into ``out_dir`` (default: ``output_dir/eval``). The result is labelled with the
     dataset's name (from the annotation format), the model preset and the run (the name of ``output_dir``)."""
-    info = init_distributed(cfg.device)
+    info = init_distributed(cfg.device, cfg.dist_backend)
     try:
         model, recorded = load_for_eval(cfg, info.device)
-        low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(evaluation_precision(cfg, info.device))
+        low = low_precision_dtype(evaluation_precision(cfg, info.device))
         if low is not None:  # autocast would cast the weights on every call
             model.cast_matmul_weights_(low, trainable=True)
         dataset = dataset_of_run(cfg, "val", model.config, recorded)
         annotations = dataset.annotations
-        result = evaluate_split(
-            cfg,
-            model,
-            dataset,
-            info,
-            class_names=annotations.class_names or model.class_names,
-            dataset=dataset_name(annotations.format, annotations.path or cfg.data.val),
-            model_name=cfg.model.get("name"),
-            run_name=Path(cfg.output_dir).name,
-        )
+        with fp32_matmul_policy(cfg.exact_fp32):
+            result = evaluate_split(
+                cfg,
+                model,
+                dataset,
+                info,
+                class_names=annotations.class_names or model.class_names,
+                dataset=dataset_name(annotations.format, annotations.path or cfg.data.val),
+                model_name=cfg.model.get("name"),
+                run_name=Path(cfg.output_dir).name,
+            )
         files = result.save(Path(out_dir or Path(cfg.output_dir) / "eval")) if info.is_main else {}
         return result, files
     finally:

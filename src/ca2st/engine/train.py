@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoints.ca2st import apply_weights
 from ..errors import ConfigError
+from ..precision import autocast, fp32_matmul_policy, low_precision_dtype
 from ..tasks import as_task_dict
 from ..text import plural, readable_items
 from .checkpointing import (
@@ -43,6 +44,7 @@ from .run_model import build_run_model
 log = logging.getLogger(__name__)
 
 RANK_SEED_STRIDE = 1_000_003  # rank r's random stream starts from seed + r · stride
+FP16_GIVE_UP = 30  # consecutive fp16 steps with a non-finite loss before the run stops (scale ÷ 2^30)
 
 
 @dataclass
@@ -75,30 +77,28 @@ def seed_everything(seed: int) -> None:
     seed_mixup(seed, 0)
 
 
-def autocast(precision: str, device: torch.device):
-    if precision == "fp32":
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
-def _to_device(batch, device):
-    """A training batch on ``device``, its targets as ``{task: targets}``."""
+def _to_device(batch, device, model):
+    """A training batch on ``device``: uint8 clips normalised there (with the model's input recipe), targets as
+    ``{task: targets}``, the time intervals (when the batch has them) moved too; no copy waits for the GPU."""
     video, audio, target, meta = batch
 
     def move(t):
         return t.to(device, non_blocking=True)
 
     target = {t: move(v) for t, v in as_task_dict(target).items()}
-    return move(video), None if audio is None else move(audio), target, meta
+    times = move(meta["intervals"]) if model.time_codes is not None and "intervals" in meta else None
+    video = model.normalize_video(move(video))
+    return video, None if audio is None else move(audio), target, times
 
 
 def train(cfg: RunConfig) -> TrainResult:
     """Run ``cfg`` end to end, holding ``output_dir``'s lock (see :mod:`ca2st.engine.run_dir`)."""
-    dist_info = init_distributed(cfg.device)
+    dist_info = init_distributed(cfg.device, cfg.dist_backend)
     try:
         lock = lock_output_dir(cfg.output_dir, dist_info)
         try:
-            return _train(cfg, dist_info)
+            with fp32_matmul_policy(cfg.exact_fp32):
+                return _train(cfg, dist_info)
         finally:
             if lock is not None:
                 lock.release()
@@ -108,8 +108,6 @@ def train(cfg: RunConfig) -> TrainResult:
 
 def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
     device, main = dist_info.device, dist_info.is_main
-    if cfg.precision == "fp16" and device.type != "cuda":
-        raise ConfigError("config key precision=fp16 needs a GPU; use bf16 on CPU")
     out = Path(cfg.output_dir)
     if main:
         remove_leftovers(out)
@@ -121,8 +119,9 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
     model.set_grad_checkpointing(cfg.grad_checkpointing)
     # experts that no file can restore (random_experts) are saved inside every checkpoint
     with_experts = any(kind not in cfg.expert_paths() for kind in model.experts)
-    if cfg.precision in ("bf16", "fp16") and cfg.freeze_experts:  # autocast would cast them on every call
-        model.cast_matmul_weights_(torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
+    low = low_precision_dtype(cfg.precision)
+    if low is not None and cfg.freeze_experts:  # autocast would cast them on every call
+        model.cast_matmul_weights_(low)
     o = cfg.optim
     world_batch = cfg.data.batch_size * o.update_freq * dist_info.world_size
     lr, min_lr = o.lr * world_batch / 256, o.min_lr * world_batch / 256
@@ -147,7 +146,7 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
     scheduler = build_scheduler(
         optimizer, lr, min_lr, o.epochs * steps_per_epoch, round(o.warmup_epochs * steps_per_epoch)
     )
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     ema = TrainableEMA(model, o.ema) if o.ema else None
     mixup = None
     if o.mixup > 0 or o.cutmix > 0:
@@ -256,6 +255,40 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
         disable=not (main and cfg.progress),
         unit="step",
     )
+    unlogged: list[tuple[dict, torch.Tensor]] = []  # steps whose loss is still on the device
+    bad_fp16_steps = 0  # consecutive fp16 steps with a non-finite loss (each one skipped by the grad scaler)
+
+    def log_steps() -> None:
+        """Bring the losses of the steps since the last call to the host (one sync and one collective for all),
+        record them, and stop the run on a non-finite loss (in fp16: after FP16_GIVE_UP skipped steps in a
+        row; the grad scaler skips each such step and lowers its scale)."""
+        nonlocal loss_sum, loss_steps, bad_fp16_steps
+        if not unlogged:
+            return
+        losses = all_reduce_mean(torch.stack([loss for _, loss in unlogged])).tolist()
+        for (record, _), loss in zip(unlogged, losses):
+            record["loss"] = loss
+            if not math.isfinite(loss):
+                if cfg.precision != "fp16":
+                    raise FloatingPointError(
+                        f"loss became {loss} at step {record['step']}; lower optim.lr or use fp32 "
+                        f"(the last checkpoint is {result.last_checkpoint})"
+                    )
+                bad_fp16_steps += 1
+                if bad_fp16_steps >= FP16_GIVE_UP:
+                    raise FloatingPointError(
+                        f"the loss was not finite for {bad_fp16_steps} steps in a row (up to step "
+                        f"{record['step']}) at every fp16 loss scale; use bf16 or fp32, or lower optim.lr"
+                    )
+            else:
+                bad_fp16_steps = 0
+                loss_sum, loss_steps = loss_sum + loss, loss_steps + 1
+            result.history.append(record)
+            if main and "clips_per_s" in record:
+                run_log.write(record)
+        unlogged.clear()
+        bar.set_postfix(loss=f"{loss_sum / max(loss_steps, 1):.4f}", refresh=False)  # the epoch's mean so far
+
     while epoch < o.epochs:
         model.train()
         sampler.set_epoch(epoch, start_batch * cfg.data.batch_size)
@@ -265,9 +298,8 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
         for batch_idx, batch in enumerate(loader, start=start_batch):
             if batch_idx >= steps_per_epoch * o.update_freq:
                 break
-            video, audio, target, meta = _to_device(batch, device)
-            result.skipped_samples += int(meta["skipped"].gt(0).sum()) if "skipped" in meta else 0
-            times = meta.get("intervals") if model.time_codes is not None else None
+            result.skipped_samples += int(batch[3]["skipped"].gt(0).sum()) if "skipped" in batch[3] else 0
+            video, audio, target, times = _to_device(batch, device, model)
             if mixup is not None:
                 seed_mixup(cfg.seed * 1009 + dist_info.rank, step * o.update_freq + micro)
                 video, target, audio, _ = mixup(video, target, audio)
@@ -293,20 +325,17 @@ def _train(cfg: RunConfig, dist_info: DistInfo) -> TrainResult:
                 ema.update(model)
             step += 1
             scheduler.step_update(step)
-            mean_loss = all_reduce_mean(torch.stack(running).mean()).item()
-            running = []
-            if not math.isfinite(mean_loss):
-                raise FloatingPointError(f"loss became {mean_loss} at step {step}; lower optim.lr or use fp32")
-            loss_sum, loss_steps, timed_steps = loss_sum + mean_loss, loss_steps + 1, timed_steps + 1
-            record = {"kind": "train", "step": step, "epoch": epoch, "loss": mean_loss, "lr": _lr(optimizer)}
-            result.history.append(record)
-            bar.set_postfix(loss=f"{loss_sum / loss_steps:.4f}", refresh=False)  # the epoch's mean so far
+            record = {"kind": "train", "step": step, "epoch": epoch, "lr": _lr(optimizer)}
+            unlogged.append((record, torch.stack(running).mean()))
+            running, timed_steps = [], timed_steps + 1
             bar.update(1)
-            if main and (step % cfg.log_every == 0 or step == 1):
+            if step % cfg.log_every == 0 or step == 1:
                 record["clips_per_s"] = world_batch * timed_steps / max(time.perf_counter() - t0, 1e-9)
-                run_log.write(record)
+                log_steps()
             if cfg.save_every_steps and step % cfg.save_every_steps == 0:
+                log_steps()
                 result.last_checkpoint = save(step, batch_idx + 1, epoch)
+        log_steps()
         record = {
             "kind": "epoch",
             "step": step,

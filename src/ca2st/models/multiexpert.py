@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..data.recipe import InputRecipe
+from ..data.transforms import normalize_clips
 from ..errors import ConfigError
 from ..tasks import check_class_names, model_tasks
 from .attention import recompute_probabilities
@@ -177,7 +178,7 @@ class MultiExpertModel(nn.Module):
                     f"this model's {kind} expert needs {expert.modality} input, but none was given: "
                     f"call model(video, audio) with audio as (B, frames, mel bins) log-mel features"
                 )
-            streams[kind] = expert.embed(x)
+            streams[kind] = expert.embed(x).float()  # the residual streams stay float32 (ca2st.precision)
         return streams
 
     def codes(self, times: torch.Tensor | None, batch: int, device) -> dict[str, torch.Tensor]:
@@ -219,15 +220,24 @@ class MultiExpertModel(nn.Module):
             return None, None
         return codes.get(ex.a), codes.get(ex.b)
 
+    def normalize_video(self, video: torch.Tensor | None) -> torch.Tensor | None:
+        """Uint8 clips (the loaders' transfer format) normalised with the input recipe's mean and std, on their
+        device; float clips (already normalised) pass through."""
+        if video is None:
+            return None
+        return normalize_clips(video, self.input_recipe.mean, self.input_recipe.std)
+
     def forward_features(
         self, video: torch.Tensor | None, audio: torch.Tensor | None = None, times: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         """Pooled, normalised feature of every expert, keyed by expert kind.
 
-        ``times`` (optional, time-encoding models): ``(B, 1 + T, 2)`` seconds, the audio window then
-        each video time slot; by default audio and video are taken as aligned over the audio window.
+        ``video``: ``(B, 3, T, S, S)`` normalised float clips, or uint8 pixels (normalised here with the input
+        recipe's mean and std). ``times`` (optional, time-encoding models): ``(B, 1 + T, 2)`` seconds, the audio
+        window then each video time slot; by default audio and video are taken as aligned over the audio window.
         """
         self._check_video(video)
+        video = self.normalize_video(video)
         streams = self.embed(video, audio)
         batch = next(iter(streams.values())).shape[0]
         codes = self.codes(times, batch, next(iter(streams.values())).device)

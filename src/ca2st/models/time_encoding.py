@@ -31,16 +31,16 @@ class TimeEncoder(nn.Module):
 def default_times(batch: int, slots: int, audio_seconds: float, device=None) -> torch.Tensor:
     """``(B, 1 + slots, 2)`` when the caller gives no times: the audio window ``[0, audio_seconds]``
     and the video slots splitting the same window evenly (audio and video aligned)."""
-    edges = torch.linspace(0, audio_seconds, slots + 1, device=device)
+    edges = torch.linspace(0, audio_seconds, slots + 1, device=device)  # built on the device: no host copy
     video = torch.stack((edges[:-1], edges[1:]), dim=-1)
-    window = torch.tensor([[0.0, audio_seconds]], device=device)
+    window = torch.stack((edges[0], edges[-1]))[None]
     return torch.cat((window, video)).expand(batch, -1, -1)
 
 
-def audio_column_groups(columns: int, groups: int) -> torch.Tensor:
+def audio_column_groups(columns: int, groups: int, device=None) -> torch.Tensor:
     """Group index of each spectrogram column: ``columns // groups + 1`` consecutive columns per group,
     the last group possibly shorter (the reference's assignment)."""
-    return torch.arange(columns) // (columns // groups + 1)
+    return torch.arange(columns, device=device) // (columns // groups + 1)
 
 
 class TimeCodes(nn.Module):
@@ -67,6 +67,6 @@ class TimeCodes(nn.Module):
         f, t = self.freq_time
         edges = window[:, :1] + (window[:, 1:] - window[:, :1]) * torch.linspace(0, 1, T + 1, device=times.device)
         groups = torch.stack((edges[:, :-1], edges[:, 1:]), dim=-1)  # (B, T, 2)
-        audio = self.audio(groups)[:, audio_column_groups(t, T).to(times.device)]  # (B, t, d)
+        audio = self.audio(groups)[:, audio_column_groups(t, T, times.device)]  # (B, t, d)
         audio = audio[:, None].expand(B, f, t, audio.shape[-1]).reshape(B, 1, f * t, -1)
         return self.video(slots)[:, :, None], audio
