@@ -21,7 +21,7 @@ def test_ceiling_and_table():
     assert ceiling > 0.1  # GFLOP/s
     result = {
         "model": "cast_b16",
-        "batch": 1,
+        "batch": 8,
         "device": "cpu",
         "machine": "x",
         "threads": 2,
@@ -34,3 +34,5 @@ def test_ceiling_and_table():
     }
     table = bench.format_table(result)
     assert "74.4%" in table and "bf16_ckpt" in table and "3.00" in table
+    forward, step = (line.split() for line in table.splitlines() if line.startswith(("bf16 ", "bf16_ckpt")))
+    assert forward[3] == "5.3" and step[3] == "1.8"  # clips/s: 8 clips in 1.5 s and in 4.5 s

@@ -28,7 +28,7 @@ from .models import build_model
 from .models.summary import count_flops, example_inputs
 from .precision import autocast
 
-PRECISIONS = ("fp32", "bf16")  # the precisions measured
+PRECISIONS = ("fp32", "bf16")  # the precisions measured by default
 log = logging.getLogger(__name__)
 
 
@@ -132,6 +132,8 @@ def _subprocess_step(args, precision: str, checkpointing: bool) -> dict:
     ]
     if checkpointing:
         cmd.append("--checkpointing")
+    if args.exact_fp32:
+        cmd.append("--exact-fp32")
     if args.compile == "all":
         cmd.extend(["--compile", "all"])
     out = subprocess.run(cmd, capture_output=True, text=True)
@@ -160,7 +162,7 @@ def _forward_times(args, compile_model: bool, runs: int) -> dict[str, list[float
     if compile_model:
         modes[" compiled"] = torch.compile(model)
     times = {}
-    for precision in PRECISIONS:
+    for precision in args.precisions:
         if precision == "bf16":
             model.cast_matmul_weights_(torch.bfloat16, trainable=True)  # as ca2st eval and predict do
         for suffix, forward in modes.items():
@@ -189,6 +191,7 @@ def run(args) -> dict:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "compile": args.compile,
+        "fp32_matmul": "ieee" if args.exact_fp32 else "tf32",
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -196,7 +199,7 @@ def run(args) -> dict:
     def best_ceilings(so_far: dict[str, float]) -> dict[str, float]:
         return {p: max(so_far.get(p, 0.0), matmul_ceiling(dtype, device)) for p, dtype in dtypes.items()}
 
-    ceilings = best_ceilings({})
+    ceilings = best_ceilings({})  # the fp32 ceiling is TF32's on a GPU unless --exact-fp32
     with torch.device("meta"):
         meta = build_model(args.model)
     flops = count_flops(meta, args.batch)
@@ -208,7 +211,7 @@ def run(args) -> dict:
     result["train"] = {}
     if not args.skip_train:
         suffix = " compiled" if args.compile == "all" else ""
-        for precision in PRECISIONS:
+        for precision in args.precisions:
             for ckpt in (False, True):
                 key = f"{precision}{'_ckpt' if ckpt else ''}{suffix}"
                 result["train"][key] = _subprocess_step(args, precision, ckpt)
@@ -237,14 +240,18 @@ def format_table(r: dict) -> str:
         f"torch {r['torch']}) — {r['gflop']:.1f} GFLOP per forward",
         f"matmul ceiling: fp32 {r['ceiling_gflops']['fp32']:.1f} GFLOP/s, "
         f"bf16 {r['ceiling_gflops']['bf16']:.1f} GFLOP/s",
-        f"{'forward':<16}{'min s':>9}{'median s':>10}{'GFLOP/s':>9}{'of ceiling':>12}",
+        f"{'forward':<16}{'min s':>9}{'median s':>10}{'clips/s':>9}{'GFLOP/s':>9}{'of ceiling':>12}",
     ]
     for p, f in r["forward"].items():
         lines.append(
-            f"{p:<16}{f['min_s']:>9.3f}{f['median_s']:>10.3f}{f['gflops']:>9.1f}{f['ratio_to_ceiling']:>11.1%}"
+            f"{p:<16}{f['min_s']:>9.3f}{f['median_s']:>10.3f}{r['batch'] / f['min_s']:>9.1f}{f['gflops']:>9.1f}"
+            f"{f['ratio_to_ceiling']:>11.1%}"
         )
     if r["train"]:
-        lines.append(f"{'train step':<16}{'s':>9}{'x forward':>10}{'peak GiB':>9}")
+        lines.append(f"{'train step':<16}{'s':>9}{'x forward':>10}{'clips/s':>9}{'peak GiB':>9}")
         for key, t in r["train"].items():
-            lines.append(f"{key:<16}{t['step_s']:>9.3f}{t['ratio_to_forward']:>10.2f}{t['peak_gib']:>9.2f}")
+            lines.append(
+                f"{key:<16}{t['step_s']:>9.3f}{t['ratio_to_forward']:>10.2f}{r['batch'] / t['step_s']:>9.1f}"
+                f"{t['peak_gib']:>9.2f}"
+            )
     return "\n".join(lines)

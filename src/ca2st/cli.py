@@ -196,13 +196,20 @@ def cmd_report(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    import json
-
     from . import bench
     from .engine.distributed import resolve_device
+    from .precision import fp32_matmul_policy
 
     if args.device == "auto":
         args.device = resolve_device("auto").type
+    with fp32_matmul_policy(args.exact_fp32):
+        return run_bench(args, bench)
+
+
+def run_bench(args, bench) -> int:
+    """``ca2st bench`` under its fp32 policy: one training step's figures (the subprocess mode) or the table."""
+    import json
+
     if args.train_step_only:
         print(
             json.dumps(
@@ -347,6 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
         "also compiles the training steps (ratios against the compiled forward)",
     )
     bench.add_argument("--skip-train", action="store_true", help="forward figures only")
+    bench.add_argument(
+        "--precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"], help="what to measure"
+    )
+    bench.add_argument("--exact-fp32", action="store_true", help=EXACT_FP32_HELP)
     bench.add_argument("--json", help="write the figures to this file")
     bench.add_argument("--train-step-only", action="store_true", help=argparse.SUPPRESS)
     bench.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help=argparse.SUPPRESS)
