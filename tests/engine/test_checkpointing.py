@@ -80,3 +80,21 @@ def test_the_cuda_generator_is_saved_and_restored_per_rank(monkeypatch):
     assert len(restored) == 1 and torch.equal(restored[0][0], cuda_state) and restored[0][1] == gpu
     restore_rng_state(saved, 1, gpu)  # a rank the checkpoint has no state for keeps its own stream
     assert len(restored) == 1
+
+
+def test_the_training_state_is_saved_with_its_tensors_on_the_cpu():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from ca2st.engine.checkpointing import on_cpu
+
+    with FakeTensorMode():  # tensors that report cuda:0, as a GPU run's optimizer state does
+        state = {
+            "optimizer": {"state": {0: {"exp_avg": torch.empty(3, device="cuda:0"), "step": torch.empty(())}}},
+            "ema": [torch.empty(2, device="cuda:0")],
+            "rng": ({"cuda": torch.empty(4, dtype=torch.uint8, device="cuda:0")}, 7),
+            "best": None,
+        }
+        saved = on_cpu(state)
+    assert saved["optimizer"]["state"][0]["exp_avg"].device.type == "cpu"
+    assert saved["ema"][0].device.type == "cpu" and saved["rng"][0]["cuda"].device.type == "cpu"
+    assert isinstance(saved["rng"], tuple) and saved["rng"][1] == 7 and saved["best"] is None

@@ -37,9 +37,21 @@ def save_checkpoint(
     directory: str | Path, model: nn.Module, *, state: dict | None = None, include_experts: bool = False, **record
 ) -> Path:
     """Write a training checkpoint atomically (``record`` as for the model record: ``model_name``, ``experts``,
-    ``run``, ``meta``); ``state`` goes to ``state.pt``. Returns its path."""
-    extra = {STATE: lambda p: torch.save(state, p)} if state is not None else {}
+    ``run``, ``meta``); ``state`` goes to ``state.pt`` with its tensors on the CPU (so a plain ``torch.load`` reads a
+    GPU run's state on any machine). Returns its path."""
+    extra = {STATE: lambda p: torch.save(on_cpu(state), p)} if state is not None else {}
     return write_model_folder(directory, model, extra_files=extra, include_experts=include_experts, **record)
+
+
+def on_cpu(obj):
+    """``obj`` with every tensor in its dicts, lists and tuples moved to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(on_cpu(v) for v in obj)
+    return obj
 
 
 def checkpoint_folders(output_dir: str | Path, newest_first: bool = True) -> list[Path]:
