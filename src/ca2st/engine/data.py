@@ -133,7 +133,8 @@ def build_dataset(
     """Exactly the dataset ``ca2st train`` (``split="train"``) or ``ca2st eval`` (``split="val"``) iterates.
 
     ``recipe_or_config``: a recipe name (``cast_ssv2``), a YAML path or a :class:`RunConfig`; ``overrides`` as
-    for :func:`~ca2st.engine.config.load_config`. Items are ``(video, audio, target, meta)``; evaluation items
+    for :func:`~ca2st.engine.config.load_config`. Items are ``(video, audio, target, meta)``, video as uint8 pixels
+    (``model(video)`` and ``model.normalize_video`` normalise them; ``data.transfer=float``: float); evaluation items
     hold every view: video ``(views, 3, T, H, W)``.
     """
     if isinstance(recipe_or_config, RunConfig):

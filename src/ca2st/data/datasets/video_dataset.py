@@ -76,8 +76,9 @@ class VideoDataset(Dataset):
         samples: parsed annotations or samples.
         root: folder the sample paths are relative to.
         sampler: a frame sampler (:mod:`ca2st.data.sampling`); its ``num_clips`` test clips are the views.
-        transform: ``(uint8 (T, C, H, W), generator) -> float (C, T, S, S)`` when training, ``-> (crops, C, T, S,
-            S)`` in evaluation (:class:`TrainTransform`, :class:`EvalTransform`).
+        transform: ``(uint8 (T, C, H, W), generator) -> (C, T, S, S)`` when training, ``-> (crops, C, T, S, S)``
+            in evaluation (:class:`TrainTransform`, :class:`EvalTransform`): normalised float clips, or uint8
+            pixels that the model normalises on its device.
         train: training mode (random clip and augmentation) or evaluation (deterministic views).
         audio: an :class:`AudioSpec` for audio models, ``None`` to read no audio.
         on_error: ``'error'``, ``'skip'`` (training) or ``'exclude'`` (evaluation); see the module docstring.
@@ -85,7 +86,8 @@ class VideoDataset(Dataset):
             ``{task: -1}`` targets.
         seed: base seed; item ``i`` of epoch ``e`` uses a generator seeded from ``(seed, e, i)``.
 
-    An item is ``(video, audio, target, meta)``. Training: video float ``(C, T, S, S)``, audio ``(L, 128)``.
+    An item is ``(video, audio, target, meta)``. Training: video ``(C, T, S, S)`` (the transform's type), audio
+    ``(L, 128)``.
     Evaluation: every view stacked, clip-major (view = clip · crops + crop): video ``(V, C, T, S, S)``, audio
     ``(V, L, 128)``. ``audio`` is ``None`` without an :class:`AudioSpec`. ``target`` is a long scalar or
     ``{task: scalar}`` (-1 for unlabelled or excluded samples). ``meta`` holds ``index`` (the sample loaded),
