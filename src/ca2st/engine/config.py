@@ -52,6 +52,7 @@ class DataConfig:
     batch_size: int = 6
     eval_batch_size: int | None = None
     num_workers: int = 4
+    decoder: str = "pyav"  # "pyav" (the reference) or "torchcodec" (optional; ca2st.data.decoders)
     transfer: str = "uint8"  # clips leave the workers as "uint8" pixels (normalised on the device) or "float"
     sample_timeout: float = 600.0  # seconds a sample may take in a loader worker, then a DataError names it; 0: none
     on_error: str = "error"  # training: "error" or "skip"; evaluation always reports exclusions

@@ -93,6 +93,7 @@ RULES: dict[str, Rule] = {
     "data.eval_batch_size": at_least(1),
     "data.num_workers": at_least(0),
     "data.transfer": one_of("uint8", "float"),
+    "data.decoder": one_of("pyav", "torchcodec"),
     "data.sample_timeout": at_least(0, " seconds (0: no timeout)"),
     "data.on_error": one_of("error", "skip", note=" (evaluation always reports exclusions)"),
     "data.missing_audio": one_of("error", "silence"),

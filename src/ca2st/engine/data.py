@@ -124,6 +124,7 @@ def dataset_of_run(
         audio=audio_spec(recipe, train, d),
         on_error=d.on_error if train else "exclude",
         seed=cfg.seed,
+        decoder=d.decoder,
     )
 
 
@@ -163,6 +164,7 @@ def inference_dataset(
         audio=audio_spec(recipe, False, data),
         on_error=on_error,
         tasks=tasks,
+        decoder=(data or DataConfig()).decoder,
     )
 
 

@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from ...errors import ConfigError, DataError
+from ..decoders import frame_reader
 from ..sampling import frame_range, time_intervals
 from ..transforms import to_tchw
 from .common import Annotations, Sample
@@ -85,6 +86,7 @@ class VideoDataset(Dataset):
         tasks: task names of composition labels (default: from the annotations), so unlabelled samples get
             ``{task: -1}`` targets.
         seed: base seed; item ``i`` of epoch ``e`` uses a generator seeded from ``(seed, e, i)``.
+        decoder: ``'pyav'`` or ``'torchcodec'`` (:mod:`ca2st.data.decoders`).
 
     An item is ``(video, audio, target, meta)``. Training: video ``(C, T, S, S)`` (the transform's type), audio
     ``(L, 128)``.
@@ -110,6 +112,7 @@ class VideoDataset(Dataset):
         tasks: Sequence[str] | None = None,
         max_skips: int = 10,
         seed: int = 0,
+        decoder: str = "pyav",
     ):
         self.annotations = samples if isinstance(samples, Annotations) else None
         self.samples = list(samples)
@@ -132,6 +135,7 @@ class VideoDataset(Dataset):
         self.num_crops = 1 if train else transform.num_crops
         self.num_frames = sampler.num_frames
         self.transform = transform
+        self.read_frames = frame_reader(decoder)
         self.audio = audio
         self.on_error = on_error
         self.tasks = tuple(tasks) if tasks else None
@@ -199,7 +203,7 @@ class VideoDataset(Dataset):
         raise DataError(f"{self.max_skips} consecutive samples from index {index} are unusable; last: {err}")
 
     def _load(self, index: int):
-        from ..decode import probe, read_frames
+        from ..decode import probe
 
         sample = self.samples[index]
         where = f" (sample {sample.id}, {sample.source})" if sample.source else f" (sample {sample.id})"
@@ -215,7 +219,7 @@ class VideoDataset(Dataset):
         g = self.generator(index) if self.train else None
         clips = self.sampler(count, info.fps, first=first, train=self.train, generator=g)
         wanted = sorted({i for c in clips for i in c.indices})
-        frames = read_frames(path, wanted)
+        frames = self.read_frames(path, wanted)
         if frames.shape[0] != len(wanted):
             raise DataError(f"{path}: decoded {frames.shape[0]} of {len(wanted)} requested frames{where}")
         frames = to_tchw(frames)
