@@ -18,14 +18,13 @@ the ``torch.Generator`` passed in.
 from __future__ import annotations
 
 import math
-import random
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from .rand_augment import ClipRandAugment, check_clip
 from .recipe import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
@@ -52,11 +51,6 @@ def to_tchw(frames: torch.Tensor) -> torch.Tensor:
     if frames.dim() != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected frames of shape (T, H, W, 3), got {tuple(frames.shape)}")
     return frames.permute(0, 3, 1, 2)
-
-
-def _check_clip(video: torch.Tensor) -> None:
-    if video.dim() != 4 or video.shape[1] != 3:
-        raise ValueError(f"expected a clip of shape (T, 3, H, W), got {tuple(video.shape)}")
 
 
 def normalize(video: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
@@ -99,85 +93,6 @@ def _resize_short(video: torch.Tensor, short: int, antialias: bool, truncate: bo
     else:
         size = (max(short, int(fit(h * short / w))), short)
     return _resize(video, size, antialias)
-
-
-class ClipRandAugment:
-    """timm's RandAugment with one draw (ops, application, magnitudes, signs) per clip, applied to every frame.
-
-    ``config`` is a timm string such as ``'rand-m7-n4-mstd0.5-inc1'``. Operations act on PIL images, as in the
-    official pipeline; input and output are uint8 ``(T, C, H, W)``.
-    """
-
-    def __init__(self, config: str = "rand-m7-n4-mstd0.5-inc1", img_size: int = 224):
-        from timm.data.auto_augment import rand_augment_transform
-
-        try:
-            from PIL import Image
-
-            hparams = dict(translate_const=int(img_size * 0.45), interpolation=Image.BICUBIC)
-            self.ra = rand_augment_transform(config, hparams)
-        except Exception as err:  # timm raises AssertionError/ValueError on bad strings
-            raise ConfigError(f"invalid RandAugment config {config!r}: {err}") from err
-        self.config = config
-
-    def sample_ops(self, generator: torch.Generator | None = None) -> list[tuple]:
-        """The ops of one clip: ``[(op, level_args), ...]`` for the ops that fire."""
-        ops = self.ra.ops
-        chosen = []
-        if self.ra.choice_weights is not None:
-            w = torch.as_tensor(self.ra.choice_weights, dtype=torch.float64)
-            picks = torch.multinomial(w, self.ra.num_layers, replacement=False, generator=generator).tolist()
-        else:
-            picks = torch.randint(len(ops), (self.ra.num_layers,), generator=generator).tolist()
-        for i in picks:
-            op = ops[i]
-            u, z = torch.rand(2, generator=generator, dtype=torch.float64).tolist()
-            g = float(torch.randn((), generator=generator, dtype=torch.float64))
-            seed = int(torch.randint(2**31 - 1, (), generator=generator))
-            if op.prob < 1.0 and u > op.prob:
-                continue
-            mag = op.magnitude
-            if op.magnitude_std == float("inf"):
-                mag = z * mag
-            elif op.magnitude_std > 0:
-                mag = mag + op.magnitude_std * g
-            mag = max(0.0, min(mag, op.magnitude_max or 10.0))
-            if op.level_fn is None:
-                args = ()
-            else:  # level functions draw signs from Python's `random`: seed a private state, restore the global one
-                state = random.getstate()
-                random.seed(seed)
-                try:
-                    args = op.level_fn(mag, op.hparams)
-                finally:
-                    random.setstate(state)
-            chosen.append((op, args))
-        return chosen
-
-    def __call__(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        from PIL import Image
-
-        _check_clip(video)
-        chosen = self.sample_ops(generator)
-        if not chosen:
-            return video
-        frames = video.permute(0, 2, 3, 1).contiguous().numpy()
-        seed = int(torch.randint(2**31 - 1, (), generator=generator))
-        state = random.getstate()
-        out = []
-        try:
-            for frame in frames:
-                random.seed(seed)  # any draw inside an op is replayed identically for every frame
-                img = Image.fromarray(frame)
-                for op, args in chosen:
-                    img = op.aug_fn(img, *args, **op.kwargs)
-                out.append(np.asarray(img.convert("RGB")))
-        finally:
-            random.setstate(state)
-        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
-
-    def __repr__(self) -> str:
-        return f"ClipRandAugment({self.config!r})"
 
 
 def _rrc_params(h: int, w: int, scale, ratio, generator) -> tuple[int, int, int, int]:
@@ -251,10 +166,8 @@ class TrainTransform:
         self.antialias = antialias
 
     def __call__(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        _check_clip(video)
-        if self.rand_augment is not None:
-            video = self.rand_augment(video, generator)
-        x = self._crop(video, generator)  # crops the uint8 frames, then resizes in float
+        check_clip(video)
+        x = self._augment_and_crop(video, generator)
         if self.flip and float(torch.rand((), generator=generator)) < 0.5:
             x = x.flip(-1)
         if self.color_jitter > 0:
@@ -266,7 +179,21 @@ class TrainTransform:
             x = self._erase(x, generator)
         return x.permute(1, 0, 2, 3).contiguous()
 
+    def _augment_and_crop(self, video: torch.Tensor, generator) -> torch.Tensor:
+        """RandAugment, then the crop resized to ``size`` in float. With the random-resized crop, RandAugment
+        computes only the crop's pixels (:meth:`ClipRandAugment.apply`); the draws come in the same order."""
+        if self.rand_augment is None or self.jitter is not None:
+            if self.rand_augment is not None:
+                video = self.rand_augment(video, generator)
+            return self._crop(video, generator)
+        ops, seed = self.rand_augment.sample(generator)
+        h, w = video.shape[-2:]
+        top, left, ch, cw = _rrc_params(h, w, self.scale, self.ratio, generator)
+        region = self.rand_augment.apply(video, ops, seed, box=(top, left, top + ch, left + cw))
+        return _resize(region.float().div_(255.0), (self.size, self.size), self.antialias)
+
     def _crop(self, video: torch.Tensor, generator) -> torch.Tensor:
+        """The crop (scale jitter or random-resized) of uint8 frames, resized to ``size`` in float."""
         s = self.size
         if self.jitter is not None:
             short = int(torch.randint(self.jitter[0], self.jitter[1] + 1, (), generator=generator))
@@ -352,7 +279,7 @@ class EvalTransform:
         self.truncate_long_side = truncate_long_side
 
     def __call__(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        _check_clip(video)
+        check_clip(video)
         s = self.size
         x = _resize_short(video.float().div_(255.0), s, self.antialias, self.truncate_long_side)
         x = to_uint8(x) if self.uint8_output else normalize(x, self.mean, self.std)
