@@ -105,6 +105,7 @@ def cmd_data_prepare(args) -> int:
         workers=args.workers,
         progress=not args.quiet,
         classes=args.classes,
+        split=args.split,
         num_classes=args.num_classes,
         video_template=args.video_template,
         use_frames=args.use_frames or None,
@@ -469,7 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--annotation-out", help="the new annotation file (default: OUT/<annotation's name>)")
     prep.add_argument(
         "--format",
-        help="annotation format (guessed when omitted): path_label, cast_ssv2, cast_k400, ucf101, cast_ek100, epic100",
+        help="annotation format (guessed when omitted): path_label, cast_ssv2, cast_k400, ucf101, cast_ek100, "
+        "kinetics, kinetics_sound, vggsound, epic100",
     )
     prep.add_argument("--short-side", type=int, default=256, help="scale the short side down to this (default 256)")
     prep.add_argument("--fps", type=float, help="output frame rate (default: each source's)")
@@ -480,7 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--margin", type=float, default=0.0, help="with --cut-segments: seconds of context each side")
     prep.add_argument("--workers", type=int, help="processes (default: the CPU count, at most 4)")
     prep.add_argument("--allow-failures", action="store_true", help="exit 0 even when some files failed")
-    prep.add_argument("--classes", help="class-map file for the format's parser")
+    prep.add_argument("--classes", help="class-map file for the format's parser (Kinetics, VGG-Sound, ...)")
+    prep.add_argument("--split", help="VGG-Sound split to keep (train/test)")
     prep.add_argument("--num-classes", type=int, help="class count for the path_label format")
     prep.add_argument("--video-template", help="video path template, e.g. '{participant_id}/videos/{video_id}.MP4'")
     prep.add_argument("--use-frames", action="store_true", help="EPIC: segments from start_frame/stop_frame")

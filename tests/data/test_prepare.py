@@ -14,10 +14,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from odd_media import rotated_video
 
 from ca2st.cli import main
 from ca2st.data.datasets import parse_annotations
-from ca2st.data.decode import probe, read_audio, read_frames
+from ca2st.data.decode import display_rotation, probe, read_audio, read_frames
 from ca2st.data.prepare import PrepareSettings, format_timestamp, output_size, prepare_dataset
 from ca2st.data.sampling import frame_range
 from ca2st.engine.data import build_dataset
@@ -219,6 +220,34 @@ def test_a_path_label_list_is_scaled_and_rewritten(short_videos, tmp_path):
     assert source.shape == copy.shape and float((source - copy).abs().max()) == 0.0
 
 
+def test_a_phone_video_is_written_upright(tmp_path):
+    (tmp_path / "src").mkdir()
+    rotated_video(tmp_path / "src" / "phone.mp4", 90, 10)
+    (tmp_path / "src" / "list.txt").write_text("phone.mp4 0\n")
+    report = run_list(tmp_path / "src", tmp_path / "out")
+    assert report.ok
+    out = tmp_path / "out" / "phone.mp4"
+    info = probe(out)
+    assert (info.width, info.height) == (64, 96) and display_rotation(out) == 0  # turned, no display matrix left
+    frames = read_frames(out, range(10)).numpy()
+    assert [frame_index(np.rot90(f, -1)) for f in frames] == list(range(10))
+
+
+def test_a_kinetics_csv_keeps_its_rows_and_names(tmp_path):
+    src = tmp_path / "src"
+    make_video(src / "abc_000010_000020.mp4", 10, scale=1)
+    (src / "classes.txt").write_text("dancing\nsinging\n")
+    text = "label,youtube_id,time_start,time_end,split\nsinging,abc,10,20,train\n"
+    (src / "train.csv").write_text(text)
+    settings = PrepareSettings(short_side=32, **FAST)
+    report = prepare_dataset(
+        src / "train.csv", src, tmp_path / "out", settings=settings, classes=str(src / "classes.txt")
+    )
+    assert report.ok and (tmp_path / "out" / "train.csv").read_text() == text
+    (sample,) = parse_annotations(tmp_path / "out" / "train.csv", classes=str(src / "classes.txt"))
+    assert sample.label == 1 and probe(tmp_path / "out" / sample.path).height == 32
+
+
 def test_no_audio_drops_the_track(short_videos, tmp_path):
     run_list(short_videos, tmp_path / "out", audio=False)
     assert not probe(tmp_path / "out" / "b" / "small.mp4").has_audio
@@ -273,9 +302,9 @@ def test_cli_exit_status_and_failure_policy(short_videos, tmp_path, capsys):
 
 
 def test_an_unsupported_format_names_the_supported_ones(tmp_path):
-    (tmp_path / "vgg.csv").write_text("abc,10,dog barking,train\n")
-    with pytest.raises(ConfigError, match="vggsound format is not supported; supported formats: path_label, .*epic100"):
-        prepare_dataset(tmp_path / "vgg.csv", tmp_path, tmp_path / "out", classes=None, progress=False)
+    (tmp_path / "val.json").write_text('[{"id": "1", "label": "x", "template": "x", "placeholders": []}]')
+    with pytest.raises(ConfigError, match="ssv2 format is not supported; supported formats: path_label, .*epic100"):
+        prepare_dataset(tmp_path / "val.json", tmp_path, tmp_path / "out", progress=False)
 
 
 def test_a_segment_outside_its_video_is_named_and_the_others_prepared(untrimmed, tmp_path):

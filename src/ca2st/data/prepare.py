@@ -14,7 +14,8 @@ The new annotation file has the input's format and lists only the samples that w
 same options (``video_template=`` ...) it points at the outputs under ``out``:
 
 * ``path``-first lists (``path_label``, ``cast_ssv2``, ``cast_k400``, ``ucf101``): the path gets the suffix ``.mp4``;
-* ``cast_ek100`` (pre-trimmed clips named by id): rows unchanged, files at the same relative paths;
+* ``cast_ek100``, ``kinetics``, ``kinetics_sound``, ``vggsound`` (trimmed clips named by the row's fields through
+  ``video_template``): rows unchanged, files at the same relative paths (MP4 inside, whatever the suffix);
 * ``epic100``: every column kept; cut segments get ``video_id`` = ``narration_id`` and timestamps and frame numbers
   relative to the clip (the annotated segment inside it: the whole clip without a margin); uncut videos keep their
   timestamps, and their frame numbers are recomputed when the frame rate changes.
@@ -49,7 +50,7 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError, DataError
 from ..text import plural
 from .datasets import guess_format, parse_annotations
-from .datasets.common import Sample, parse_timestamp, read_rows
+from .datasets.common import Sample, parse_timestamp, read_rows, read_text
 from .sampling import frame_range
 
 __all__ = [
@@ -65,13 +66,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 LIST_FORMATS = ("path_label", "cast_ssv2", "cast_k400", "ucf101")  # '<path> [label]' lines: the path is rewritten
-KEPT_ROW_FORMATS = ("cast_ek100",)  # pre-trimmed clips named by id: rows unchanged
+KEPT_ROW_FORMATS = ("cast_ek100", "kinetics", "kinetics_sound", "vggsound")  # trimmed clips named by fields: kept
+HEADER_FORMATS = ("kinetics", "kinetics_sound", "epic100")  # CSVs whose first line is a header the parser needs
 SEGMENT_FORMATS = ("epic100",)  # segments of untrimmed videos: can be cut
 SUPPORTED_FORMATS = LIST_FORMATS + KEPT_ROW_FORMATS + SEGMENT_FORMATS
 SETTINGS_FILE = "prepare.json"
 PART_SUFFIX = ".part"
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
 EPS = 1e-9
+AUDIO_LAG = 10.0  # seconds: a muxer interleaves audio and video far closer than this
 
 
 @dataclass(frozen=True)
@@ -290,8 +293,9 @@ def rewrite_annotation(path: str, fmt: str, samples: list[Sample], cuts: dict[st
     if fmt in LIST_FORMATS:
         return AnnotationText([], {n: rewrite_list_row(f) for n, f in read_rows(path, None) if n in by_line})
     if fmt in KEPT_ROW_FORMATS:
-        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
-        return AnnotationText([], {n: lines[n - 1].strip() for n in by_line})
+        lines = read_text(path).splitlines()
+        header = lines[:1] if fmt in HEADER_FORMATS else []
+        return AnnotationText(header, {n: lines[n - 1].strip() for n in by_line})
     rows = read_rows(path, ",")
     _, header = next(rows)
     header = [h.strip() for h in header]
@@ -338,10 +342,14 @@ class ClipWriter:
     def video_done(self) -> bool:
         return self.spec.count is not None and self.written >= self.spec.count
 
-    def audio_done(self, position: int | None) -> bool:
+    def audio_done(self, position: int, index: int) -> bool:
+        """Whether the clip's audio window has been decoded (``position``: samples so far), or ended: the video is
+        ``AUDIO_LAG`` seconds past the clip (source frame ``index``) without it, so the track ends before."""
         if self.in_audio is None or self.copy_audio:
             return True
-        return self.a1 is not None and position is not None and position >= self.a1
+        if self.a1 is None:
+            return False
+        return position >= self.a1 or index >= self.spec.stop + AUDIO_LAG * self.src_fps
 
     def wants(self, index: int) -> bool:
         return not self.video_done() and self.source_index(self.written) == index
@@ -493,7 +501,7 @@ def encode_source(job: SourceJob) -> list[tuple[str, str | None]]:
                                 w.add_audio(samples, position)
                         position += samples.shape[1]
                 for w in writers:
-                    if not w.done and w.container is not None and w.video_done() and w.audio_done(position):
+                    if not w.done and w.container is not None and w.video_done() and w.audio_done(position, index):
                         w.finish()
                 if all(w.done for w in writers):
                     break
@@ -571,6 +579,11 @@ def prepare_dataset(
     workers = default_workers() if workers is None else workers
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be a positive number of processes, got {workers!r}")
+    if options.get("audio_template") is not None:
+        raise ConfigError(
+            "audio_template: separate audio files are not prepared; prepare the videos without it (their own "
+            "tracks are kept), and point the new annotation at the audio files with data.root or an absolute template"
+        )
     name = format or guess_format(annotation)
     if name not in SUPPORTED_FORMATS:
         raise ConfigError(
