@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from odd_media import rotated_video
 
+import media
 from ca2st.cli import main
 from ca2st.data.datasets import parse_annotations
 from ca2st.data.decode import display_rotation, probe, read_audio, read_frames
@@ -179,6 +180,49 @@ def test_a_lower_frame_rate_shows_the_frame_on_screen_at_each_time(untrimmed, tm
     assert rows[1].split(",")[4:8] == ["00:00:00.00", "00:00:00.80", "1", "10"]  # frames at 12.5 fps
 
 
+def test_uncut_videos_keep_their_times_and_get_frame_numbers_at_the_new_rate(untrimmed, tmp_path):
+    settings = PrepareSettings(short_side=64, fps=12.5, **FAST)
+    report = prepare_dataset(untrimmed / "train.csv", untrimmed, tmp_path, settings=settings, progress=False)
+    assert (report.prepared, report.encoded) == (3, 1)  # one video for the three segments
+    path = tmp_path / "P01" / "videos" / "P01_01.MP4"
+    assert indices(path) == list(range(0, 100, 2)) and probe(path).fps == 12.5
+    rows = [r.split(",") for r in (tmp_path / "train.csv").read_text().splitlines()[1:]]
+    assert [r[1] for r in rows] == ["P01_01"] * 3
+    assert [r[4:8] for r in rows][0] == ["00:00:00.50", "00:00:01.30", "8", "17"]  # frames 7..16 at 12.5 fps
+    by_time, by_frame = (parse_annotations(tmp_path / "train.csv", use_frames=f) for f in (False, True))
+    for a, b in zip(by_time, by_frame):
+        assert frame_range(50, 12.5, a.start, a.end) == frame_range(50, 12.5, b.start, b.end, unit="frames")
+
+
+def test_a_ucf101_list_gets_its_class_file_beside_it(tmp_path):
+    src = tmp_path / "src"
+    make_video(src / "Typing" / "v_Typing_g01_c01.avi", 10, scale=1, audio=False)  # MP4 inside; the name counts
+    (src / "classInd.txt").write_text("1 Knitting\n2 Typing\n")
+    (src / "testlist01.txt").write_text("Typing/v_Typing_g01_c01.avi\n")
+    report = run_list(src, tmp_path / "out", annotation="testlist01.txt", format="ucf101")
+    assert report.ok and (tmp_path / "out" / "testlist01.txt").read_text() == "Typing/v_Typing_g01_c01.mp4\n"
+    (sample,) = parse_annotations(tmp_path / "out" / "testlist01.txt")  # finds classInd.txt beside it
+    assert sample.label == 1 and (tmp_path / "out" / sample.path).is_file()
+
+
+def test_mpeg4_in_matroska_with_pcm_at_an_odd_rate_is_cut_too(tmp_path):
+    # PCM in Matroska declares '2 channels' (no layout), and AAC has no 22 kHz: both must still encode
+    media.make_video(tmp_path / "v.mkv", "mkv-mpeg4", 50, audio=media.tone([440, 660], 2.0, 22000), audio_rate=22000)
+    header = "participant_id,video_id,narration_id,start_timestamp,stop_timestamp,verb_class,noun_class"
+    (tmp_path / "a.csv").write_text(f"{header}\nP,v,n0,00:00:00.40,00:00:01.00,1,2\n")
+    settings = PrepareSettings(cut_segments=True, **FAST)
+    template = "{video_id}.mkv"
+    report = prepare_dataset(
+        tmp_path / "a.csv", tmp_path, tmp_path / "out", settings=settings, progress=False, video_template=template
+    )
+    assert report.ok, report.failures
+    out = tmp_path / "out" / "n0.mkv"  # the template's name (MP4 inside)
+    assert indices(out) == list(range(10, 25))
+    info = probe(out)
+    assert (info.audio_codec, info.audio_channels, info.audio_sample_rate) == ("aac", 2, 48000)
+    assert 0.6 <= len(read_audio(out, sample_rate=16000)) / 16000 < 0.65
+
+
 @pytest.fixture
 def short_videos(tmp_path) -> Path:
     """A path_label list of two 1 s videos: 128x192 in mkv (to be scaled) and 64x96 (smaller: kept as it is)."""
@@ -189,17 +233,11 @@ def short_videos(tmp_path) -> Path:
     return root
 
 
-def run_list(root: Path, out: Path, workers: int = 1, **kw):
+def run_list(root: Path, out: Path, workers: int = 1, annotation="list.txt", format="path_label", **kw):
     settings = PrepareSettings(short_side=kw.pop("short_side", 80), **FAST, **kw)
+    options = {"num_classes": 8} if format == "path_label" else {}
     return prepare_dataset(
-        root / "list.txt",
-        root,
-        out,
-        format="path_label",
-        settings=settings,
-        workers=workers,
-        progress=False,
-        num_classes=8,
+        root / annotation, root, out, format=format, settings=settings, workers=workers, progress=False, **options
     )
 
 

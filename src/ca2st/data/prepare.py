@@ -369,7 +369,7 @@ class ClipWriter:
             else:
                 rate = self.audio_rate if self.audio_rate in AAC_RATES else 48000
                 self.audio = self.container.add_stream("aac", rate=rate)
-                self.layout = self.in_audio.layout.name
+                self.layout = channel_layout(self.in_audio.layout)
                 self.audio.layout = self.layout
         pending, self.pending = self.pending, []
         for data in pending:
@@ -440,9 +440,18 @@ def upright(frame):
     return av.VideoFrame.from_ndarray(img, format="rgb24")
 
 
+def channel_layout(layout) -> str:
+    """The layout the audio is encoded in: the source's when it names one, else the usual one for its channel count
+    (``'2 channels'``, as PCM in Matroska often declares, becomes ``'stereo'``); stereo for other counts."""
+    if "channels" not in layout.name:
+        return layout.name
+    return {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}.get(layout.nb_channels, "stereo")
+
+
 def to_planar(resampler, frame) -> np.ndarray:
     """A decoded audio frame as float32 ``(channels, samples)``."""
-    return np.concatenate([f.to_ndarray() for f in resampler.resample(frame)], axis=1)
+    parts = [f.to_ndarray() for f in resampler.resample(frame)]
+    return np.concatenate(parts, axis=1) if parts else np.zeros((frame.layout.nb_channels, 0), np.float32)
 
 
 def encode_source(job: SourceJob) -> list[tuple[str, str | None]]:
@@ -471,7 +480,8 @@ def encode_source(job: SourceJob) -> list[tuple[str, str | None]]:
                 w.setup(Fraction(src_rate), out_rate, audio, copy)
             resampler = None
             if audio is not None and not copy:
-                resampler = av.AudioResampler(format="fltp", layout=audio.layout.name, rate=writers[0].audio_rate)
+                layout = channel_layout(audio.layout)
+                resampler = av.AudioResampler(format="fltp", layout=layout, rate=writers[0].audio_rate)
             position = 0
             size = None
             streams = [video] + ([audio] if audio is not None else [])
@@ -649,7 +659,7 @@ def prepare_dataset(
             failed[where] = replace(old, samples=old.samples + ids)
     report.failures = list(failed.values())
     for f in report.failures:
-        log.warning("%s", f)
+        log.info("%s", f)
     kept = [s for s in samples if str(out / new_paths[s.id]) not in bad_outputs]
     report.prepared = len(kept)
     if kept:
@@ -709,7 +719,7 @@ def run_jobs(jobs: list[SourceJob], workers: int, progress: bool) -> list[list[t
     jobs = [replace(j, threads=threads) for j in jobs]
     total = sum(len(j.clips) for j in jobs)
     results: list = [None] * len(jobs)
-    with tqdm(total=total, desc="encoding", unit="clip", disable=not progress) as bar:
+    with tqdm(total=total, desc="encoding", unit="file", disable=not progress) as bar:
         if workers == 1 or len(jobs) <= 1:
             for k, job in enumerate(jobs):
                 results[k] = encode_source(job)
