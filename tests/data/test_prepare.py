@@ -223,6 +223,27 @@ def test_mpeg4_in_matroska_with_pcm_at_an_odd_rate_is_cut_too(tmp_path):
     assert 0.6 <= len(read_audio(out, sample_rate=16000)) / 16000 < 0.65
 
 
+def test_a_truncated_video_gives_its_early_segments_and_names_the_late_one(tmp_path):
+    path = media.make_video(tmp_path / "v.mkv", "mkv", 100)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    header = "participant_id,video_id,narration_id,start_timestamp,stop_timestamp,verb_class,noun_class"
+    rows = ["P,v,early,00:00:00.20,00:00:00.40,1,2", "P,v,late,00:00:03.20,00:00:03.60,1,2"]
+    (tmp_path / "a.csv").write_text("\n".join([header, *rows]) + "\n")
+    settings = PrepareSettings(cut_segments=True, **FAST)
+    report = prepare_dataset(
+        tmp_path / "a.csv",
+        tmp_path,
+        tmp_path / "out",
+        settings=settings,
+        progress=False,
+        video_template="{video_id}.mkv",
+    )
+    assert report.prepared == 1 and indices(tmp_path / "out" / "early.mkv") == list(range(5, 10))
+    (failure,) = report.failures
+    assert "segment late" in failure.path and failure.samples == ("late",)
+    assert (tmp_path / "out" / "a.csv").read_text().splitlines()[1].startswith("P,early,early,")
+
+
 @pytest.fixture
 def short_videos(tmp_path) -> Path:
     """A path_label list of two 1 s videos: 128x192 in mkv (to be scaled) and 64x96 (smaller: kept as it is)."""

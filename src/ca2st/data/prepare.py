@@ -518,9 +518,11 @@ def encode_source(job: SourceJob) -> list[tuple[str, str | None]]:
             for w in writers:  # the end of the source
                 if w.done:
                     continue
-                if w.container is None or not (w.spec.count is None or w.video_done()):
-                    planned = w.spec.count and w.source_index(w.spec.count - 1)
-                    raise DataError(f"the video ended at frame {index}, before frame {planned}: truncated source?")
+                if w.spec.count is not None and not w.video_done():
+                    last = w.source_index(w.spec.count - 1)
+                    raise DataError(f"the video ended at frame {index}, before frame {last}: a truncated file?")
+                if w.container is None:
+                    raise DataError("the video stream has no decodable frames")
                 w.finish()
     except (DataError, av.error.FFmpegError, OSError, ValueError) as err:
         reason = (
@@ -550,7 +552,8 @@ def check_settings_file(out: Path, settings: PrepareSettings) -> None:
         except (OSError, ValueError):
             old = None
         if old != record:
-            diff = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in record.items() if (old or {}).get(k) != v)
+            before = old if isinstance(old, dict) else {}
+            diff = ", ".join(f"{k} {before.get(k)!r} -> {v!r}" for k, v in record.items() if before.get(k) != v)
             raise ConfigError(
                 f"{out} was prepared with other settings ({diff or 'unreadable ' + SETTINGS_FILE}): use another "
                 f"output folder, or delete {path} and the files to redo them"
