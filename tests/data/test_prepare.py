@@ -14,11 +14,12 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 from odd_media import rotated_video
 
 import media
 from ca2st.cli import main
-from ca2st.data.datasets import parse_annotations
+from ca2st.data.datasets import parse_annotations, parse_timestamp
 from ca2st.data.decode import display_rotation, probe, read_audio, read_frames
 from ca2st.data.prepare import PrepareSettings, format_timestamp, output_size, prepare_dataset
 from ca2st.data.sampling import frame_range
@@ -112,8 +113,6 @@ def test_timestamps_are_written_at_or_below_the_frame_boundary():
     assert format_timestamp(3725.5) == "01:02:05.50"
     for n, fps in [(13, 25.0), (7, 30000 / 1001), (1001, 59.94), (3, 12.5)]:
         text = format_timestamp(n / fps)
-        from ca2st.data.datasets import parse_timestamp
-
         assert frame_range(10**6, fps, parse_timestamp(text))[0] == n  # parses back to frame n
 
 
@@ -395,7 +394,7 @@ def test_ca2st_train_reads_the_prepared_clips(cut, tmp_path):
     assert len(dataset) == 3
     for k in range(len(dataset)):
         video, _, target, meta = dataset[k]
-        assert video.dtype.is_floating_point is False and video.shape[-1] == 32 and set(target) == {"verb", "noun"}
+        assert video.dtype == torch.uint8 and video.shape[-1] == 32 and set(target) == {"verb", "noun"}
     result = train(smoke_on(out, tmp_path, "optim.epochs=1"))
     losses = [h["loss"] for h in result.history if h["kind"] == "train"]
     assert losses and all(np.isfinite(losses))
