@@ -1,4 +1,4 @@
-"""Command line: ``ca2st info NAME [key=value ...]``, ``ca2st data check ANNOTATION --root DIR``."""
+"""Command line: ``ca2st info``, ``train``, ``eval``, ``predict``, ``report``, ``bench``, ``demo``, ``data check``, ``data prepare``."""
 
 from __future__ import annotations
 
@@ -81,6 +81,40 @@ def cmd_data_check(args) -> int:
             "relative to --root, and no --root was given"
         )
     return 0 if report.ok else 1
+
+
+def cmd_data_prepare(args) -> int:
+    from .data.prepare import PrepareSettings, prepare_dataset
+
+    settings = PrepareSettings(
+        short_side=args.short_side,
+        fps=args.fps,
+        crf=args.crf,
+        preset=args.preset,
+        audio=not args.no_audio,
+        cut_segments=args.cut_segments,
+        margin=args.margin,
+    )
+    report = prepare_dataset(
+        args.annotation,
+        args.root,
+        args.out,
+        format=args.format,
+        settings=settings,
+        output_annotation=args.annotation_out,
+        workers=args.workers,
+        progress=not args.quiet,
+        classes=args.classes,
+        split=args.split,
+        num_classes=args.num_classes,
+        video_template=args.video_template,
+        use_frames=args.use_frames or None,
+    )
+    for failure in report.failures:
+        print(failure)
+    for line in report.summary():
+        print(line)
+    return 0 if report.ok or args.allow_failures else 1
 
 
 def keep_freed_host_memory(device: str) -> None:
@@ -419,6 +453,42 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--no-decode", action="store_true", help="probe only; do not decode the first/last frames")
     check.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     check.set_defaults(func=cmd_data_check)
+
+    prep = data_sub.add_parser(
+        "prepare",
+        help="re-encode a dataset to a short side (and frame rate), cutting annotated segments into clips",
+        description="Re-encode every video of an annotation file into --out (H.264 in MP4, short side --short-side "
+        "or smaller, the source's frame rate unless --fps, audio kept as AAC) and write the annotation file in the "
+        "same format pointing at the outputs. --cut-segments makes one clip per EPIC-KITCHENS segment. Finished "
+        "files are skipped, so an interrupted run continues where it stopped. Samples whose file fails are named, "
+        "counted and left out of the new annotation; the exit status is then 1 (0 with --allow-failures), and 2 "
+        "when the annotation file or the options are wrong.",
+    )
+    prep.add_argument("annotation", help="annotation file (path_label-style list, CAST list or EPIC_100_*.csv)")
+    prep.add_argument("--root", help="folder the video paths are relative to")
+    prep.add_argument("--out", required=True, help="output folder (the same relative layout as --root)")
+    prep.add_argument("--annotation-out", help="the new annotation file (default: OUT/<annotation's name>)")
+    prep.add_argument(
+        "--format",
+        help="annotation format (guessed when omitted): path_label, cast_ssv2, cast_k400, ucf101, cast_ek100, "
+        "kinetics, kinetics_sound, vggsound, epic100",
+    )
+    prep.add_argument("--short-side", type=int, default=256, help="scale the short side down to this (default 256)")
+    prep.add_argument("--fps", type=float, help="output frame rate (default: each source's)")
+    prep.add_argument("--crf", type=int, default=23, help="libx264 quality, 0-51, lower is better (default 23)")
+    prep.add_argument("--preset", default="medium", help="libx264 speed preset (default medium)")
+    prep.add_argument("--no-audio", action="store_true", help="drop the audio track")
+    prep.add_argument("--cut-segments", action="store_true", help="one clip per annotated segment (EPIC-KITCHENS)")
+    prep.add_argument("--margin", type=float, default=0.0, help="with --cut-segments: seconds of context each side")
+    prep.add_argument("--workers", type=int, help="processes (default: the CPU count, at most 4)")
+    prep.add_argument("--allow-failures", action="store_true", help="exit 0 even when some files failed")
+    prep.add_argument("--classes", help="class-map file for the format's parser (Kinetics, VGG-Sound, ...)")
+    prep.add_argument("--split", help="VGG-Sound split to keep (train/test)")
+    prep.add_argument("--num-classes", type=int, help="class count for the path_label format")
+    prep.add_argument("--video-template", help="video path template, e.g. '{participant_id}/videos/{video_id}.MP4'")
+    prep.add_argument("--use-frames", action="store_true", help="EPIC: segments from start_frame/stop_frame")
+    prep.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    prep.set_defaults(func=cmd_data_prepare)
     return parser
 
 
