@@ -73,7 +73,7 @@ class OfficialLoader:
         frames = reader.get_batch(indices).asnumpy()
         ops = self.augment.sample_ops(generator)
         images = [Image.fromarray(f) for f in frames]
-        for op, args in ops:  # each operation on every frame of the clip
+        for op, args, _ in ops:  # each operation on every frame of the clip
             images = [op.aug_fn(img, *args, **op.kwargs) for img in images]
         x = torch.from_numpy(np.stack([np.asarray(img) for img in images])).float() / 255.0  # (T, H, W, C)
         x = (x - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ca2st.data import rand_augment
-from ca2st.data.rand_augment import ClipRandAugment
+from ca2st.data.rand_augment import ClipRandAugment, DrawnOp
 from ca2st.data.transforms import TrainTransform
 
 H, W = 48, 64
@@ -43,11 +43,11 @@ def test_the_official_operations_are_all_classified():
 def test_each_operation_over_a_box_is_the_box_of_its_whole_frame_result(name):
     ra = ClipRandAugment("rand-m7-n4-mstd0.5-inc1", img_size=H)
     video = textured_clip()
-    for level in (1.0, 5.5, 9.0):  # (level 10 asks PIL to posterize to 0 bits, which PIL refuses)
+    for level in (1.0, 5.5, 10.0):
         for sign_seed in (0, 1):  # the level functions negate at random
             random.seed(sign_seed)
             op = next(o for o in ra.ra.ops if o.name == name)
-            chain = [(op, op.level_fn(level, op.hparams) if op.level_fn else ())]
+            chain = [DrawnOp(op, op.level_fn(level, op.hparams) if op.level_fn else (), at_max=level >= 10)]
             for box in BOXES:
                 assert torch.equal(ra.apply(video, chain, 5, box), whole_then_box(ra, video, chain, 5, box)), (
                     name,
@@ -56,8 +56,9 @@ def test_each_operation_over_a_box_is_the_box_of_its_whole_frame_result(name):
                 )
 
 
-def test_random_chains_over_random_boxes_equal_the_whole_frame_pipeline():
-    ra = ClipRandAugment("rand-m7-n4-mstd0.5-inc1", img_size=H)
+@pytest.mark.parametrize("config", ["rand-m7-n4-mstd0.5-inc1", "rand-m9-n4-mstd1-inc1"])  # the second: many at level 10
+def test_random_chains_over_random_boxes_equal_the_whole_frame_pipeline(config):
+    ra = ClipRandAugment(config, img_size=H)
     video = textured_clip(frames=2, seed=3)
     g = torch.Generator().manual_seed(0)
     tried = 0
@@ -71,7 +72,7 @@ def test_random_chains_over_random_boxes_equal_the_whole_frame_pipeline():
         right = int(torch.randint(left + 1, W + 1, (), generator=g))
         box = (top, left, bottom, right)
         assert torch.equal(ra.apply(video, ops, seed, box), whole_then_box(ra, video, ops, seed, box)), (
-            [op.name for op, _ in ops],
+            [drawn.op.name for drawn in ops],
             box,
         )
         tried += 1
@@ -94,3 +95,12 @@ def test_a_box_outside_the_frames_is_refused():
     ra = ClipRandAugment()
     with pytest.raises(ValueError, match=r"box \(0, 0, 49, 10\) is not inside the 48×64 frames"):
         ra.apply(textured_clip(), [], None, (0, 0, H + 1, 10))
+
+
+def test_posterizing_to_no_bit_gives_black_frames():
+    ra = ClipRandAugment("rand-m7-n4-mstd0.5-inc1", img_size=H)
+    op = next(o for o in ra.ra.ops if o.name == "PosterizeIncreasing")
+    chain = [DrawnOp(op, op.level_fn(10.0, op.hparams), at_max=True)]
+    assert chain[0][1] == (0,)
+    assert not ra.apply(textured_clip(), chain, 1).any()
+    assert not ra.apply(textured_clip(), chain, 1, (3, 4, 20, 30)).any()

@@ -80,7 +80,7 @@ def test_clip_rand_augment_same_ops_each_frame_and_changes_something():
     ra = ClipRandAugment("rand-m7-n4-mstd0.5-inc1", img_size=32)
     ops = ra.sample_ops(gen(1))
     assert ops == ra.sample_ops(gen(1))
-    assert all(op.name in {o.name for o in ra.ra.ops} for op, _ in ops)
+    assert all(drawn.op.name in {o.name for o in ra.ra.ops} for drawn in ops)
     changed = False
     for seed in range(5):
         out = ra(same_frames(3, 32, 32), gen(seed))

@@ -8,26 +8,32 @@ augmented frames and computes each operation only over what later operations and
 * point operations (invert, posterize, solarize, colour, brightness) over the box only;
 * sharpness (a 3×3 filter) over the box grown by one pixel, so its filter sees the same neighbours;
 * geometric operations: their output over the box only, from the whole input frame, through the same PIL warp with
-  the output origin moved to the box (the warp samples output pixel centres, so the box's pixels are the frame's);
+  the output origin moved to the box (the warp samples output pixel centres, so the box's pixels are the frame's),
+  except at the largest magnitude (see below);
 * operations that need whole-frame statistics (autocontrast, equalize, contrast) and anything unknown: on the whole
   frame, and so everything before them too.
 
-The result equals the box of the whole-frame result: PIL computes the warp's source coordinates relative to the
-output origin, so a moved origin can change the last bit of a coordinate, which can move a pixel by one grey level
-only when its bicubic value lies within about 1e-11 of an integer (none did in the tests' thousands of clips).
+Posterizing to 0 bits (level 10 of ``PosterizeIncreasing``, below 2.5 of ``Posterize``) gives black frames, as it did
+in the PIL versions the official code ran on (PIL 10 and later refuse 0 bits).
+
+The result equals the box of the whole-frame result. PIL computes a warp's source coordinates relative to the output
+origin, so a moved origin can change the last bit of a coordinate, and that moves a pixel by one grey level when its
+bicubic value lies on an integer. With the random magnitudes of RandAugment that takes a value within about 1e-11
+of an integer; at the largest magnitude (level 10) the factors are round numbers (a 0.3 shear, a 30° turn) and
+values land on integers often, so a clipped warp is computed on the whole frame.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
 
-__all__ = ["ClipRandAugment", "check_clip"]
+__all__ = ["ClipRandAugment", "DrawnOp", "check_clip"]
 
 # timm operation names by what an output pixel depends on
 POINT_OPS = frozenset(
@@ -49,6 +55,15 @@ NEIGHBOUR_OPS = frozenset({"Sharpness", "SharpnessIncreasing"})  # PIL's 3×3 sm
 WARP_OPS = frozenset({"Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY", "TranslateXRel", "TranslateYRel"})
 
 Region = tuple[int, int, int, int]  # top, left, bottom, right (exclusive) in frame pixels
+
+
+class DrawnOp(NamedTuple):
+    """One operation of a clip's draw: the timm op, its level arguments, and whether its magnitude was clipped to
+    the maximum (level 10: round factors such as a 0.3 shear, whose bicubic values often land on integers)."""
+
+    op: object
+    args: tuple
+    at_max: bool = False
 
 
 def check_clip(video: torch.Tensor) -> None:
@@ -116,8 +131,8 @@ class ClipRandAugment:
             raise ConfigError(f"invalid RandAugment config {config!r}: {err}") from err
         self.config = config
 
-    def sample_ops(self, generator: torch.Generator | None = None) -> list[tuple]:
-        """The ops of one clip: ``[(op, level_args), ...]`` for the ops that fire."""
+    def sample_ops(self, generator: torch.Generator | None = None) -> list[DrawnOp]:
+        """The ops of one clip that fire, in order."""
         ops = self.ra.ops
         chosen = []
         if self.ra.choice_weights is not None:
@@ -137,7 +152,8 @@ class ClipRandAugment:
                 mag = z * mag
             elif op.magnitude_std > 0:
                 mag = mag + op.magnitude_std * g
-            mag = max(0.0, min(mag, op.magnitude_max or 10.0))
+            top = op.magnitude_max or 10.0
+            at_max, mag = mag >= top, max(0.0, min(mag, top))
             if op.level_fn is None:
                 args = ()
             else:  # level functions draw signs from Python's `random`: seed a private state, restore the global one
@@ -147,10 +163,10 @@ class ClipRandAugment:
                     args = op.level_fn(mag, op.hparams)
                 finally:
                     random.setstate(state)
-            chosen.append((op, args))
+            chosen.append(DrawnOp(op, args, at_max))
         return chosen
 
-    def sample(self, generator: torch.Generator | None = None) -> tuple[list[tuple], int | None]:
+    def sample(self, generator: torch.Generator | None = None) -> tuple[list[DrawnOp], int | None]:
         """One clip's draw: its ops and the seed of any randomness inside them (``None`` when no op fires)."""
         ops = self.sample_ops(generator)
         return ops, (int(torch.randint(2**31 - 1, (), generator=generator)) if ops else None)
@@ -172,7 +188,7 @@ class ClipRandAugment:
             raise ValueError(f"box {box} is not inside the {h}×{w} frames")
         if not ops:
             return video[..., box[0] : box[2], box[1] : box[3]]
-        needs = self._plan([op.name for op, _ in ops], box, h, w)
+        needs = self._plan([drawn.op.name for drawn in ops], box, h, w)
         frames = video.permute(0, 2, 3, 1).contiguous().numpy()
         state = random.getstate()
         out = []
@@ -180,8 +196,8 @@ class ClipRandAugment:
             for frame in frames:
                 random.seed(seed)  # any draw inside an op is replayed identically for every frame
                 img, have = Image.fromarray(frame), full
-                for (op, args), need in zip(ops, needs):
-                    img, have = self._run(op, args, img, have, need, full), need
+                for drawn, need in zip(ops, needs):
+                    img, have = self._run(DrawnOp(*drawn), img, have, need, full), need
                 out.append(np.asarray(img.convert("RGB")))
         finally:
             random.setstate(state)
@@ -200,16 +216,20 @@ class ClipRandAugment:
         return needs[::-1]
 
     @staticmethod
-    def _run(op, args, img, have: Region, need: Region, full: Region):
+    def _run(drawn: DrawnOp, img, have: Region, need: Region, full: Region):
         """One op on ``img`` (covering ``have``), computed over ``need`` (see :meth:`_plan`)."""
         from PIL import Image
 
+        op, args = drawn.op, drawn.args
         if op.name in POINT_OPS:
-            return op.aug_fn(_crop(img, have, need), *args, **op.kwargs)
+            region = _crop(img, have, need)
+            if op.name.startswith("Posterize") and args and args[0] < 1:  # keep no bit: black (PIL refuses 0 bits)
+                return Image.new(region.mode, region.size)
+            return op.aug_fn(region, *args, **op.kwargs)
         if op.name in NEIGHBOUR_OPS:
             grown = _grow(need, 1, full[2], full[3])
             return _crop(op.aug_fn(_crop(img, have, grown), *args, **op.kwargs), grown, need)
-        if op.name in WARP_OPS and need != full:
+        if op.name in WARP_OPS and need != full and not drawn.at_max:
             recorder = _WarpRecorder(img.size)
             op.aug_fn(recorder, *args, **op.kwargs)
             if recorder.warp is not None:
