@@ -120,6 +120,7 @@ def dataset_of_run(
         audio=audio_spec(recipe, train, d),
         on_error=d.on_error if train else "exclude",
         seed=cfg.seed,
+        index_cache=d.index_cache,
     )
 
 

@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from ...errors import ConfigError, DataError
+from ..frame_index import cache_folder
 from ..sampling import frame_range, time_intervals
 from ..transforms import to_tchw
 from .common import Annotations, Sample
@@ -84,6 +85,8 @@ class VideoDataset(Dataset):
         tasks: task names of composition labels (default: from the annotations), so unlabelled samples get
             ``{task: -1}`` targets.
         seed: base seed; item ``i`` of epoch ``e`` uses a generator seeded from ``(seed, e, i)``.
+        index_cache: where the videos' frame indexes are kept on disk (:func:`ca2st.data.frame_index.cache_folder`:
+            ``"auto"``, a folder beside the annotation file; a folder; ``None``: in memory only).
 
     An item is ``(video, audio, target, meta)``. Training: video float ``(C, T, S, S)``, audio ``(L, 128)``.
     Evaluation: every view stacked, clip-major (view = clip · crops + crop): video ``(V, C, T, S, S)``, audio
@@ -108,6 +111,7 @@ class VideoDataset(Dataset):
         tasks: Sequence[str] | None = None,
         max_skips: int = 10,
         seed: int = 0,
+        index_cache: str | Path | None = None,
     ):
         self.annotations = samples if isinstance(samples, Annotations) else None
         self.samples = list(samples)
@@ -138,6 +142,7 @@ class VideoDataset(Dataset):
         self.epoch = 0
         self.stats: Counter = Counter()
         self.bad: dict[int, str] = {}
+        self.index_cache = cache_folder(index_cache, self.annotations.path if self.annotations is not None else None)
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -204,7 +209,7 @@ class VideoDataset(Dataset):
         path = self.resolve(sample.path, self.root)
         if not path.is_file():
             raise DataError(f"{path}: video file not found{where}")
-        info = probe(path)  # cached per file version by decode.probe
+        info = probe(path, index_cache=self.index_cache)  # cached per file version by decode.probe
         if info.num_frames < 1:
             raise DataError(f"{path}: the video stream has no frames{where}")
         first, count = frame_range(
@@ -213,7 +218,7 @@ class VideoDataset(Dataset):
         g = self.generator(index) if self.train else None
         clips = self.sampler(count, info.fps, first=first, train=self.train, generator=g)
         wanted = sorted({i for c in clips for i in c.indices})
-        frames = read_frames(path, wanted)
+        frames = read_frames(path, wanted, index_cache=self.index_cache)
         if frames.shape[0] != len(wanted):
             raise DataError(f"{path}: decoded {frames.shape[0]} of {len(wanted)} requested frames{where}")
         frames = to_tchw(frames)
