@@ -414,30 +414,44 @@ def _plan(index: FrameIndex, targets: list[int], seek_cost: float) -> list[tuple
 def _read_indexed(
     container, stream, index: FrameIndex, runs, targets: list[int], autorotate: bool, threads: int
 ) -> dict:
-    """Frames ``targets`` decoded along ``runs``; every presented frame is identified by its timestamp and must
-    come out in order without a gap, else :class:`_Fallback`."""
+    """Frames ``targets`` decoded along ``runs``, or :class:`_Fallback`. Each run must start on a keyframe of the
+    index (the first packet after the seek), and every frame is identified by its timestamp and must come out
+    in order; frames between two wanted ones may be missing: the decoder skips the frames that no other frame
+    refers to, unless they are wanted (``skip_frame``), which changes no other frame."""
     wanted = set(targets)
+    wanted_pts = {int(index.pts[t]) for t in targets}
+    keys = set(index.key_pts.tolist())
+    ctx = stream.codec_context
     out: dict[int, np.ndarray] = {}
     for key, first, last in runs:
         expect = first  # the next frame this run must present
         try:
             if key is not None:
                 container.seek(key, stream=stream, backward=True, any_frame=False)
-            for frame in container.decode(stream):
-                i = index.frame_of(frame.pts)
-                if i is None:
-                    raise _Fallback(f"decoded timestamp {frame.pts} is no frame's in the index")
-                if i < expect:
-                    continue  # the seek landed on an earlier keyframe, or an open GOP's leading frame
-                if i != expect:
-                    raise _Fallback(f"frame {i} came out where frame {expect} was due")
-                expect += 1
-                if i in wanted:
-                    out[i] = _to_rgb(frame, autorotate, threads)
-                if i >= last:
+            landed = False
+            for packet in container.demux(stream):
+                if not landed and packet.size:
+                    if packet.pts not in keys or (key is not None and packet.pts > key):
+                        raise _Fallback(f"the run to frame {last} starts on a packet at {packet.pts}, not a keyframe")
+                    landed = True
+                ctx.skip_frame = "NONREF" if packet.size and packet.pts not in wanted_pts else "DEFAULT"
+                for frame in packet.decode():
+                    i = index.frame_of(frame.pts)
+                    if i is None:
+                        raise _Fallback(f"decoded timestamp {frame.pts} is no frame's in the index")
+                    if i < expect:
+                        continue  # the seek landed on an earlier keyframe, or an open GOP's leading frame
+                    if i > expect and not wanted.isdisjoint(range(expect, i)):
+                        raise _Fallback(f"frame {i} came out where frame {expect} was due")
+                    expect = i + 1
+                    if i in wanted:
+                        out[i] = _to_rgb(frame, autorotate, threads)
+                if expect > last:
                     break
         except av.error.FFmpegError as e:  # a real corruption is reported by the sequential pass
             raise _Fallback(f"decoding from a keyframe failed ({e})") from e
+        finally:
+            ctx.skip_frame = "DEFAULT"
         if expect <= last:
             raise _Fallback(f"the stream ended before frame {last}")
     return out
