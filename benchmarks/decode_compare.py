@@ -287,12 +287,13 @@ def format_row(row: dict) -> str:
 def markdown(rows: list[dict]) -> str:
     names = list(rows[0]["ms"])
     lines = [
-        "| pattern | " + " | ".join(names) + " | best exact peer | ca2st / best |",
-        "|---" * (len(names) + 3) + "|",
+        "| pattern | " + " | ".join(names) + " | best exact peer | ca2st / best | ca2st cores for 100 clips/s |",
+        "|---" * (len(names) + 4) + "|",
     ]
     for row in rows:
         cells = [f"{row['ms'][d]:.1f}{'' if row['exact'][d] else ' (not exact)'}" for d in names]
         best = row["best"]
         ratio = f"{row['ms']['ca2st'] / row['ms'][best]:.2f}" if best else "-"
-        lines.append(f"| {row['pattern']} | " + " | ".join(cells) + f" | {best or '-'} | {ratio} |")
+        cores = row["ms"]["ca2st"] * 100 / 1000  # decoding alone, one thread per clip
+        lines.append(f"| {row['pattern']} | " + " | ".join(cells) + f" | {best or '-'} | {ratio} | {cores:.1f} |")
     return "\n".join(lines)

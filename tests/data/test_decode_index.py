@@ -217,3 +217,18 @@ def test_datasets_keep_indexes_beside_the_annotation_file_by_default(tmp_path):
     chosen = ca2st.build_dataset("cast_ssv2", "train", {**overrides, "data.index_cache": str(tmp_path / "idx")})
     chosen[0]
     assert len(_index_files(tmp_path / "idx")) == 1
+
+
+def test_memory_cache_drops_the_least_recently_used_index_beyond_its_budget(streams, monkeypatch):
+    a, b = str(streams["h264-vfr-mp4"][0]), str(streams["vp9-vfr-webm"][0])
+    builds = []
+    real_build = frame_index_module.build_index
+    monkeypatch.setattr(frame_index_module, "build_index", lambda p: builds.append(p) or real_build(p))
+    clear_memory_cache()
+    one = cached_index(a).nbytes
+    monkeypatch.setattr(frame_index_module, "MEMORY_BUDGET", one + 1)  # room for one index
+    cached_index(a)
+    cached_index(b)  # a is dropped
+    cached_index(b)
+    cached_index(a)
+    assert builds == [a, b, a]

@@ -10,12 +10,13 @@ exactly that frame:
 * ``indexed``: look the frames up in the file's frame index (:mod:`ca2st.data.frame_index`: every frame's
   presentation timestamp and the keyframes, built once per file by demuxing the video stream and cached),
   group the wanted frames into runs, seek to the keyframe before each run (only where the frames that the
-  seek skips cost more to decode than the seek itself) and decode forward. Every presented frame is
-  identified by its timestamp and must come out in order, without a gap. Used only for MP4/MOV and
-  Matroska/WebM streams other than VP8 (AVI timestamps are synthetic and MPEG-4 packed B-frames shift them;
-  seeking VP8 WebM broke in our measurements); any surprise (an unindexable stream, a timestamp that is no
-  frame's, a frame out of order, a seek that lands after its keyframe, a decoding error) falls back to
-  ``sequential``.
+  seek skips cost more to decode than the seek itself) and decode forward; frames that are not wanted and
+  that no other frame refers to are not decoded (``skip_frame``; no other frame changes). Each run must start
+  on a keyframe of the index, and every frame is identified by its timestamp and must come out in order
+  (only unwanted frames may be missing). Used only for MP4/MOV and Matroska/WebM streams other than VP8 (AVI
+  timestamps are synthetic and MPEG-4 packed B-frames shift them; seeking VP8 WebM broke in our
+  measurements); any surprise (an unindexable stream, a run that starts elsewhere, a timestamp that is no
+  frame's, a wanted frame missing or out of order, a decoding error) falls back to ``sequential``.
 
 Frames are converted to RGB by one scaler context per thread, and the demuxer skips the other streams' packets.
 """
@@ -39,7 +40,7 @@ from av.video.reformatter import VideoReformatter
 
 from ..errors import DataError
 from .audio import resample
-from .frame_index import FrameIndex, NotIndexable, cached_index
+from .frame_index import FrameIndex, NotIndexable, cached_index, demux_only
 
 logger = logging.getLogger(__name__)
 
@@ -289,11 +290,8 @@ def decoder_threads(threads: int | None = None) -> int:
 
 
 def _prepare(container, stream, threads: int) -> None:
-    """Decode ``stream`` with ``threads`` (frame and slice threading) and let the demuxer skip the other
-    streams' packets without reading them."""
-    for other in container.streams:
-        if other.index != stream.index:
-            other.discard = av.stream.Discard.all
+    """Decode ``stream`` alone, with ``threads`` (frame and slice threading)."""
+    demux_only(container, stream)
     stream.thread_type = "AUTO"
     stream.codec_context.thread_count = threads
 
@@ -572,6 +570,7 @@ def read_audio(path, start: float | None = None, end: float | None = None, sampl
         raise DataError(f"{path}: audio window end {end} s is not after the start of the track")
     with _open(path) as container:
         stream = _audio_stream(container, path)
+        demux_only(container, stream)
         stream.thread_type = "AUTO"
         rate = stream.codec_context.sample_rate or stream.rate
         if not rate:

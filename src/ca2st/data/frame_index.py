@@ -35,6 +35,7 @@ __all__ = [
     "FrameIndex",
     "NotIndexable",
     "build_index",
+    "demux_only",
     "cached_index",
     "cache_folder",
     "clear_memory_cache",
@@ -96,15 +97,20 @@ class FrameIndex:
             raise NotIndexable("the first frame comes before the first keyframe")
 
 
+def demux_only(container, stream) -> None:
+    """Let the demuxer of ``container`` skip the packets of every stream but ``stream`` without reading them."""
+    for other in container.streams:
+        if other.index != stream.index:
+            other.discard = av.stream.Discard.all
+
+
 def build_index(path: str) -> FrameIndex:
     """Index the first video stream of ``path`` by demuxing its packets to the end (the demuxer is told to discard
     the other streams). Raises :class:`NotIndexable` when the stream cannot be indexed."""
     try:
         with av.open(path, metadata_errors="ignore") as container:
             stream = container.streams.video[0]
-            for other in container.streams:
-                if other.index != stream.index:
-                    other.discard = av.stream.Discard.all
+            demux_only(container, stream)
             pts, keys = [], []
             for packet in container.demux(stream):
                 if not packet.size:
@@ -132,7 +138,10 @@ def cached_index(path: str, cache_dir: str | os.PathLike | None = None) -> Frame
     key = (full, stat.st_size, stat.st_mtime_ns)
     index = _MEMORY.get(key)
     if index is not None:
-        _MEMORY.move_to_end(key)
+        try:
+            _MEMORY.move_to_end(key)
+        except KeyError:  # evicted meanwhile by another thread
+            pass
         return index
     disk = _disk_path(full, cache_dir) if cache_dir is not None else None
     index = _load(disk, stat) if disk is not None else None
