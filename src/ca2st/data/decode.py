@@ -49,7 +49,7 @@ __all__ = ["VideoInfo", "probe", "has_audio", "display_rotation", "read_frames",
 # Containers (FFmpeg demuxer names) whose video timestamps we trust for seeking, and codecs excluded there.
 _SEEK_FORMATS = ("mov", "mp4", "matroska", "webm")
 _NO_SEEK_CODECS = ("vp8",)
-_SEEK_PIXELS = 8e5  # a seek costs about as much CPU as decoding this many pixels of frames (benchmarks/RESULTS.md)
+_SEEK_FRAMES = 6  # a seek costs about as much CPU as decoding this many frames, at any size (benchmarks/RESULTS.md)
 _END_SHORTFALL = 2  # decoded frames missing at the end of a header's count: an encoder quirk, not truncation
 _AUDIO_SEEK_AFTER = 30.0  # seconds: later windows are reached by seeking when timestamps are sample-exact
 _AUDIO_SEEK_PREROLL = 1.0  # seconds decoded before the window after a seek (decoder warm-up)
@@ -385,12 +385,6 @@ def _seek_allowed(container, stream) -> bool:
     return any(n in _SEEK_FORMATS for n in names) and stream.codec_context.name not in _NO_SEEK_CODECS
 
 
-def _seek_cost(stream) -> float:
-    """What a seek costs (demuxer seek, decoder flush and restart), in decoded frames of this stream's size."""
-    ctx = stream.codec_context
-    return max(1.0, _SEEK_PIXELS / max(1, ctx.width * ctx.height))
-
-
 def _plan(index: FrameIndex, targets: list[int], seek_cost: float) -> list[tuple[int | None, int, int]]:
     """Decode runs for sorted ``targets``: (keyframe timestamp to seek to, or None to decode on from the start of
     the file; first frame the run presents; last target). A target starts a new run when the frames that seeking
@@ -514,7 +508,7 @@ def read_frames(
                 index = cached_index(path, index_cache)
                 if targets[-1] >= index.num_frames:
                     raise _Fallback("an index beyond the indexed frames")  # the sequential pass reports the count
-                runs = _plan(index, targets, 0.0 if method == "seek" else _seek_cost(stream))
+                runs = _plan(index, targets, 0 if method == "seek" else _SEEK_FRAMES)
                 frames = _read_indexed(container, stream, index, runs, targets, autorotate, threads)
                 seeks = sum(key is not None for key, _, _ in runs)
                 logger.debug("%s: %d frames by %d seeks", path, len(targets), seeks)
