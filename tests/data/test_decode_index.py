@@ -232,3 +232,13 @@ def test_memory_cache_drops_the_least_recently_used_index_beyond_its_budget(stre
     cached_index(b)
     cached_index(a)
     assert builds == [a, b, a]
+
+
+def test_disk_cache_names_stay_short_for_long_video_names(streams, tmp_path):
+    path, _ = streams["h264-vfr-mp4"]
+    video = tmp_path / ("v" * 236 + ".mp4")  # a legal name; with the cache's suffix it would pass 255 bytes
+    video.write_bytes(path.read_bytes())
+    clear_memory_cache()
+    cached_index(str(video), tmp_path / "index")
+    (stored,) = _index_files(tmp_path / "index")
+    assert len(stored.name) < 255

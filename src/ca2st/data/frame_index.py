@@ -190,7 +190,7 @@ def _remember(key: tuple, index: FrameIndex) -> None:
 
 def _disk_path(full: str, cache_dir) -> Path:
     digest = hashlib.sha1(full.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    return Path(cache_dir) / f"{Path(full).name}.{digest}.npz"
+    return Path(cache_dir) / f"{Path(full).name[:100]}.{digest}.npz"  # short enough for any file system
 
 
 def _load(disk: Path, stat: os.stat_result) -> FrameIndex | None:
