@@ -6,6 +6,12 @@ DataLoader workers, and times one training step of ``cast_b16`` (batch 1, bf16 b
 runs it: :func:`ca2st.bench.train_step_stats`). Loading keeps up when ``clips/s × step seconds ≥ batch size``.
 
     python benchmarks/bench_data.py [--videos 8] [--clips 24] [--workers 0 1 2] [--steps 3] [--precision bf16]
+
+``--compare`` times decoders side by side instead (:mod:`decode_compare`: ca2st and every peer importable here,
+interleaved in one process, on generated K400-, SSV2-, EK100-like and 1080p media):
+
+    python benchmarks/bench_data.py --compare [--ek-minutes 10] [--compare-clips 8] [--rounds 2]
+        [--media-dir DIR] [--baseline OLD_DECODE_PY]
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+from decode_compare import compare, markdown
 from torch.utils.data import DataLoader
 
 from ca2st.bench import train_step_stats
@@ -85,12 +92,25 @@ def main() -> None:
         type=float,
         help="use this training-step time (batch 1) instead of measuring one, e.g. a GPU figure",
     )
+    ap.add_argument("--compare", action="store_true", help="time decoders side by side (see the module docstring)")
+    ap.add_argument("--ek-minutes", type=float, default=10.0, help="length of the untrimmed EK100-like video")
+    ap.add_argument("--compare-clips", type=int, default=8, help="clips per access pattern")
+    ap.add_argument("--rounds", type=int, default=2, help="times each clip is decoded by each decoder")
+    ap.add_argument("--media-dir", help="folder for the generated media, kept between runs (default: a temporary one)")
+    ap.add_argument("--baseline", help="a decode.py of another ca2st version, timed as 'ca2st (baseline)'")
     args = ap.parse_args()
 
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, device {args.device}"
     )
+    if args.compare:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(args.media_dir or tmp)
+            folder.mkdir(parents=True, exist_ok=True)
+            rows = compare(folder, args.ek_minutes, args.compare_clips, args.rounds, args.baseline)
+        print("\nCPU ms per clip (ratio: ca2st / the best frame-exact peer):\n" + markdown(rows))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         paths = make_videos(Path(tmp), args.videos, args.seconds)

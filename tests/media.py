@@ -27,6 +27,7 @@ VIDEO_CODECS = {
     "avi": ("mpeg4", {"g": "12", "bf": "2", "qscale": "2"}),
     "webm-vp8": ("libvpx", {"g": "12", "deadline": "realtime", "cpu-used": "8", "crf": "4", "b": "2M"}),
     "webm-vp9": ("libvpx-vp9", {"g": "12", "deadline": "realtime", "cpu-used": "8", "crf": "10", "b": "0"}),
+    "mp4-hevc": ("libx265", {"crf": "8", "g": "12", "bf": "2", "preset": "ultrafast", "x265-params": "log-level=1"}),
 }
 AUDIO_CODECS = {
     "mp4": "aac",
@@ -35,6 +36,7 @@ AUDIO_CODECS = {
     "avi": "pcm_s16le",
     "webm-vp8": "vorbis",
     "webm-vp9": "libopus",
+    "mp4-hevc": "aac",
 }
 
 
@@ -96,12 +98,20 @@ def make_video(
     audio=None,
     audio_rate: int = 48000,
     audio_layout: str = "stereo",
+    *,
+    options: dict | None = None,
+    times_ms=None,
 ) -> Path:
-    """Write an index-spelling video of ``kind`` (a key of VIDEO_CODECS); ``audio`` is (channels, samples) or None."""
-    codec, options = VIDEO_CODECS[kind]
+    """Write an index-spelling video of ``kind`` (a key of VIDEO_CODECS); ``audio`` is (channels, samples) or None.
+    ``options`` update the kind's encoder options; ``times_ms`` gives each frame's presentation time in
+    milliseconds (a variable frame rate; default: frame ``i`` at ``i / fps``)."""
+    codec, base = VIDEO_CODECS[kind]
+    time_base = Fraction(1, 1000) if times_ms is not None else Fraction(1, fps)
     with av.open(str(path), "w") as container:
-        vs = container.add_stream(codec, rate=fps, options=dict(options))
+        vs = container.add_stream(codec, rate=fps, options={**base, **(options or {})})
         vs.width, vs.height, vs.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        if times_ms is not None:
+            vs.codec_context.time_base = vs.time_base = time_base
         if audio is not None:
             acodec = AUDIO_CODECS[kind]
             opts = {"strict": "experimental"} if acodec == "vorbis" else {}
@@ -109,8 +119,8 @@ def make_video(
             as_.layout = audio_layout
         for i in range(num_frames):
             frame = av.VideoFrame.from_ndarray(index_frame(i), format="rgb24")
-            frame.pts = i
-            frame.time_base = Fraction(1, fps)
+            frame.pts = int(times_ms[i]) if times_ms is not None else i
+            frame.time_base = time_base
             container.mux(vs.encode(frame))
         container.mux(vs.encode(None))
         if audio is not None:

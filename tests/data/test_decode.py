@@ -13,6 +13,7 @@ import torch
 
 import ca2st.data.decode as decode
 from ca2st.data.decode import has_audio, probe, read_audio, read_frames
+from ca2st.data.frame_index import FrameIndex
 from ca2st.errors import DataError
 from media import (
     AUDIO_CODECS,
@@ -28,7 +29,7 @@ from media import (
 )
 
 KINDS = list(VIDEO_CODECS)
-SEEKABLE = ["mp4", "mkv", "mkv-mpeg4", "webm-vp9"]  # AVI and VP8 WebM always decode sequentially
+SEEKABLE = ["mp4", "mkv", "mkv-mpeg4", "webm-vp9", "mp4-hevc"]  # AVI and VP8 WebM always decode sequentially
 NUM_FRAMES = 150  # GOP 12: seeking pays off for sparse indices
 AUDIO_SECONDS = NUM_FRAMES / 25
 TONE = dict(freqs=[440.0, 1000.0], amps=[0.5, 0.2])  # left and right channels differ
@@ -143,12 +144,13 @@ def test_bigbuckbunny_decodes():
 def test_probe(videos, kind):
     info = probe(videos[kind])
     assert info.num_frames == NUM_FRAMES
-    assert info.num_frames_source == {"mp4": "container", "avi": "decoded"}.get(kind, "packets")
+    assert info.num_frames_source == {"mp4": "container", "mp4-hevc": "container", "avi": "decoded"}.get(
+        kind, "packets"
+    )
     assert (info.width, info.height) == (WIDTH, HEIGHT) and info.fps == pytest.approx(25.0)
     assert info.duration == pytest.approx(AUDIO_SECONDS, abs=0.05)
-    assert info.codec == VIDEO_CODECS[kind][0].replace("libx264", "h264").replace("libvpx-vp9", "vp9").replace(
-        "libvpx", "vp8"
-    )
+    encoder_to_codec = {"libx264": "h264", "libx265": "hevc", "libvpx-vp9": "vp9", "libvpx": "vp8"}
+    assert info.codec == encoder_to_codec.get(VIDEO_CODECS[kind][0], VIDEO_CODECS[kind][0])
     assert info.has_audio and info.audio_sample_rate == 48000 and info.audio_channels == 2
     assert has_audio(videos[kind])
     assert probe(videos[kind], count="packets").num_frames == NUM_FRAMES
@@ -353,15 +355,11 @@ def test_audio_window_outside_the_track(bad_files):
 
 
 def test_seek_falls_back_when_timestamps_disagree(videos, monkeypatch, caplog):
-    """A packet table shifted by one frame (the AVI failure mode) must not give wrong frames."""
-    real = decode._packet_table
-
-    def shifted(container, stream, last):
-        pts, keys, complete = real(container, stream, last)
-        step = pts[1] - pts[0]
-        return [p + step for p in pts], [k + step for k in keys], complete
-
-    monkeypatch.setattr(decode, "_packet_table", shifted)
+    """A frame index shifted by one frame (the AVI failure mode) must not give wrong frames."""
+    real = decode.cached_index(str(videos["mp4"]))
+    step = int(real.pts[1] - real.pts[0])
+    shifted = FrameIndex(real.pts + step, real.key_pts + step, real.time_base)
+    monkeypatch.setattr(decode, "cached_index", lambda *args, **kwargs: shifted)
     with caplog.at_level(logging.DEBUG, logger="ca2st.data.decode"):
         frames = read_frames(videos["mp4"], [140, 5, 70], method="seek")
     assert _indices(frames) == [140, 5, 70]

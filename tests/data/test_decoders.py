@@ -53,7 +53,7 @@ def test_torchcodec_errors_name_the_file(videos, tmp_path):
 
 
 def test_choosing_a_decoder(monkeypatch):
-    assert frame_reader("pyav") is read_frames
+    assert frame_reader("pyav").func is read_frames
     with pytest.raises(ConfigError, match=r"decoder must be one of \['pyav', 'torchcodec'\], got 'decord'"):
         frame_reader("decord")
     with pytest.raises(ConfigError, match="pyav decoder decodes on the CPU"):

@@ -100,9 +100,9 @@ def test_probe_is_cached_per_file_version(files, monkeypatch, tmp_path):
     calls = []
     real = decode._probe
 
-    def counting(path, count):
+    def counting(path, count, *rest):
         calls.append(path)
-        return real(path, count)
+        return real(path, count, *rest)
 
     monkeypatch.setattr(decode, "_probe", counting)
     path = tmp_path / "v.avi"

@@ -7,12 +7,18 @@ exactly that frame:
 
 * ``sequential``: decode from the start, keep the wanted frames, stop after the last one. Exact for every
   container and codec.
-* ``seek``: demux (without decoding) the packets up to the last wanted frame, which lists the presentation
-  timestamps of frames ``0..i``; seek to the keyframe before each wanted timestamp and decode forward until that
-  timestamp comes out. Used only for MP4/MOV and Matroska/WebM streams other than VP8 (AVI timestamps are
-  synthetic and MPEG-4 packed B-frames shift them; seeking VP8 WebM broke in our measurements), only when the
-  plan decodes far fewer frames than the sequential one, and it falls back to ``sequential`` on any surprise
-  (missing or repeated timestamps, a seek that lands after its target, a decoding error).
+* ``indexed``: look the frames up in the file's frame index (:mod:`ca2st.data.frame_index`: every frame's
+  presentation timestamp and the keyframes, built once per file by demuxing the video stream and cached),
+  group the wanted frames into runs, seek to the keyframe before each run (only where the frames that the
+  seek skips cost more to decode than the seek itself) and decode forward; frames that are not wanted and
+  that no other frame refers to are not decoded (``skip_frame``; no other frame changes). Each run must start
+  on a keyframe of the index, and every frame is identified by its timestamp and must come out in order
+  (only unwanted frames may be missing). Used only for MP4/MOV and Matroska/WebM streams other than VP8 (AVI
+  timestamps are synthetic and MPEG-4 packed B-frames shift them; seeking VP8 WebM broke in our
+  measurements); any surprise (an unindexable stream, a run that starts elsewhere, a timestamp that is no
+  frame's, a wanted frame missing or out of order, a decoding error) falls back to ``sequential``.
+
+Frames are converted to RGB by one scaler context per thread, and the demuxer skips the other streams' packets.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import logging
 import math
 import numbers
 import os
-from bisect import bisect_right
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -30,24 +36,27 @@ from typing import Iterable, Sequence
 import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 
 from ..errors import DataError
 from .audio import resample
+from .frame_index import FrameIndex, NotIndexable, cached_index, demux_only
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VideoInfo", "probe", "has_audio", "display_rotation", "read_frames", "read_audio"]
+__all__ = ["VideoInfo", "probe", "has_audio", "display_rotation", "read_frames", "read_audio", "decoder_threads"]
 
 # Containers (FFmpeg demuxer names) whose video timestamps we trust for seeking, and codecs excluded there.
 _SEEK_FORMATS = ("mov", "mp4", "matroska", "webm")
 _NO_SEEK_CODECS = ("vp8",)
-_SEEK_COST = 12  # a seek costs about as much as decoding this many frames
-_SEEK_GAIN = 2.0  # seek only if the sequential plan decodes at least this many times more frames
+_SEEK_FRAMES = 6  # a seek costs about as much CPU as decoding this many frames, at any size (benchmarks/RESULTS.md)
 _END_SHORTFALL = 2  # decoded frames missing at the end of a header's count: an encoder quirk, not truncation
-_REORDER_MARGIN = 32  # packets demuxed past the last target, so reordered (B-frame) timestamps are all seen
 _AUDIO_SEEK_AFTER = 30.0  # seconds: later windows are reached by seeking when timestamps are sample-exact
 _AUDIO_SEEK_PREROLL = 1.0  # seconds decoded before the window after a seek (decoder warm-up)
 _AUDIO_CONTEXT = 0.05  # seconds of audio decoded on each side of the window for the resampler
+
+
+_CONVERTERS = threading.local()  # per thread: VideoReformatters by (process, threads), kept between frames
 
 
 class _Fallback(Exception):
@@ -144,7 +153,7 @@ _PROBE_CACHE: dict[tuple, VideoInfo] = {}
 _PROBE_CACHE_SIZE = 65536
 
 
-def probe(path, count: str = "auto") -> VideoInfo:
+def probe(path, count: str = "auto", *, index_cache: str | os.PathLike | None = None) -> VideoInfo:
     """Stream facts of a video file; ``num_frames`` is never a header's count that outruns the frames.
 
     ``count`` chooses how ``num_frames`` is found:
@@ -158,7 +167,8 @@ def probe(path, count: str = "auto") -> VideoInfo:
       truncation: a decoding error raises).
 
     Results are cached in memory per file (path, size and modification time), so a dataset pays a slow count
-    once per process.
+    once per process. Where packets are counted by demuxing a seekable stream, the count is the length of the
+    file's frame index, which :func:`read_frames` then finds cached (``index_cache``: as there).
     """
     if count not in ("auto", "packets", "decode"):
         raise ValueError(f"count must be 'auto', 'packets' or 'decode', got {count!r}")
@@ -167,14 +177,14 @@ def probe(path, count: str = "auto") -> VideoInfo:
     key = (path, count, stat.st_size, stat.st_mtime_ns)
     info = _PROBE_CACHE.get(key)
     if info is None:
-        info = _probe(path, count)
+        info = _probe(path, count, index_cache)
         if len(_PROBE_CACHE) >= _PROBE_CACHE_SIZE:
             _PROBE_CACHE.clear()
         _PROBE_CACHE[key] = info
     return info
 
 
-def _probe(path: str, count: str) -> VideoInfo:
+def _probe(path: str, count: str, index_cache) -> VideoInfo:
     with _open(path) as container:
         stream = _video_stream(container, path)
         ctx = stream.codec_context
@@ -219,7 +229,7 @@ def _probe(path: str, count: str) -> VideoInfo:
                     "truncated (re-download or re-encode it)"
                 )
         else:
-            n, source = _count_packets(container, stream), "packets"
+            n, source = _count_packets(path, container, stream, index_cache), "packets"
     if n == 0:
         raise DataError(f"{path}: the video stream has zero frames")
     if info["header_frames"] and n != info["header_frames"]:
@@ -229,12 +239,18 @@ def _probe(path: str, count: str) -> VideoInfo:
     return VideoInfo(num_frames=n, num_frames_source=source, fps=fps, **info)
 
 
-def _count_packets(container, stream) -> int:
+def _count_packets(path: str, container, stream, index_cache) -> int:
     """Presented video packets (empty and edit-list hidden ones left out): read from the demuxer's index when it
-    lists the whole stream (MP4/MOV: no media data is read), otherwise by demuxing."""
+    lists the whole stream (MP4/MOV: no media data is read), else the length of the frame index (seekable
+    streams: built by demuxing once, cached for :func:`read_frames`), else by demuxing."""
     entries = stream.index_entries
     if "mov" in container.format.name.split(",") and 0 < len(entries) == stream.frames:
         return sum(1 for e in entries if e.size and not e.is_discard)
+    if _seek_allowed(container, stream):
+        try:
+            return cached_index(path, index_cache).num_frames
+        except NotIndexable as why:
+            logger.debug("%s: counting packets without an index (%s)", path, why)
     return sum(1 for p in container.demux(stream) if p.size and not p.is_discard)
 
 
@@ -264,15 +280,37 @@ def _decode_frames(container, stream, path: str) -> Iterable:
         raise DataError(f"{path}: decoding failed after {i} frames: corrupt or truncated video ({e})") from e
 
 
-def _set_threads(stream, threads: int) -> None:
-    """Frame and slice threading; ``threads=0`` lets FFmpeg pick the count."""
+def decoder_threads(threads: int | None = None) -> int:
+    """Decoder threads to use: ``threads`` when given (0: FFmpeg's choice, about one per core), else 1 inside a
+    DataLoader worker (the workers already keep the cores busy; more threads per worker compete for them) and 0
+    in any other process."""
+    if threads is not None:
+        return max(0, int(threads))
+    return 1 if torch.utils.data.get_worker_info() is not None else 0
+
+
+def _prepare(container, stream, threads: int) -> None:
+    """Decode ``stream`` alone, with ``threads`` (frame and slice threading)."""
+    demux_only(container, stream)
     stream.thread_type = "AUTO"
-    stream.codec_context.thread_count = max(0, int(threads))
+    stream.codec_context.thread_count = threads
 
 
-def _to_rgb(frame, autorotate: bool) -> np.ndarray:
-    """The frame as ``(H, W, 3)`` uint8 RGB, turned upright by its display matrix when ``autorotate``."""
-    img = frame.to_ndarray(format="rgb24")
+def _to_rgb(frame, autorotate: bool, threads: int) -> np.ndarray:
+    """The frame as ``(H, W, 3)`` uint8 RGB, turned upright by its display matrix when ``autorotate``.
+
+    The converter (a scaler with ``threads`` threads, as many as the decoder) is kept per thread and process: its
+    cached scaler context makes the conversion several times cheaper than ``frame.to_ndarray(format="rgb24")``,
+    which sets one up (and starts its threads) per frame, with the same pixels; a DataLoader worker never
+    inherits its parent's scaler, whose threads did not survive the fork."""
+    converters = getattr(_CONVERTERS, "by_key", None)
+    if converters is None:
+        converters = _CONVERTERS.by_key = {}
+    key = (os.getpid(), threads)
+    converter = converters.get(key)
+    if converter is None:
+        converter = converters[key] = VideoReformatter()
+    img = converter.reformat(frame, format="rgb24", threads=threads).to_ndarray()
     turns = _quarter_turns(frame) if autorotate else 0
     return np.ascontiguousarray(np.rot90(img, turns)) if turns else img
 
@@ -323,7 +361,9 @@ def _out_of_range(container, stream, path: str, index: int, count: int) -> DataE
     return DataError(msg)
 
 
-def _read_sequential(container, stream, path: str, wanted: Sequence[int], autorotate: bool) -> dict[int, np.ndarray]:
+def _read_sequential(
+    container, stream, path: str, wanted: Sequence[int], autorotate: bool, threads: int
+) -> dict[int, np.ndarray]:
     targets = set(wanted)
     last = max(wanted)
     out: dict[int, np.ndarray] = {}
@@ -331,7 +371,7 @@ def _read_sequential(container, stream, path: str, wanted: Sequence[int], autoro
     for i, frame in enumerate(_decode_frames(container, stream, path)):
         count = i + 1
         if i in targets:
-            out[i] = _to_rgb(frame, autorotate)
+            out[i] = _to_rgb(frame, autorotate, threads)
         if i >= last:
             break
     if len(out) < len(targets):
@@ -345,74 +385,67 @@ def _seek_allowed(container, stream) -> bool:
     return any(n in _SEEK_FORMATS for n in names) and stream.codec_context.name not in _NO_SEEK_CODECS
 
 
-def _packet_table(container, stream, last: int) -> tuple[list[int], list[int], bool]:
-    """Presentation timestamps of frames ``0..`` (sorted packet pts), keyframe pts, and whether EOF was reached."""
-    pts, keys = [], []
-    complete = True
-    for packet in container.demux(stream):
-        if not packet.size or packet.is_discard:
-            continue
-        if packet.pts is None:
-            raise _Fallback("a video packet has no timestamp")
-        pts.append(packet.pts)
-        if packet.is_keyframe:
-            keys.append(packet.pts)
-        if len(pts) > last + _REORDER_MARGIN:
-            complete = False
-            break
-    pts.sort()
-    if len(set(pts)) != len(pts):
-        raise _Fallback("repeated video timestamps")
-    if not complete:
-        pts = pts[: last + 1 + _REORDER_MARGIN // 2]
-    return pts, sorted(keys), complete
-
-
-def _plan_seeks(targets: list[int], pts: list[int], keys: list[int]) -> tuple[list[tuple[int, int]], int]:
-    """Group sorted ``targets`` into (keyframe index, last target) decode runs; return the runs and their cost."""
-    index = {p: i for i, p in enumerate(pts)}
-    key_idx = sorted(index[k] for k in keys if k in index)
-    if not key_idx or key_idx[0] != 0:
-        raise _Fallback("the first frame is not a keyframe")
-    runs: list[list[int]] = []
+def _plan(index: FrameIndex, targets: list[int], seek_cost: float) -> list[tuple[int | None, int, int]]:
+    """Decode runs for sorted ``targets``: (keyframe timestamp to seek to, or None to decode on from the start of
+    the file; first frame the run presents; last target). A target starts a new run when the frames that seeking
+    to its keyframe skips cost more to decode than the seek."""
+    runs: list[list] = []
+    position = -1  # the last frame the decoder will have presented
     for t in targets:
-        k = key_idx[bisect_right(key_idx, t) - 1]
-        if runs and (t - runs[-1][1] <= t - k + _SEEK_COST or k <= runs[-1][1]):
-            runs[-1][1] = t  # decoding on from the previous target is cheaper than seeking
+        key, first = index.keyframe_before(t)
+        if first - position - 1 > seek_cost:
+            runs.append([key, first, t])
+        elif runs:
+            runs[-1][2] = t
         else:
-            runs.append([k, t])
-    cost = sum(t - k + 1 + _SEEK_COST for k, t in runs)
-    return [tuple(r) for r in runs], cost
+            runs.append([None, 0, t])
+        position = t
+    return [tuple(r) for r in runs]
 
 
-def _read_seek(
-    container, stream, path: str, targets: list[int], pts: list[int], runs, autorotate: bool
-) -> dict[int, np.ndarray]:
-    index = {p: i for i, p in enumerate(pts)}
+def _read_indexed(
+    container, stream, index: FrameIndex, runs, targets: list[int], autorotate: bool, threads: int
+) -> dict:
+    """Frames ``targets`` decoded along ``runs``, or :class:`_Fallback`. Each run must start on a keyframe of the
+    index (the first packet after the seek), and every frame is identified by its timestamp and must come out
+    in order; frames between two wanted ones may be missing: the decoder skips the frames that no other frame
+    refers to, unless they are wanted (``skip_frame``), which changes no other frame."""
     wanted = set(targets)
+    wanted_pts = {int(index.pts[t]) for t in targets}
+    keys = set(index.key_pts.tolist())
+    ctx = stream.codec_context
     out: dict[int, np.ndarray] = {}
-    for key, last in runs:
-        first = True
+    for key, first, last in runs:
+        expect = first  # the next frame this run must present
         try:
-            container.seek(pts[key], stream=stream, backward=True, any_frame=False)
-            for frame in container.decode(stream):
-                i = index.get(frame.pts)
-                if i is None:
-                    if frame.pts is not None and frame.pts > pts[-1]:
-                        break
-                    raise _Fallback(f"decoded timestamp {frame.pts} is not in the packet table")
-                if first and i > key:
-                    raise _Fallback(f"seek to frame {key} landed on frame {i}")
-                first = False
-                if i in wanted:
-                    out[i] = _to_rgb(frame, autorotate)
-                if i >= last:
+            if key is not None:
+                container.seek(key, stream=stream, backward=True, any_frame=False)
+            landed = False
+            for packet in container.demux(stream):
+                if not landed and packet.size:
+                    if packet.pts not in keys or (key is not None and packet.pts > key):
+                        raise _Fallback(f"the run to frame {last} starts on a packet at {packet.pts}, not a keyframe")
+                    landed = True
+                ctx.skip_frame = "NONREF" if packet.size and packet.pts not in wanted_pts else "DEFAULT"
+                for frame in packet.decode():
+                    i = index.frame_of(frame.pts)
+                    if i is None:
+                        raise _Fallback(f"decoded timestamp {frame.pts} is no frame's in the index")
+                    if i < expect:
+                        continue  # the seek landed on an earlier keyframe, or an open GOP's leading frame
+                    if i > expect and not wanted.isdisjoint(range(expect, i)):
+                        raise _Fallback(f"frame {i} came out where frame {expect} was due")
+                    expect = i + 1
+                    if i in wanted:
+                        out[i] = _to_rgb(frame, autorotate, threads)
+                if expect > last:
                     break
         except av.error.FFmpegError as e:  # a real corruption is reported by the sequential pass
-            raise _Fallback(f"decoding after a seek failed ({e})") from e
-        missing = [t for t in wanted if key <= t <= last and t not in out]
-        if missing:
-            raise _Fallback(f"frames {missing[:4]} did not come out after the seek")
+            raise _Fallback(f"decoding from a keyframe failed ({e})") from e
+        finally:
+            ctx.skip_frame = "DEFAULT"
+        if expect <= last:
+            raise _Fallback(f"the stream ended before frame {last}")
     return out
 
 
@@ -434,14 +467,24 @@ def frame_numbers(indices, path: str = "") -> list[int]:
     return out
 
 
-def read_frames(path, indices, *, method: str = "auto", threads: int = 0, autorotate: bool = True) -> torch.Tensor:
+def read_frames(
+    path,
+    indices,
+    *,
+    method: str = "auto",
+    threads: int | None = None,
+    autorotate: bool = True,
+    index_cache: str | os.PathLike | None = None,
+) -> torch.Tensor:
     """Frames at 0-based ``indices`` of the first video stream, as uint8 RGB ``(T, H, W, 3)`` in the order asked.
 
-    Indices may repeat and be unsorted. ``method``: ``"auto"`` (seek when it is safe and pays off, otherwise
-    decode sequentially), ``"sequential"`` or ``"seek"`` (falls back to sequential when seeking is unsafe).
-    ``threads``: decoder threads (0 = FFmpeg's choice, about one per core; use 1-2 inside many DataLoader workers).
-    ``autorotate``: turn frames upright by the stream's display matrix (phone videos; quarter turns only, as
-    FFmpeg's player does; a mirroring matrix is applied as its rotation); False returns them as stored.
+    Indices may repeat and be unsorted. ``method``: ``"auto"`` (seek where it is safe and pays off, otherwise
+    decode on), ``"sequential"`` or ``"seek"`` (seek to every run's keyframe; sequential where seeking is unsafe).
+    ``threads``: decoder threads; ``None``: :func:`decoder_threads` (one inside a DataLoader worker, FFmpeg's
+    choice elsewhere). ``autorotate``: turn frames upright by the stream's display matrix (phone videos; quarter
+    turns only, as FFmpeg's player does; a mirroring matrix is applied as its rotation); False returns them as
+    stored. ``index_cache``: a folder for the file's frame index (:mod:`ca2st.data.frame_index`), so that other
+    processes find it; ``None``: kept in memory only.
     Raises DataError naming the file for a missing, unreadable, corrupt or truncated file, a file without video,
     zero frames, or an index out of range (the message gives the frame count).
     """
@@ -454,33 +497,34 @@ def read_frames(path, indices, *, method: str = "auto", threads: int = 0, autoro
     if min(idx) < 0:
         raise DataError(f"{path}: frame index {min(idx)} is negative; indices are 0-based frame numbers")
     targets = sorted(set(idx))
+    threads = decoder_threads(threads)
+    frames = None
     with _open(path) as container:
         stream = _video_stream(container, path)
-        _set_threads(stream, threads)
-        frames = None
-        # every seek run costs at least _SEEK_COST frames, so dense requests skip the packet scan
-        worth = method == "seek" or len(targets) * (_SEEK_COST + 1) * _SEEK_GAIN <= targets[-1] + 1
-        moved = method != "sequential" and worth and _seek_allowed(container, stream)
-        if moved:
+        _prepare(container, stream, threads)
+        indexed = method != "sequential" and _seek_allowed(container, stream)
+        if indexed:
             try:
-                pts, keys, _ = _packet_table(container, stream, targets[-1])
-                if targets[-1] >= len(pts):
-                    raise _Fallback("index beyond the demuxed packets")  # the sequential pass reports the count
-                runs, cost = _plan_seeks(targets, pts, keys)
-                if method == "seek" or cost * _SEEK_GAIN <= targets[-1] + 1:
-                    frames = _read_seek(container, stream, path, targets, pts, runs, autorotate)
-                    logger.debug("%s: %d frames by %d seeks", path, len(targets), len(runs))
-            except _Fallback as why:
+                index = cached_index(path, index_cache)
+                if targets[-1] >= index.num_frames:
+                    raise _Fallback("an index beyond the indexed frames")  # the sequential pass reports the count
+                runs = _plan(index, targets, 0 if method == "seek" else _SEEK_FRAMES)
+                frames = _read_indexed(container, stream, index, runs, targets, autorotate, threads)
+                seeks = sum(key is not None for key, _, _ in runs)
+                logger.debug("%s: %d frames by %d seeks", path, len(targets), seeks)
+            except (_Fallback, NotIndexable) as why:
                 logger.debug("%s: decoding sequentially (%s)", path, why)
-                frames = None
-        if not moved:
-            frames = _read_sequential(container, stream, path, targets, autorotate)
-    if frames is None:  # a fresh container: the demuxing and seeking above moved the first one
+        else:
+            frames = _read_sequential(container, stream, path, targets, autorotate, threads)
+    if frames is None:  # a fresh container: the indexed pass moved the first one
         with _open(path) as container:
             stream = _video_stream(container, path)
-            _set_threads(stream, threads)
-            frames = _read_sequential(container, stream, path, targets, autorotate)
-    return torch.from_numpy(np.stack([frames[i] for i in idx]))
+            _prepare(container, stream, threads)
+            frames = _read_sequential(container, stream, path, targets, autorotate, threads)
+    out = np.empty((len(idx), *frames[targets[0]].shape), dtype=np.uint8)
+    for k, i in enumerate(idx):
+        out[k] = frames[i]
+    return torch.from_numpy(out)
 
 
 # --------------------------------------------------------------------------------------------- audio
@@ -520,6 +564,7 @@ def read_audio(path, start: float | None = None, end: float | None = None, sampl
         raise DataError(f"{path}: audio window end {end} s is not after the start of the track")
     with _open(path) as container:
         stream = _audio_stream(container, path)
+        demux_only(container, stream)
         stream.thread_type = "AUTO"
         rate = stream.codec_context.sample_rate or stream.rate
         if not rate:

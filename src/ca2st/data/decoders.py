@@ -69,14 +69,17 @@ def read_frames_torchcodec(path, indices, *, device: str = "cpu", threads: int |
         raise DataError(f"{path}: torchcodec cannot decode it: {err}") from err
 
 
-def frame_reader(decoder: str = "pyav", device: str = "cpu") -> Callable[[str, list[int]], torch.Tensor]:
-    """``read(path, indices) -> uint8 (T, H, W, 3)`` for the decoder named (picklable, for loader workers)."""
+def frame_reader(
+    decoder: str = "pyav", device: str = "cpu", index_cache: str | os.PathLike | None = None
+) -> Callable[[str, list[int]], torch.Tensor]:
+    """``read(path, indices) -> uint8 (T, H, W, 3)`` for the decoder named (picklable, for loader workers);
+    PyAV keeps its frame indexes in ``index_cache`` (:func:`~ca2st.data.decode.read_frames`)."""
     if decoder not in DECODERS:
         raise ConfigError(f"decoder must be one of {list(DECODERS)}, got {decoder!r}")
     if decoder == "pyav":
         if device != "cpu":
             raise ConfigError("the pyav decoder decodes on the CPU: use decoder=torchcodec for device=cuda")
-        return read_frames
+        return functools.partial(read_frames, index_cache=index_cache)
     if not torchcodec_available():
         raise ConfigError(
             "decoder=torchcodec needs torchcodec and FFmpeg's shared libraries: pip install torchcodec, and "

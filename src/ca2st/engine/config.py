@@ -57,6 +57,8 @@ class DataConfig:
     sample_timeout: float = 600.0  # seconds a sample may take in a loader worker, then a DataError names it; 0: none
     on_error: str = "error"  # training: "error" or "skip"; evaluation always reports exclusions
     missing_audio: str = "error"
+    # where videos' frame indexes are kept on disk: "auto" (.ca2st-index beside the annotation file), a folder, null
+    index_cache: str | None = "auto"
 
 
 @dataclass

@@ -97,6 +97,7 @@ RULES: dict[str, Rule] = {
     "data.sample_timeout": at_least(0, " seconds (0: no timeout)"),
     "data.on_error": one_of("error", "skip", note=" (evaluation always reports exclusions)"),
     "data.missing_audio": one_of("error", "silence"),
+    "data.index_cache": TEXT,
     "optim.lr": at_least(0),
     "optim.min_lr": at_least(0),
     "optim.weight_decay": at_least(0),

@@ -125,6 +125,7 @@ def dataset_of_run(
         on_error=d.on_error if train else "exclude",
         seed=cfg.seed,
         decoder=d.decoder,
+        index_cache=d.index_cache,
     )
 
 

@@ -33,6 +33,7 @@ from torch.utils.data import Dataset, default_collate
 
 from ...errors import ConfigError, DataError
 from ..decoders import frame_reader
+from ..frame_index import cache_folder
 from ..sampling import frame_range, time_intervals
 from ..transforms import to_tchw
 from .common import Annotations, Sample
@@ -87,6 +88,8 @@ class VideoDataset(Dataset):
             ``{task: -1}`` targets.
         seed: base seed; item ``i`` of epoch ``e`` uses a generator seeded from ``(seed, e, i)``.
         decoder: ``'pyav'`` or ``'torchcodec'`` (:mod:`ca2st.data.decoders`).
+        index_cache: where the videos' frame indexes are kept on disk (:func:`ca2st.data.frame_index.cache_folder`:
+            ``"auto"``, a folder beside the annotation file; a folder; ``None``: in memory only).
 
     An item is ``(video, audio, target, meta)``. Training: video ``(C, T, S, S)`` (the transform's type), audio
     ``(L, 128)``.
@@ -113,6 +116,7 @@ class VideoDataset(Dataset):
         max_skips: int = 10,
         seed: int = 0,
         decoder: str = "pyav",
+        index_cache: str | Path | None = None,
     ):
         self.annotations = samples if isinstance(samples, Annotations) else None
         self.samples = list(samples)
@@ -135,7 +139,6 @@ class VideoDataset(Dataset):
         self.num_crops = 1 if train else transform.num_crops
         self.num_frames = sampler.num_frames
         self.transform = transform
-        self.read_frames = frame_reader(decoder)
         self.audio = audio
         self.on_error = on_error
         self.tasks = tuple(tasks) if tasks else None
@@ -144,6 +147,8 @@ class VideoDataset(Dataset):
         self.epoch = 0
         self.stats: Counter = Counter()
         self.bad: dict[int, str] = {}
+        self.index_cache = cache_folder(index_cache, self.annotations.path if self.annotations is not None else None)
+        self.read_frames = frame_reader(decoder, index_cache=self.index_cache)
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -210,7 +215,7 @@ class VideoDataset(Dataset):
         path = self.resolve(sample.path, self.root)
         if not path.is_file():
             raise DataError(f"{path}: video file not found{where}")
-        info = probe(path)  # cached per file version by decode.probe
+        info = probe(path, index_cache=self.index_cache)  # cached per file version by decode.probe
         if info.num_frames < 1:
             raise DataError(f"{path}: the video stream has no frames{where}")
         first, count = frame_range(
