@@ -3,7 +3,8 @@
 For the EK100, SSV2 and K400 recipes, on videos the script generates in the shape of each dataset (EK100: pre-trimmed
 3 s clips at 50 fps, 456×256; SSV2: 4 s at 12 fps, 426×240; K400: 10 s at 30 fps, 568×320), both loaders produce a
 training clip from the same frames, interleaved round-robin in one process, and the script prints CPU ms per sample
-(median over rounds) and the ratio. The official loader is re-created from its documented steps
+(median over rounds), the ratio, and the cores ca2st's loader needs for 50, 100 and 150 clips/s (one core per
+worker: clips/s × CPU seconds per clip). The official loader is re-created from its documented steps
 (``shared/reference``, section 3.3): decord decoding, RandAugment on PIL frames (the same timm operations, one draw
 per clip), ToTensor and ImageNet normalisation of the full frames, random-resized crop of the normalised float
 clip, flip. It needs ``decord`` (``pip install decord``), which ca2st itself never uses.
@@ -103,7 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)  # one loader worker's view: a single core
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M')}")
-    print(f"{'recipe':<12}{'ca2st ms':>10}{'official ms':>13}{'ratio':>8}")
+    print(f"{'recipe':<12}{'ca2st ms':>10}{'official ms':>13}{'ratio':>8}   cores for 50 / 100 / 150 clips/s (ca2st)")
     with tempfile.TemporaryDirectory() as tmp:
         for recipe in args.recipes:
             line, seconds, fps, width, height = SHAPES[recipe]
@@ -127,7 +128,8 @@ def main() -> None:
                         ours.append(a)
                         theirs.append(b)
             mine, peer = statistics.median(ours), statistics.median(theirs)
-            print(f"{recipe:<12}{mine:>10.1f}{peer:>13.1f}{mine / peer:>8.2f}")
+            cores = " / ".join(f"{rate * mine / 1000:.1f}" for rate in (50, 100, 150))
+            print(f"{recipe:<12}{mine:>10.1f}{peer:>13.1f}{mine / peer:>8.2f}   {cores}")
 
 
 def frame_count(path: Path) -> int:
