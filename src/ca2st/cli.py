@@ -180,7 +180,6 @@ def cmd_demo(args) -> int:
 
 
 def cmd_predict(args) -> int:
-
     from .checkpoints import load_any
     from .engine.config import parse_overrides
     from .engine.distributed import resolve_device
@@ -212,10 +211,14 @@ def cmd_predict(args) -> int:
         progress=not args.quiet,
     )
     print(result.summary())
-    if args.out or args.window:
-        for name, path in result.save(args.out or ".").items():
+    out = args.out or (PREDICT_TIMELINE_DIR if args.window else None)
+    if out:
+        for name, path in result.save(out).items():
             print(f"{name}: {path}")
     return 0
+
+
+PREDICT_TIMELINE_DIR = "runs/predict"  # where `predict --window` writes its files when no --out is given
 
 
 def cmd_report(args) -> int:
@@ -335,7 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--workers", type=int, help="loader processes decoding the windows (default: up to 4; none for one window)"
     )
-    pr.add_argument("--out", help="folder for the JSON/CSV (and timeline PNG)")
+    pr.add_argument(
+        "--out",
+        help="folder for <video>.json, <video>.csv and, with --window, <video>_timeline.png (default: none "
+        f"written without --window, {PREDICT_TIMELINE_DIR} with it)",
+    )
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_predict)
 
