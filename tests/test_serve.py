@@ -208,3 +208,13 @@ def test_the_page_in_headless_chromium(page, media, demo_dir, browser, tmp_path)
         browser.save_screenshot(str(tmp_path / "example.png"))
     finally:
         app.close()
+
+
+def test_a_taken_port_is_reported_as_such(page):
+    pytest.importorskip("gradio")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot serve on 127.0.0.1:{port}.*choose another --port"):
+            launch(page, port=port, block=False)

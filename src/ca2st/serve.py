@@ -301,13 +301,16 @@ def launch(page: VideoPage, host: str = "127.0.0.1", port: int | None = None, bl
     """Serve ``page`` on ``host:port`` (never a public share link); ``block=False`` returns at once (tests).
     Returns the gradio app (``app.close()`` stops it)."""
     app = build_app(page)
-    app.queue().launch(
-        server_name=host,
-        server_port=port,
-        share=False,
-        prevent_thread_lock=not block,
-        allowed_paths=[str(page.work_dir), *{str(p.parent) for p in page.examples}],
-        ssr_mode=False,
-        quiet=not block,
-    )
+    try:
+        app.queue().launch(
+            server_name=host,
+            server_port=port,
+            share=False,
+            prevent_thread_lock=not block,
+            allowed_paths=[str(page.work_dir), *{str(p.parent) for p in page.examples}],
+            ssr_mode=False,
+            quiet=not block,
+        )
+    except OSError as err:  # the port is taken, or the address is not this machine's
+        raise ConfigError(f"cannot serve on {host}:{port or 'the default port'}: {err}; choose another --port") from err
     return app
