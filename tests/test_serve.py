@@ -218,3 +218,22 @@ def test_a_taken_port_is_reported_as_such(page):
         port = taken.getsockname()[1]
         with pytest.raises(ConfigError, match=f"cannot serve on 127.0.0.1:{port}.*choose another --port"):
             launch(page, port=port, block=False)
+
+
+def test_the_maps_panel_uses_ca2st_explain_where_it_exists(page, media, monkeypatch):
+    class Explanation:
+        def save(self, out_dir):
+            out_dir.mkdir(parents=True)
+            (out_dir / "layer0.png").write_bytes(b"png")
+            (out_dir / "maps.pt").write_bytes(b"tensors")
+            return {"layer 0": out_dir / "layer0.png", "tensors": out_dir / "maps.pt"}
+
+    seen = []
+    monkeypatch.setattr(
+        ca2st, "explain", lambda model, video: seen.append((model, video)) or Explanation(), raising=False
+    )
+    result = page.analyse(media[0])
+    assert seen == [(page.model, media[0])] and [(p.name, c) for p, c in result.maps] == [("layer0.png", "layer 0")]
+    monkeypatch.setattr(ca2st, "explain", lambda model, video: 1 / 0)
+    result = page.analyse(media[0])  # the labels still show
+    assert result.ok and result.maps == [] and "could not be drawn" in result.maps_note

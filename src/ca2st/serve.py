@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import Ca2stError, CheckpointError, ConfigError
+from .errors import Ca2stError, CheckpointError, ConfigError, DataError
 from .tasks import SINGLE
 from .text import plural
 
@@ -144,7 +144,9 @@ class VideoPage:
             return self.run(Path(path), window, progress)
         except Ca2stError as err:
             log.info("%s: %s", name, err)
-            return PageResult(message=f"**Could not read {name}:** {err}")
+            return PageResult(
+                message=f"**Could not {'read' if isinstance(err, DataError) else 'analyse'} {name}:** {err}"
+            )
         except Exception:  # the page must answer; the server log has the trace
             log.exception("serve: %s failed", name)
             return PageResult(message=f"**Could not analyse {name}:** an unexpected error (see the server's log).")
@@ -207,6 +209,9 @@ def attention_maps(model, path: Path, out_dir: Path) -> tuple[list[tuple[Path, s
         files = ca2st.explain(model, path).save(out_dir)
     except Ca2stError as err:
         return [], f"B-CA maps could not be drawn: {err}"
+    except Exception:  # the labels and the timeline still show; the server log has the trace
+        log.exception("serve: the B-CA maps of %s failed", path.name)
+        return [], "B-CA maps could not be drawn: an unexpected error (see the server's log)."
     images = [(Path(p), name) for name, p in files.items() if Path(p).suffix.lower() in (".png", ".gif", ".jpg")]
     return images, "" if images else "ca2st.explain wrote no images for this model."
 
