@@ -7,7 +7,7 @@ from ca2st import cli
 from ca2st.cli import main
 from ca2st.engine.config import parse_overrides
 
-HEAVY = ("torch", "transformers", "matplotlib", "tensorboard", "ca2st.models")
+HEAVY = ("torch", "transformers", "matplotlib", "tensorboard", "ca2st.models", "gradio")
 
 
 def test_info_prints_counts(capsys):
@@ -65,7 +65,7 @@ def _heavy_modules_after(code: str) -> list[str]:
 
 
 def test_help_imports_neither_torch_nor_models():
-    commands = ["info", "train", "eval", "predict", "report", "demo", "bench", "data"]
+    commands = ["info", "train", "eval", "predict", "report", "demo", "serve", "bench", "data"]
     code = (
         "import ca2st.cli\n"
         f"for argv in [['--help'], *[[c, '--help'] for c in {commands!r}]]:\n"

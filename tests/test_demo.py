@@ -73,3 +73,17 @@ def test_predict_and_report_commands(demo, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "H.M." in printed and "cast" in printed and "ca2st" in printed
     assert "H.M." in (tmp_path / "table.csv").read_text()
+
+
+def test_serve_finds_the_model_the_demo_trained(demo):
+    import ca2st
+    from ca2st.serve import load_page
+
+    out, _ = demo
+    page = load_page(demo_dir=out, device="cpu")  # no --checkpoint: the demo's CA²ST, its names and clips
+    assert page.model.needs_audio and page.labels == out / "data" / "classes.txt"
+    assert [p.name for p in page.examples] == [f"val_{label}_000.mp4" for label in range(8)]
+    result = page.analyse(page.examples[5])
+    expected = ca2st.predict(page.model, page.examples[5], labels=page.labels, progress=False).top()
+    assert result.ok and result.labels == {"classes": {e["name"]: e["prob"] for e in expected}}
+    assert set(result.labels["classes"]) <= set(CLASS_NAMES)

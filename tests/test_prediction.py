@@ -260,3 +260,52 @@ def test_the_summary_caps_top_k_by_the_class_count_and_counts_in_words():
     lines = pred.summary().splitlines()
     assert lines[0] == "v.mp4: 2.00 s, 1 view, 1 window of 2 s every 2 s"
     assert lines[1] == "  top-3:" and "top-5" not in pred.summary()
+
+
+def test_the_timeline_plot_scales_to_the_data_and_names_the_classes_shown():
+    # 400 classes, none above 3%: the y-axis follows the data instead of squashing the curves at the bottom
+    torch.manual_seed(0)
+    logits = torch.randn(6, 400) * 0.5
+    logits[:, 7] += 2.0
+    window_probs = logits.softmax(-1)
+    names = [f"class {i}" for i in range(400)]
+    pred = Prediction("long.mp4", ["class"], {"class": window_probs.mean(0)}, {"class": names}, duration=6.0)
+    pred.window, pred.stride = 1.0, 1.0
+    pred.starts, pred.ends = torch.arange(6.0), torch.arange(1.0, 7.0)
+    pred.window_probs = {"class": window_probs}
+    fig = pred.timeline_figure(top=8)
+    ax = fig.axes[0]
+    peak = float(window_probs[:, window_probs.mean(0).topk(8).indices].max())
+    assert peak < 0.1 and ax.get_ylim() == pytest.approx((0.0, 1.1 * peak))
+    legend = ax.get_legend()
+    lead = window_probs.mean(0).topk(8).indices.tolist()
+    assert [t.get_text().split(" (")[0] for t in legend.get_texts()] == [names[c] for c in lead]
+    assert legend.get_title().get_text() == "top 8 of 400 classes (mean)"
+    # a confident model keeps the axis at most 1
+    sure = torch.tensor([[0.99, 0.01], [0.98, 0.02]])
+    pred = Prediction("v.mp4", ["class"], {"class": sure.mean(0)}, {"class": ["a", "b"]}, duration=2.0)
+    pred.window, pred.stride, pred.starts, pred.ends = 1.0, 1.0, torch.tensor([0.0, 1.0]), torch.tensor([1.0, 2.0])
+    pred.window_probs = {"class": sure}
+    ax = pred.timeline_figure(top=5).axes[0]
+    assert ax.get_ylim() == (0.0, 1.0) and len(ax.get_legend().get_texts()) == 2
+
+
+def test_predict_window_writes_its_files_into_out_and_never_into_the_working_folder(video, cast, tmp_path, monkeypatch):
+    from ca2st.cli import main
+
+    cast.class_names = {"class": ["a", "b", "c", "d", "e"]}
+    checkpoint = ca2st.save_model(cast, tmp_path / "model")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    common = ["predict", str(video), "--checkpoint", str(checkpoint), "--window", "1.5", "--workers", "0", "-q"]
+    assert main([*common, "--out", str(tmp_path / "chosen")]) == 0
+    assert sorted(p.name for p in (tmp_path / "chosen").iterdir()) == ["clip.csv", "clip.json", "clip_timeline.png"]
+    assert list(work.iterdir()) == []
+    assert main(common) == 0  # no --out: a folder of its own, not the files loose in the working folder
+    assert sorted(p.name for p in (work / "runs" / "predict").iterdir()) == [
+        "clip.csv",
+        "clip.json",
+        "clip_timeline.png",
+    ]
+    assert [p.name for p in work.iterdir()] == ["runs"]

@@ -1,4 +1,4 @@
-"""Command line: ``ca2st info``, ``train``, ``eval``, ``predict``, ``report``, ``bench``, ``demo``, ``data check``, ``data prepare``."""
+"""Command line: ``ca2st info``, ``train``, ``eval``, ``predict``, ``report``, ``bench``, ``demo``, ``serve``, ``data check``, ``data prepare``."""
 
 from __future__ import annotations
 
@@ -180,7 +180,6 @@ def cmd_demo(args) -> int:
 
 
 def cmd_predict(args) -> int:
-
     from .checkpoints import load_any
     from .engine.config import parse_overrides
     from .engine.distributed import resolve_device
@@ -212,9 +211,23 @@ def cmd_predict(args) -> int:
         progress=not args.quiet,
     )
     print(result.summary())
-    if args.out or args.window:
-        for name, path in result.save(args.out or ".").items():
+    out = args.out or (PREDICT_TIMELINE_DIR if args.window else None)
+    if out:
+        for name, path in result.save(out).items():
             print(f"{name}: {path}")
+    return 0
+
+
+PREDICT_TIMELINE_DIR = "runs/predict"  # where `predict --window` writes its files when no --out is given
+
+
+def cmd_serve(args) -> int:
+    from .serve import import_gradio, launch, load_page
+
+    import_gradio()  # before loading a model: say at once when the web extra is missing
+    page = load_page(args.checkpoint, demo_dir=args.demo, labels=args.labels, topk=args.topk, device=args.device)
+    print(f"serving {page.title}; gradio prints the address below (Ctrl+C stops it)")
+    launch(page, host=args.host, port=args.port)
     return 0
 
 
@@ -335,7 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--workers", type=int, help="loader processes decoding the windows (default: up to 4; none for one window)"
     )
-    pr.add_argument("--out", help="folder for the JSON/CSV (and timeline PNG)")
+    pr.add_argument(
+        "--out",
+        help="folder for <video>.json, <video>.csv and, with --window, <video>_timeline.png (default: none "
+        f"written without --window, {PREDICT_TIMELINE_DIR} with it)",
+    )
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_predict)
 
@@ -365,6 +382,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="output folder (results.json, results.md, results.png)")
     demo.add_argument("--cache", help="folder for the generated videos (default: OUT/data; reused when present)")
     demo.set_defaults(func=cmd_demo)
+
+    sv = sub.add_parser(
+        "serve",
+        help="a local web page to try a model: top-k classes, timeline, B-CA maps (needs ca2st[web])",
+        description="ca2st serve --checkpoint runs/x/checkpoint-best; without --checkpoint it serves the CA²ST "
+        "model `ca2st demo` trained, with the demo's synthetic clips as examples. Local only: no share link.",
+    )
+    sv.add_argument(
+        "--checkpoint", help="our checkpoint directory, or an official CAST checkpoint (default: the demo's)"
+    )
+    sv.add_argument("--demo", default="runs/demo", help="the `ca2st demo --out` folder to serve without --checkpoint")
+    sv.add_argument("--labels", help="class names: one per line, or a JSON list / dict (default: the checkpoint's)")
+    sv.add_argument("--topk", type=int, default=5)
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, help="port (default: 7860, or the next free one)")
+    sv.add_argument("--device", default="auto")
+    sv.set_defaults(func=cmd_serve)
 
     bench = sub.add_parser(
         "bench",

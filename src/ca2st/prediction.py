@@ -202,32 +202,53 @@ class Prediction:
                 w.writerow(row)
         return path
 
-    def plot(self, path, top: int = 5) -> Path:
-        """PNG of the leading classes' probabilities over time (one panel per task). The leading classes are the
-        ``top`` classes with the highest mean probability over the windows. Needs a timeline."""
+    def timeline_figure(self, top: int = 5):
+        """Matplotlib figure of the leading classes' probabilities over time, one panel per task. The leading
+        classes are the ``top`` with the highest mean probability over the windows; the legend names them (with
+        that mean) and the y-axis is scaled to their largest probability, so few or thousands of classes read
+        alike. Needs a timeline."""
         if not self.has_timeline:
             raise ConfigError("a timeline plot needs a sliding-window prediction (window=...)")
+        if top < 1:
+            raise ConfigError(f"a timeline plot needs top >= 1 classes, got {top}")
         from matplotlib.figure import Figure
 
         n = len(self.tasks)
-        fig = Figure(figsize=(10, 3.2 * n))
+        fig = Figure(figsize=(11, 3.2 * n))
         axes = fig.subplots(n, 1, squeeze=False, sharex=True)
         centres = ((self.starts + self.ends) / 2).numpy()
         for ax, t in zip(axes[:, 0], self.tasks):
             p = self.window_probs[t]
-            lead = p.mean(0).topk(min(top, p.shape[1])).indices.tolist()
-            for c in lead:
-                ax.plot(centres, p[:, c].numpy(), marker="o", markersize=3, label=self.class_names[t][c])
-            ax.set_ylim(0, 1)
+            mean = p.mean(0)
+            lead = mean.topk(min(top, p.shape[1])).indices.tolist()
+            colours = line_colours(len(lead))
+            for c, colour in zip(lead, colours):
+                label = f"{self.class_names[t][c]} ({100 * float(mean[c]):.1f}%)"
+                ax.plot(centres, p[:, c].numpy(), marker="o", markersize=3, color=colour, label=label)
+            peak = float(p[:, lead].max())
+            ax.set_ylim(0, min(1.0, 1.1 * peak) if peak > 0 else 1.0)
             ax.set_ylabel("probability" if t == SINGLE else f"p({t})")
             ax.grid(alpha=0.3)
-            ax.legend(loc="upper right", fontsize=8, ncol=1 if len(lead) <= 5 else 2)
+            kind = "classes" if t == SINGLE else f"{t}s"
+            ax.legend(
+                title=f"top {len(lead)} of {p.shape[1]} {kind} (mean)",
+                loc="upper left",
+                bbox_to_anchor=(1.01, 1.0),
+                fontsize=8,
+                title_fontsize=8,
+                ncol=1 if len(lead) <= 12 else 2,
+            )
         axes[-1, 0].set_xlabel("time (s, window centre)")
         axes[0, 0].set_title(f"{Path(self.path).name}: windows of {self.window:g} s every {self.stride:g} s")
         fig.tight_layout()
+        return fig
+
+    def plot(self, path, top: int = 5) -> Path:
+        """Write :meth:`timeline_figure` as a PNG; returns its path."""
+        fig = self.timeline_figure(top)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
+        fig.savefig(path, dpi=100, bbox_inches="tight")
         return path
 
     def save(self, out_dir, stem: str | None = None, top: int = 5) -> dict[str, Path]:
@@ -239,6 +260,17 @@ class Prediction:
         if self.has_timeline:
             files["plot"] = self.plot(out / f"{stem}_timeline.png", top=top)
         return files
+
+
+def line_colours(n: int) -> list:
+    """``n`` distinct line colours: matplotlib's tab10 up to 10, tab20 up to 20, then evenly over a colour map."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](i) for i in range(n)]
+    return [colormaps["turbo"](i / (n - 1)) for i in range(n)]
 
 
 # --------------------------------------------------------------------------------------------- predict
