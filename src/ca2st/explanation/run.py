@@ -49,7 +49,7 @@ def _file_inputs(model, path: Path):
     return video[:1], None if audio is None else audio[:1], times
 
 
-def _tensor_inputs(model, video: torch.Tensor, audio: torch.Tensor | None):
+def _tensor_inputs(video: torch.Tensor, audio: torch.Tensor | None):
     if video.dim() == 4:
         video = video[None]
     if video.dim() != 5 or video.shape[0] != 1:
@@ -101,7 +101,7 @@ def explain(
         clip, audio, times = _file_inputs(model, path)
     elif isinstance(video, torch.Tensor):
         path = None
-        clip, audio, _ = _tensor_inputs(model, video, audio)
+        clip, audio, _ = _tensor_inputs(video, audio)
     else:
         raise ConfigError(f"explain takes a video path or a clip tensor, got {type(video).__name__}")
     dev = torch.device(device)
