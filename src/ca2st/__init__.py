@@ -25,6 +25,7 @@ _EXPORTS = {
     "read_audio": "ca2st.data.decode:read_audio",
     "log_mel": "ca2st.data.audio:log_mel",
     "predict": "ca2st.prediction:predict",
+    "explain": "ca2st.explanation:explain",
 }
 
 __all__ = [*_EXPORTS, "errors", "__version__"]

@@ -1,4 +1,5 @@
-"""Command line: ``ca2st info``, ``train``, ``eval``, ``predict``, ``report``, ``bench``, ``demo``, ``serve``, ``data check``, ``data prepare``."""
+"""Command line: ``ca2st info``, ``train``, ``eval``, ``predict``, ``explain``, ``report``, ``bench``, ``demo``,
+``serve``, ``data check``, ``data prepare``."""
 
 from __future__ import annotations
 
@@ -179,6 +180,9 @@ def cmd_demo(args) -> int:
     return 0
 
 
+PREDICT_TIMELINE_DIR = "runs/predict"  # where `predict --window` writes its files when no --out is given
+
+
 def cmd_predict(args) -> int:
     from .checkpoints import load_any
     from .engine.config import parse_overrides
@@ -218,9 +222,6 @@ def cmd_predict(args) -> int:
     return 0
 
 
-PREDICT_TIMELINE_DIR = "runs/predict"  # where `predict --window` writes its files when no --out is given
-
-
 def cmd_serve(args) -> int:
     from .serve import import_gradio, launch, load_page
 
@@ -228,6 +229,20 @@ def cmd_serve(args) -> int:
     page = load_page(args.checkpoint, demo_dir=args.demo, labels=args.labels, topk=args.topk, device=args.device)
     print(f"serving {page.title}; gradio prints the address below (Ctrl+C stops it)")
     launch(page, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from .checkpoints import load_any
+    from .engine.distributed import resolve_device
+    from .explanation import explain
+
+    device = resolve_device(args.device)
+    model = load_any(args.checkpoint).to(device)
+    result = explain(model, args.video, layers=args.layers, per_head=args.per_head, device=device)
+    print(result.summary())
+    for name, path in result.save(args.out).items():
+        print(f"{name}: {path}")
     return 0
 
 
@@ -355,6 +370,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser(
+        "explain",
+        help="B-CA attention maps and attention rollout of a model on one clip",
+        description="ca2st explain clip.mp4 --checkpoint runs/x/checkpoint-best --layers 0 11 --out maps: the "
+        "exchanges' attention (T2S, S2T and the audio exchanges) per layer and the rollout through the experts, "
+        "from the model's own forward on the input recipe's first view, as PNG grids over the frames, an "
+        "animated GIF, spectrogram overlays and a safetensors file.",
+    )
+    ex.add_argument("video")
+    ex.add_argument("--checkpoint", required=True, help="our checkpoint directory, or an official CAST checkpoint")
+    ex.add_argument("--layers", type=int, nargs="+", help="layers whose exchanges are shown (default: all)")
+    ex.add_argument("--per-head", action="store_true", help="keep every head's map in the tensor file")
+    ex.add_argument("--out", default="explain", help="folder for the pictures and the tensor file (default: explain)")
+    ex.add_argument("--device", default="auto")
+    ex.set_defaults(func=cmd_explain)
 
     rp = sub.add_parser(
         "report",

@@ -20,6 +20,10 @@ recomputes them block by block from ``m``, as flash attention does.
 
 :func:`set_attention_backend` chooses between this dispatch (``"auto"``) and SDPA everywhere
 (``"sdpa"``); the ``CA2ST_ATTENTION`` environment variable, read once at import, sets the default.
+
+:func:`observe_attention` (what ``ca2st.explain`` enters) hands every call's ``q`` and ``k`` to a callback
+before the output is computed as usual; :func:`attention_probabilities` turns them into the probabilities.
+Outside it, the only extra work per call is one test of a module global.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import contextlib
 import functools
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +55,7 @@ def _checked_backend(name: str, source: str) -> str:
 
 _backend = _checked_backend(os.environ.get(ENV_BACKEND, "auto"), f"environment variable {ENV_BACKEND}")
 _keep_probabilities = True
+_observer: Callable[[torch.Tensor, torch.Tensor], None] | None = None
 
 
 def set_attention_backend(name: str) -> None:
@@ -78,6 +83,25 @@ def recompute_probabilities() -> Iterator[None]:
         _keep_probabilities = previous
 
 
+@contextlib.contextmanager
+def observe_attention(callback: Callable[[torch.Tensor, torch.Tensor], None]) -> Iterator[None]:
+    """Inside, every :func:`attention` call first hands its ``q`` and ``k`` to ``callback(q, k)``; the output is
+    then computed exactly as outside (same kernel, same result). For reading the model's own attention maps."""
+    global _observer
+    previous, _observer = _observer, callback
+    try:
+        yield
+    finally:
+        _observer = previous
+
+
+def attention_probabilities(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``softmax(q kᵀ / √E)`` in float32, ``(..., Lq, Lk)``: the probabilities :func:`attention` applies to the
+    values (up to its kernel's rounding)."""
+    scores = torch.matmul(q.float(), k.float().transpose(-2, -1)) * q.shape[-1] ** -0.5
+    return scores.softmax(dim=-1)
+
+
 def _use_blocked(q: torch.Tensor, k: torch.Tensor) -> bool:
     return (
         _backend == "auto"
@@ -95,8 +119,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     Same contract and result as ``F.scaled_dot_product_attention(q, k, v)`` (no mask, scale
     ``E ** -0.5``), computed as :func:`set_attention_backend` chose. The blocked kernel stores the
     probabilities for the backward pass when autograd needs one, except inside
-    :func:`recompute_probabilities`.
+    :func:`recompute_probabilities`. Inside :func:`observe_attention`, ``q`` and ``k`` go to its callback first.
     """
+    if _observer is not None:
+        _observer(q, k)
     if not _use_blocked(q, k):
         return F.scaled_dot_product_attention(q, k, v)
     keep = _keep_probabilities and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
