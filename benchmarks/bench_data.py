@@ -36,7 +36,17 @@ from ca2st.data.recipe import InputRecipe
 from ca2st.engine.data import make_sampler, make_transform
 
 
-def make_videos(folder: Path, count: int, seconds: float, fps: int = 25, width: int = 568, height: int = 320):
+def make_videos(
+    folder: Path,
+    count: int,
+    seconds: float,
+    fps: int = 25,
+    width: int = 568,
+    height: int = 320,
+    keyframe_seconds: float | None = None,
+) -> list[Path]:
+    """``count`` H.264 videos of moving random texture (so the encoder does real work); a keyframe every
+    ``keyframe_seconds`` (default: x264's own interval)."""
     rng = np.random.default_rng(0)
     paths = []
     for k in range(count):
@@ -45,10 +55,12 @@ def make_videos(folder: Path, count: int, seconds: float, fps: int = 25, width: 
             s = out.add_stream("libx264", rate=fps)
             s.width, s.height, s.pix_fmt = width, height, "yuv420p"
             s.options = {"preset": "veryfast", "crf": "23"}
-            base = rng.integers(0, 255, (height // 8, width // 8, 3), dtype=np.uint8)
+            if keyframe_seconds:
+                s.options["g"] = str(round(keyframe_seconds * fps))
+            base = rng.integers(0, 255, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
             for i in range(int(seconds * fps)):
-                img = np.kron(np.roll(base, i, axis=1), np.ones((8, 8, 1), dtype=np.uint8))
-                for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                img = np.kron(np.roll(base, i, axis=1), np.ones((8, 8, 1), dtype=np.uint8))[:height, :width]
+                for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
                     out.mux(p)
             for p in s.encode():
                 out.mux(p)

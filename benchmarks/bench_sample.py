@@ -22,10 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bench_data import make_videos
 
 import ca2st
 from ca2st.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipRandAugment
@@ -35,27 +35,6 @@ SHAPES = {  # recipe: (format line, seconds, fps, width, height)
     "cast_ssv2": ("{id}.mp4 7", 4.0, 12, 426, 240),
     "cast_k400": ("{id}.mp4 7", 10.0, 30, 568, 320),
 }
-
-
-def write_videos(folder: Path, count: int, seconds: float, fps: int, width: int, height: int) -> list[Path]:
-    """H.264 videos with moving texture (so the encoder does real work), a keyframe every 2 s."""
-    rng = np.random.default_rng(0)
-    paths = []
-    for k in range(count):
-        path = folder / f"v{k}.mp4"
-        with av.open(str(path), "w") as out:
-            s = out.add_stream("libx264", rate=fps)
-            s.width, s.height, s.pix_fmt = width, height, "yuv420p"
-            s.options = {"preset": "veryfast", "crf": "23", "g": str(2 * fps)}
-            base = rng.integers(0, 255, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
-            for i in range(int(seconds * fps)):
-                img = np.kron(np.roll(base, i, axis=1), np.ones((8, 8, 1), dtype=np.uint8))[:height, :width]
-                for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
-                    out.mux(p)
-            for p in s.encode():
-                out.mux(p)
-        paths.append(path)
-    return paths
 
 
 class OfficialLoader:
@@ -110,7 +89,7 @@ def main() -> None:
             line, seconds, fps, width, height = SHAPES[recipe]
             folder = Path(tmp) / recipe
             folder.mkdir()
-            paths = write_videos(folder, args.videos, seconds, fps, width, height)
+            paths = make_videos(folder, args.videos, seconds, fps, width, height, keyframe_seconds=2)
             listing = folder / "train.csv"
             listing.write_text("".join(line.format(id=p.stem) + "\n" for p in paths))
             dataset = ca2st.build_dataset(recipe, "train", [f"data.train={listing}", f"data.root={folder}"])

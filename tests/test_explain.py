@@ -17,16 +17,15 @@ from ca2st.errors import ConfigError, DataError
 from ca2st.explanation import AttentionRecorder
 from ca2st.models import attention as attention_module
 
+from helpers import randomize_
+
 TINY = dict(embed_dim=32, depth=2, num_heads=2, num_frames=4, img_size=32, audio_frames=96, audio_layers=None)
 HEADS = 2
 
 
-def randomized(model, std=0.3):
+def randomized(model):
     torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, std)
-    return model.eval()
+    return randomize_(model, std=0.3).eval()
 
 
 @pytest.fixture(scope="module")
