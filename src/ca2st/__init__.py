@@ -19,6 +19,7 @@ _EXPORTS = {
     "load_any": "ca2st.checkpoints:load_any",
     "load_model": "ca2st.checkpoints:load_model",
     "save_model": "ca2st.checkpoints:save_model",
+    "from_pretrained": "ca2st.checkpoints.pretrained:from_pretrained",
     "load_config": "ca2st.engine.config:load_config",
     "build_dataset": "ca2st.engine.data:build_dataset",
     "read_frames": "ca2st.data.decode:read_frames",

@@ -14,6 +14,7 @@
      "class_names": {"class": [...]} | null,         # per task, like Hugging Face's id2label
      "input": {...},                                 # InputRecipe: sampler, frames, views, size, normalisation
      "experts": {"spatial": "ViT-B-16.pt", ...},     # expert weight files, when not stored inside
+     "expert_files": {"spatial": {"name", "source", "sha256"}, ...},  # shareable folders: checked on load
      "include_experts": false,
      "run": {...}, "meta": {...}}                    # the training run's config and e.g. epoch / metrics
 
@@ -82,6 +83,7 @@ def model_record(
     *,
     model_name: str = "custom",
     experts: dict[str, str] | None = None,
+    expert_files: dict[str, dict[str, str]] | None = None,
     include_experts: bool = False,
     run: dict | None = None,
     meta: dict | None = None,
@@ -96,6 +98,7 @@ def model_record(
         "class_names": model.class_names,
         "input": model.input_recipe.to_dict(),
         "experts": dict(experts or {}),
+        "expert_files": dict(expert_files or {}),
         "include_experts": include_experts,
         "run": run or {},
         "meta": meta or {},

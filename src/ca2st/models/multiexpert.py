@@ -313,3 +313,11 @@ class MultiExpertModel(nn.Module):
         """The name of class ``index`` of ``task`` (its number when the names are unknown)."""
         names = (self._class_names or {}).get(task)
         return names[index] if names else str(index)
+
+    def save_pretrained(self, directory, **kwargs):
+        """Write a shareable folder (config.json, trainable weights, model card; experts referenced by SHA-256):
+        :func:`ca2st.checkpoints.pretrained.save_pretrained`, whose keyword arguments ``kwargs`` are. Load it
+        with ``ca2st.from_pretrained``."""
+        from ..checkpoints.pretrained import save_pretrained
+
+        return save_pretrained(self, directory, **kwargs)
