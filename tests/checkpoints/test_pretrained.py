@@ -139,6 +139,19 @@ def test_hashes_are_cached_per_path_size_and_mtime(tmp_path, monkeypatch):
     assert expert_files.file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest() and len(reads) == 2
 
 
+def test_a_weight_folder_is_hashed_by_its_files(tmp_path):
+    from ca2st.checkpoints.expert_files import file_sha256
+
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{}")
+    (tmp_path / "hf" / "model.safetensors").write_bytes(b"x" * 10)
+    first = file_sha256(tmp_path / "hf")
+    (tmp_path / "hf" / "model.safetensors").write_bytes(b"y" * 11)  # the folder's own mtime does not change
+    assert file_sha256(tmp_path / "hf") != first
+    with pytest.raises(CheckpointError, match="missing: expert weight file not found"):
+        file_sha256(tmp_path / "missing")
+
+
 def test_save_needs_the_expert_files(tmp_path, monkeypatch):
     for env in ("CLIP_PATH", "VMAE_PATH", "AST_PATH"):
         monkeypatch.delenv(env, raising=False)

@@ -21,7 +21,11 @@ log = logging.getLogger(__name__)
 __all__ = ["file_sha256", "expert_reference", "resolve_expert_files"]
 
 CHUNK = 1 << 20
-_HASHES: dict[tuple[str, int, int], str] = {}  # (resolved path, size, mtime_ns) -> hex digest
+_HASHES: dict[tuple, str] = {}  # (resolved path, (name, size, mtime_ns) of each file) -> hex digest
+
+
+def _files(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
 
 
 def _hash_one(path: Path, digest) -> None:
@@ -32,20 +36,19 @@ def _hash_one(path: Path, digest) -> None:
 
 def file_sha256(path: str | Path) -> str:
     """The SHA-256 of a weight file, or of a weight folder (its files' relative names and contents, in sorted
-    order); cached per (path, size, modification time), so an unchanged file is read once per process."""
+    order); cached per path and each file's size and modification time, so an unchanged file is read once per
+    process."""
     path = Path(path).resolve()
     if not path.exists():
         raise CheckpointError(f"{path}: expert weight file not found")
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    files = _files(path)
+    key = (str(path), tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
     if key not in _HASHES:
         digest = hashlib.sha256()
-        if path.is_dir():
-            for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        for file in files:
+            if path.is_dir():
                 digest.update(str(file.relative_to(path)).encode() + b"\0")
-                _hash_one(file, digest)
-        else:
-            _hash_one(path, digest)
+            _hash_one(file, digest)
         _HASHES[key] = digest.hexdigest()
         log.info("hashed %s: sha256 %s", path, _HASHES[key])
     return _HASHES[key]
