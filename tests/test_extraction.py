@@ -2,6 +2,9 @@
 sharding between processes, broken videos, annotation files and the command line."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -178,3 +181,48 @@ def test_an_annotation_file_and_the_command_line(videos, cast, tmp_path, capsys)
     feats = load_file(tmp_path / "b" / "long.safetensors")
     assert feats["starts"].tolist() == [0.0, 20.0, 40.0] and feats["fused"].shape == (3, 32)
     assert (tmp_path / "b" / "sub" / "short.safetensors").exists()
+
+
+def test_an_audio_model_with_time_codes_and_a_composition_model(tmp_path):
+    clip = make_video(tmp_path / "talk.mp4", seconds=6, fps=5, size=(24, 32), audio=True)
+    cava = randomized(ca2st.build_model("cava_b16", num_classes=4, audio_frames=64, **TINY))
+    assert cava.time_codes is not None
+    run(cava, clip, tmp_path / "a", window=3, stride=2)
+    feats = load_file(tmp_path / "a" / "talk.safetensors")
+    assert feats["starts"].tolist() == [0.0, 2.0, 3.0] and {"audio", "spatial", "fused"} <= set(feats)
+    recipe = cava.input_recipe.replace(test_clips=1, test_crops=1)
+    video, audio, _, meta = inference_dataset([Sample("x", str(clip), None, 2.0, 5.0)], recipe)[0]
+    times = torch.as_tensor(meta["intervals"])
+    with torch.no_grad():
+        pooled = cava.forward_features(video, audio, times)
+    for kind in ("audio", "spatial"):
+        torch.testing.assert_close(feats[kind][1], pooled[kind][0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(feats["fused"][1], cava.head.fuse_features(pooled)[0], atol=1e-5, rtol=0)
+
+    epic = randomized(
+        ca2st.build_model("cast_b16", composition=True, composition_classes={"verb": 4, "noun": 6}, **TINY)
+    )
+    run(epic, clip, tmp_path / "b", window=3, features=["fused"])
+    feats = load_file(tmp_path / "b" / "talk.safetensors")
+    assert set(feats) == {"fused.verb", "fused.noun", "starts", "ends"} and feats["fused.verb"].shape == (2, 32)
+
+
+def test_two_processes_run_at_once_under_torchrun_style_ranks(videos, cast, tmp_path):
+    checkpoint = ca2st.save_model(cast, tmp_path / "model")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "ca2st", "extract", str(videos), "--checkpoint", str(checkpoint)]
+    cmd += ["--out", str(out), "--window", "30", "--workers", "0", "-q"]
+    procs = [
+        subprocess.Popen(cmd, env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2"}, stdout=subprocess.PIPE, text=True)
+        for r in (0, 1)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert "(process 0 of 2): 1 video written, 0 already done, 0 failed" in outputs[0]
+    assert "(process 1 of 2): 1 video written, 0 already done, 0 failed" in outputs[1]
+    rows = index_rows(out)
+    assert sorted((r["key"], r["status"], r["windows"]) for r in rows) == [("long", "ok", 2), ("sub/short", "ok", 1)]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.safetensors")) == [
+        "long.safetensors",
+        "sub/short.safetensors",
+    ]

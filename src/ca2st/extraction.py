@@ -334,7 +334,7 @@ def extract_features(
                     batch_size=batch_size,
                     num_workers=num_workers,
                 )
-            except (Ca2stError, OSError, ValueError, RuntimeError) as err:
+            except (Ca2stError, OSError) as err:  # unreadable files; anything else is a bug and stops the run
                 reason = str(err) or type(err).__name__
                 log.warning("extract: %s failed: %s", item.path, reason)
                 report.failures.append((item.path, reason))
