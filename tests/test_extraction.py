@@ -16,7 +16,7 @@ from ca2st import extraction
 from ca2st.cli import main
 from ca2st.data.datasets import Sample
 from ca2st.engine.data import inference_dataset
-from ca2st.errors import ConfigError
+from ca2st.errors import ConfigError, DataError
 from ca2st.extraction import INDEX_NAME, VideoItem, extract_features
 from test_prediction import TINY, make_video, randomized
 
@@ -133,6 +133,11 @@ def test_a_folder_resumes_after_a_kill(videos, cast, tmp_path, monkeypatch):
     ]
     again = run(cast, videos, tmp_path, window=6)
     assert again.written == [] and again.skipped == ["long", "sub/short"] and len(index_rows(tmp_path)) == 2
+    # killed between the rename and the index line: the file counts, and its line is added from it
+    (tmp_path / INDEX_NAME).unlink()
+    run(cast, videos, tmp_path, window=6)
+    assert sorted((r["key"], r["windows"]) for r in index_rows(tmp_path)) == [("long", 10), ("sub/short", 2)]
+    assert written == [tmp_path / "sub" / "short.safetensors"]
 
 
 def test_two_processes_write_each_video_once(videos, cast, tmp_path, monkeypatch):
@@ -226,3 +231,15 @@ def test_two_processes_run_at_once_under_torchrun_style_ranks(videos, cast, tmp_
         "long.safetensors",
         "sub/short.safetensors",
     ]
+
+
+def test_bad_options_are_refused(videos, cast, tmp_path):
+    item = VideoItem(str(videos / "long.mp4"), "v")
+    with pytest.raises(ConfigError, match="stride needs window"):
+        run(cast, [item], tmp_path, stride=2)
+    with pytest.raises(ConfigError, match="same file"):
+        run(cast, [item, VideoItem(str(videos / "sub" / "short.mp4"), "v")], tmp_path)
+    with pytest.raises(ConfigError, match="RANK"):
+        run(cast, [item], tmp_path, rank=2, world_size=2)
+    with pytest.raises(DataError, match="no video files"):
+        run(cast, tmp_path, tmp_path / "out")
