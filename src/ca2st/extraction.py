@@ -182,7 +182,7 @@ def window_features(
         bad = torch.as_tensor(meta.get("excluded", torch.zeros(video.shape[0]))).reshape(-1).bool()
         if bad.any():
             i = int(torch.nonzero(bad)[0])
-            s, e = spans[int(meta["index"][i])]
+            s, e = spans[int(torch.as_tensor(meta.get("requested", meta["index"])).reshape(-1)[i])]
             raise DataError(f"{item.path}: window {s:g}-{e:g} s could not be read: {meta['error'][i]}")
         b, views = video.shape[:2]
         kwargs = {}
@@ -198,7 +198,9 @@ def window_features(
                     out["fused" if task == SINGLE else f"fused.{task}"] = x
         for name, x in out.items():
             parts.setdefault(name, []).append(x.float().reshape(b, views, -1).mean(1).cpu())
-        order.append(torch.as_tensor(meta["index"]).reshape(-1))
+        order.append(torch.as_tensor(meta.get("requested", meta["index"])).reshape(-1))
+    if sum(len(o) for o in order) != len(spans):
+        raise DataError(f"{item.path}: {len(spans)} windows asked, {sum(len(o) for o in order)} came back")
     perm = torch.argsort(torch.cat(order))
     return {name: torch.cat(xs)[perm].contiguous() for name, xs in parts.items()}
 
