@@ -27,6 +27,7 @@ _EXPORTS = {
     "log_mel": "ca2st.data.audio:log_mel",
     "predict": "ca2st.prediction:predict",
     "explain": "ca2st.explanation:explain",
+    "extract_features": "ca2st.extraction:extract_features",
 }
 
 __all__ = [*_EXPORTS, "errors", "__version__"]

@@ -1,5 +1,5 @@
-"""Command line: ``ca2st info``, ``train``, ``eval``, ``predict``, ``explain``, ``report``, ``bench``, ``demo``,
-``serve``, ``data check``, ``data prepare``."""
+"""Command line: ``ca2st info``, ``train``, ``eval``, ``predict``, ``extract``, ``explain``, ``report``, ``bench``,
+``demo``, ``serve``, ``data check``, ``data prepare``."""
 
 from __future__ import annotations
 
@@ -222,6 +222,38 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_extract(args) -> int:
+    from .checkpoints import load_any
+    from .engine.config import parse_overrides
+    from .engine.distributed import resolve_device
+    from .extraction import extract_features
+
+    device = resolve_device(args.device)
+    model = load_any(args.checkpoint, experts=parse_overrides(args.expert)).to(device)
+    report = extract_features(
+        model,
+        args.source,
+        args.out,
+        window=args.window,
+        stride=args.stride,
+        num_clips=args.clips,
+        features=[f.strip() for f in args.features.split(",") if f.strip()],
+        root=args.root,
+        format=args.format,
+        annotation_options={"num_classes": args.num_classes, "classes": args.classes},
+        device=device,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        progress=not args.quiet,
+    )
+    for video, reason in report.failures:
+        print(f"failed: {video}: {reason}")
+    for line in report.summary():
+        print(line)
+    return 0 if report.ok else 1
+
+
 def cmd_serve(args) -> int:
     from .serve import import_gradio, launch, load_page
 
@@ -370,6 +402,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_predict)
+
+    xt = sub.add_parser(
+        "extract",
+        help="per-window features of every expert and the fused head input, one safetensors file per video",
+        description="ca2st extract videos/ --checkpoint runs/x/checkpoint-best --out feats --window 2 --stride 1: "
+        "OUT/<video>.safetensors (each expert's pooled feature, 'fused', 'starts', 'ends') and OUT/index.jsonl. "
+        "Finished videos are skipped; under torchrun the processes split the videos. Broken videos are named "
+        "and counted; the exit status is then 1.",
+    )
+    xt.add_argument("source", help="a folder of videos, a video file, or an annotation file")
+    xt.add_argument("--checkpoint", required=True, help="our checkpoint directory, or an official CAST checkpoint")
+    xt.add_argument("--out", required=True, help="output folder")
+    xt.add_argument("--window", type=float, help="window length in seconds (default: one window per video)")
+    xt.add_argument("--stride", type=float, help="window stride in seconds (default: the window)")
+    xt.add_argument("--clips", type=int, help="temporal views per window, features averaged (default 1)")
+    xt.add_argument("--features", default="pooled,fused", help="comma-separated: pooled, fused (default: both)")
+    xt.add_argument("--root", help="folder the annotation's video paths are relative to (default: its folder)")
+    xt.add_argument("--format", help="annotation format (guessed when omitted)")
+    xt.add_argument("--classes", help="class-map file for the format's parser (Kinetics, VGG-Sound, ...)")
+    xt.add_argument("--num-classes", type=int, help="class count for the path_label format")
+    xt.add_argument(
+        "--expert",
+        nargs="*",
+        default=[],
+        help="expert weights, e.g. spatial=ViT-B-16.pt (default: the paths the checkpoint recorded)",
+    )
+    xt.add_argument("--device", default="auto")
+    xt.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="fp16 on GPUs only")
+    xt.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
+    xt.add_argument("--workers", type=int, help="loader processes decoding the windows (default: up to 4)")
+    xt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    xt.set_defaults(func=cmd_extract)
 
     ex = sub.add_parser(
         "explain",

@@ -60,12 +60,16 @@ class ClassifierHead(nn.Module):
         nn.init.trunc_normal_(self.fc.weight, std=init_std)
         nn.init.zeros_(self.fc.bias)
 
-    def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def fuse_features(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The classifier's input ``(B, d)``: the sum of the fused source features (before dropout)."""
         parts = [self.fuse[s](features[s]) if self.fuse is not None else features[s] for s in self.sources]
         fused = parts[0]
         for part in parts[1:]:
             fused = fused + part
-        return self.fc(self.drop(fused))
+        return fused
+
+    def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.fc(self.drop(self.fuse_features(features)))
 
 
 class CompositionHead(nn.Module):
@@ -74,6 +78,10 @@ class CompositionHead(nn.Module):
     def __init__(self, tasks: Mapping[str, ClassifierHead]):
         super().__init__()
         self.tasks = nn.ModuleDict(tasks)
+
+    def fuse_features(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each task head's classifier input, ``{task: (B, d)}``."""
+        return {name: head.fuse_features(features) for name, head in self.tasks.items()}
 
     def forward(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {name: head(features) for name, head in self.tasks.items()}
