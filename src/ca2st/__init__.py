@@ -26,6 +26,7 @@ _EXPORTS = {
     "log_mel": "ca2st.data.audio:log_mel",
     "predict": "ca2st.prediction:predict",
     "explain": "ca2st.explanation:explain",
+    "export_model": "ca2st.export:export_model",
 }
 
 __all__ = [*_EXPORTS, "errors", "__version__"]
