@@ -78,6 +78,24 @@ def test_torchscript_matches_pytorch(tmp_path):
         torch.testing.assert_close(logits, model(video, audio), atol=1e-4, rtol=0)
 
 
+def test_fp16_graph_is_close_to_the_fp32_model_with_float32_inputs_and_outputs(tmp_path):
+    model = tiny("cast_b16")
+    weight = model.head.state_dict()
+    result = ca2st.export_model(model, tmp_path / "m16.onnx", precision="fp16")
+    assert result.exporter == "torch.export" and 1e-6 < result.max_abs_diff <= result.tolerance
+    assert all(w.dtype == torch.float32 for w in model.parameters())  # the model itself is not changed
+    torch.testing.assert_close(model.head.state_dict(), weight)
+    video = torch.randn(1, 3, 4, 64, 64)
+    _, _, (logits,) = run_session(result.path, {"video": video.numpy()})
+    with torch.no_grad():
+        expected = model(video)
+    assert logits.dtype == "float32"
+    torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-2 * expected.abs().max().item(), rtol=0)
+    graph = onnx.load(str(result.path))
+    float16 = onnx.TensorProto.FLOAT16
+    assert any(init.data_type == float16 for init in graph.graph.initializer)  # weights stored in float16
+
+
 def test_falls_back_to_the_torchscript_exporter_and_says_so(tmp_path, monkeypatch, caplog):
     real = torch.onnx.export
 
@@ -123,7 +141,7 @@ def test_cli_exports_a_checkpoint_folder_and_prints_the_difference(tmp_path, cap
     assert main(["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--batch", "2"]) == 0
     out = capsys.readouterr().out
     path = tmp_path / "model-b2-fp32.onnx"
-    assert path.exists() and str(path) in out and "max abs difference to PyTorch:" in out
+    assert path.exists() and str(path) in out and "max abs difference to the float32 PyTorch model:" in out
     inputs, outputs, (logits,) = run_session(
         path, {"video": torch.zeros(2, 3, 4, 64, 64).numpy(), "audio": torch.zeros(2, 46, 32).numpy()}
     )

@@ -412,7 +412,12 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("--checkpoint", required=True, help="our checkpoint directory, or an official CAST checkpoint")
     xp.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     xp.add_argument("--batch", type=int, default=1, help="the graph's fixed batch size (default 1)")
-    xp.add_argument("--precision", choices=["fp32"], default="fp32")
+    xp.add_argument(
+        "--precision",
+        choices=["fp32", "fp16"],
+        default="fp32",
+        help="fp16: float16 matrix products and convolutions, float32 inputs and outputs (default fp32)",
+    )
     xp.add_argument("--out", help="the file to write (default: next to the checkpoint, named after it and the options)")
     xp.set_defaults(func=cmd_export)
 

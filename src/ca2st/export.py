@@ -3,7 +3,9 @@
 The graph takes what :meth:`~ca2st.models.MultiExpertModel.forward` takes, at a fixed batch size: ``video``
 ``(B, 3, T, S, S)`` normalised float clips, and ``audio`` ``(B, frames, mel bins)`` log-mel features for models
 with an audio expert. It returns the logits: one output ``logits``, or one output per task named after it
-(``verb``, ``noun``) for composition models. Attention is exported with the SDPA backend
+(``verb``, ``noun``) for composition models. With ``precision="fp16"`` the graph computes matrix products and
+convolutions in float16 (PyTorch's autocast, traced: the weights are stored in float16, norms, softmax and the
+residual streams stay float32, as :mod:`ca2st.precision` describes); inputs and outputs stay float32. Attention is exported with the SDPA backend
 (:func:`~ca2st.models.set_attention_backend`), which the exporters decompose into MatMul and Softmax; the
 backend chosen before comes back afterwards.
 
@@ -15,6 +17,7 @@ on a random input and compared with the PyTorch model; a difference above :data:
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from dataclasses import dataclass
@@ -26,12 +29,14 @@ from torch import nn
 from .errors import CheckpointError, ConfigError
 from .models.attention import attention_backend, set_attention_backend
 from .models.multiexpert import MultiExpertModel
+from .precision import autocast, low_precision_dtype
 
 log = logging.getLogger(__name__)
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}  # format -> file suffix
-TOLERANCES = {"fp32": 1e-4}
-"""Largest absolute difference of any logit between the exported file and the PyTorch model, per precision."""
+TOLERANCES = {"fp32": 1e-4, "fp16": 1e-2}
+"""Largest absolute difference of any logit between the exported file and the float32 PyTorch model: for fp32 the
+value itself; for fp16 relative to the largest logit (at least 1), as float16 rounding (2⁻¹¹) adds up over layers."""
 FALLBACK_OPSET = 18
 INPUT_SEED = 0
 
@@ -54,15 +59,23 @@ class ExportResult:
         return (
             f"{self.format} ({self.precision}, {self.exporter}): {self.path}\n"
             f"inputs: {shapes}; outputs: {', '.join(self.outputs)}\n"
-            f"max abs difference to PyTorch: {self.max_abs_diff:.3g} (tolerance {self.tolerance:g})"
+            f"max abs difference to the float32 PyTorch model: {self.max_abs_diff:.3g} (tolerance {self.tolerance:.3g})"
         )
 
 
 class ExportGraph(nn.Module):
-    """The model as the exported graph sees it: positional inputs by modality, a tuple of logits in task order."""
+    """The model as the exported graph sees it: positional inputs by modality, a tuple of float32 logits in task
+    order, computed at ``precision`` (for fp16: on a copy of the model with float16 weights)."""
 
-    def __init__(self, model: MultiExpertModel):
+    def __init__(self, model: MultiExpertModel, precision: str = "fp32"):
         super().__init__()
+        self.precision = precision
+        low = low_precision_dtype(precision)
+        if low is not None:
+            model = copy.deepcopy(model).cast_matmul_weights_(low, trainable=True)
+            for module in model.modules():
+                if isinstance(module, nn.LayerNorm):  # ONNX's LayerNormalization takes one type: float32
+                    module.register_forward_pre_hook(lambda m, args: (args[0].to(m.weight.dtype), *args[1:]))
         self.model = model
         self.input_names = [m for m in ("video", "audio") if any(e.modality == m for e in model.experts.values())]
         self.tasks = list(model.tasks)
@@ -72,8 +85,10 @@ class ExportGraph(nn.Module):
         return ["logits"] if self.tasks == ["class"] else self.tasks
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.model(**dict(zip(self.input_names, inputs)))
-        return tuple(out[task] for task in self.tasks) if isinstance(out, dict) else (out,)
+        with autocast(self.precision, inputs[0].device):
+            out = self.model(**dict(zip(self.input_names, inputs)))
+        out = [out[task] for task in self.tasks] if isinstance(out, dict) else [out]
+        return tuple(logits.float() for logits in out)
 
     def example_inputs(self, batch: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
         """Random inputs of the graph's shapes (standard normal, as normalised clips and log-mel features are)."""
@@ -116,7 +131,7 @@ def export_model(
     """Write ``model`` as a fixed-shape ``format`` file (``"onnx"`` or ``"torchscript"``) for batch size ``batch``
     and check it against the model on a random input (``verify``); see the module docstring.
 
-    The model is put in eval mode and exported on its device. Raises :class:`~ca2st.errors.CheckpointError` when
+    The model is put in eval mode and exported on its device; it is not changed. Raises :class:`~ca2st.errors.CheckpointError` when
     the file's outputs differ from the model's by more than :data:`TOLERANCES` (the file is kept, for inspection).
     """
     check_options(format, batch, precision)
@@ -124,13 +139,13 @@ def export_model(
         import_onnx()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    graph = ExportGraph(model.eval()).eval()
+    graph = ExportGraph(model.eval(), precision).eval()
     inputs = graph.example_inputs(batch, next(model.parameters()).device)
     previous = attention_backend()
     set_attention_backend("sdpa")
     try:
         with torch.no_grad():
-            expected = graph(*inputs)
+            expected = ExportGraph(model)(*inputs)  # float32, whatever the precision
             exporter = write_onnx(graph, inputs, path) if format == "onnx" else write_torchscript(graph, inputs, path)
     finally:
         set_attention_backend(previous)
@@ -138,6 +153,9 @@ def export_model(
     if verify:
         actual = run_onnx(path, graph.input_names, inputs) if format == "onnx" else run_torchscript(path, inputs)
         diff = max((a.float().cpu() - e.float().cpu()).abs().max().item() for a, e in zip(actual, expected))
+    tolerance = TOLERANCES[precision]
+    if precision != "fp32":
+        tolerance *= max(1.0, max(e.abs().max().item() for e in expected))
     result = ExportResult(
         path=path,
         format=format,
@@ -146,13 +164,13 @@ def export_model(
         inputs={name: tuple(x.shape) for name, x in zip(graph.input_names, inputs)},
         outputs=graph.output_names,
         max_abs_diff=diff,
-        tolerance=TOLERANCES[precision],
+        tolerance=tolerance,
     )
     log.info("exported %s", result.summary())
     if verify and not diff <= result.tolerance:
         raise CheckpointError(
             f"{path}: the exported {format} graph's outputs differ from the PyTorch model's by {diff:.3g}, more than "
-            f"the {precision} tolerance {result.tolerance:g}; the file is kept for inspection, but do not use it"
+            f"the {precision} tolerance {result.tolerance:.3g}; the file is kept for inspection, but do not use it"
         )
     return result
 
