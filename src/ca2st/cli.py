@@ -248,12 +248,13 @@ def cmd_explain(args) -> int:
 
 def cmd_export(args) -> int:
     from .checkpoints import load_any
+    from .engine.config import parse_overrides
     from .export import check_options, default_path, export_model, import_onnx
 
     check_options(args.format, args.batch, args.precision)
     if args.format == "onnx":
         import_onnx()  # before loading a model: say at once when the export extra is missing
-    model = load_any(args.checkpoint)
+    model = load_any(args.checkpoint, experts=parse_overrides(args.expert))
     out = args.out or default_path(args.checkpoint, args.format, args.batch, args.precision)
     result = export_model(model, out, format=args.format, batch=args.batch, precision=args.precision)
     print(result.summary())
@@ -411,6 +412,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     xp.add_argument("--checkpoint", required=True, help="our checkpoint directory, or an official CAST checkpoint")
     xp.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    xp.add_argument(
+        "--expert",
+        nargs="*",
+        default=[],
+        help="expert weights, e.g. spatial=ViT-B-16.pt (default: the paths the checkpoint recorded)",
+    )
     xp.add_argument("--batch", type=int, default=1, help="the graph's fixed batch size (default 1)")
     xp.add_argument(
         "--precision",
