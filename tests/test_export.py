@@ -146,3 +146,14 @@ def test_cli_exports_a_checkpoint_folder_and_prints_the_difference(tmp_path, cap
         path, {"video": torch.zeros(2, 3, 4, 64, 64).numpy(), "audio": torch.zeros(2, 46, 32).numpy()}
     )
     assert inputs == ["video", "audio"] and logits.shape == (2, 7)
+
+
+def test_cli_fails_with_a_clear_message_when_the_file_differs_from_pytorch(tmp_path, capsys, monkeypatch):
+    from ca2st.cli import main
+
+    checkpoint = ca2st.save_model(tiny("cast_b16"), tmp_path / "model")
+    monkeypatch.setattr(export, "run_torchscript", lambda path, inputs: [torch.full((1, 7), 1e3)])
+    assert main(["export", "--checkpoint", str(checkpoint), "--format", "torchscript"]) == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and "model-b1-fp32.pt: the exported torchscript graph's outputs differ" in err
+    assert (tmp_path / "model-b1-fp32.pt").exists()  # kept for inspection
