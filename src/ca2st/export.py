@@ -131,8 +131,9 @@ def export_model(
     """Write ``model`` as a fixed-shape ``format`` file (``"onnx"`` or ``"torchscript"``) for batch size ``batch``
     and check it against the model on a random input (``verify``); see the module docstring.
 
-    The model is put in eval mode and exported on its device; it is not changed. Raises :class:`~ca2st.errors.CheckpointError` when
-    the file's outputs differ from the model's by more than :data:`TOLERANCES` (the file is kept, for inspection).
+    The model is put in eval mode and exported on its device; it is not changed (fp16 exports a float16 copy).
+    Raises :class:`~ca2st.errors.CheckpointError` when the file's outputs differ from the model's by more than
+    :data:`TOLERANCES` (the file is kept, for inspection).
     """
     check_options(format, batch, precision)
     if format == "onnx":
