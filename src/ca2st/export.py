@@ -5,9 +5,9 @@ The graph takes what :meth:`~ca2st.models.MultiExpertModel.forward` takes, at a 
 with an audio expert. It returns the logits: one output ``logits``, or one output per task named after it
 (``verb``, ``noun``) for composition models. With ``precision="fp16"`` the graph computes matrix products and
 convolutions in float16 (PyTorch's autocast, traced: the weights are stored in float16, norms, softmax and the
-residual streams stay float32, as :mod:`ca2st.precision` describes); inputs and outputs stay float32. Attention is exported with the SDPA backend
-(:func:`~ca2st.models.set_attention_backend`), which the exporters decompose into MatMul and Softmax; the
-backend chosen before comes back afterwards.
+residual streams stay float32, as :mod:`ca2st.precision` describes); inputs and outputs stay float32.
+Attention is exported with the SDPA backend (:func:`~ca2st.models.set_attention_backend`), which the exporters
+decompose into MatMul and Softmax; the backend chosen before comes back afterwards.
 
 ONNX goes through ``torch.onnx.export(dynamo=True)`` (``torch.export``), falling back to the TorchScript-based
 exporter (``dynamo=False``, opset :data:`FALLBACK_OPSET`) when ``torch.export`` cannot capture the model.
