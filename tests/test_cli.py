@@ -65,7 +65,20 @@ def _heavy_modules_after(code: str) -> list[str]:
 
 
 def test_help_imports_neither_torch_nor_models():
-    commands = ["info", "train", "eval", "predict", "explain", "report", "demo", "serve", "bench", "data"]
+    commands = [
+        "info",
+        "train",
+        "eval",
+        "predict",
+        "extract",
+        "explain",
+        "export",
+        "report",
+        "demo",
+        "serve",
+        "bench",
+        "data",
+    ]
     code = (
         "import ca2st.cli\n"
         f"for argv in [['--help'], *[[c, '--help'] for c in {commands!r}]]:\n"

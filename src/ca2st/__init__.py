@@ -28,6 +28,7 @@ _EXPORTS = {
     "predict": "ca2st.prediction:predict",
     "explain": "ca2st.explanation:explain",
     "extract_features": "ca2st.extraction:extract_features",
+    "export_model": "ca2st.export:export_model",
 }
 
 __all__ = [*_EXPORTS, "errors", "__version__"]

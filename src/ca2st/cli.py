@@ -1,5 +1,5 @@
-"""Command line: ``ca2st info``, ``train``, ``eval``, ``predict``, ``extract``, ``explain``, ``report``, ``bench``,
-``demo``, ``serve``, ``data check``, ``data prepare``."""
+"""Command line: ``ca2st info``, ``train``, ``eval``, ``predict``, ``extract``, ``explain``, ``export``, ``report``,
+``bench``, ``demo``, ``serve``, ``data check``, ``data prepare``."""
 
 from __future__ import annotations
 
@@ -278,6 +278,21 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .checkpoints import load_any
+    from .engine.config import parse_overrides
+    from .export import check_options, default_path, export_model, import_onnx
+
+    check_options(args.format, args.batch, args.precision)
+    if args.format == "onnx":
+        import_onnx()  # before loading a model: say at once when the export extra is missing
+    model = load_any(args.checkpoint, experts=parse_overrides(args.expert))
+    out = args.out or default_path(args.checkpoint, args.format, args.batch, args.precision)
+    result = export_model(model, out, format=args.format, batch=args.batch, precision=args.precision)
+    print(result.summary())
+    return 0
+
+
 def cmd_report(args) -> int:
     from .engine.report import report
 
@@ -450,6 +465,32 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", default="explain", help="folder for the pictures and the tensor file (default: explain)")
     ex.add_argument("--device", default="auto")
     ex.set_defaults(func=cmd_explain)
+
+    xp = sub.add_parser(
+        "export",
+        help="write a model as a fixed-shape ONNX or TorchScript file, checked against PyTorch",
+        description="ca2st export --checkpoint runs/x/checkpoint-best --format onnx: the whole model (video, and "
+        "audio for audio models, in; the logits, one output per task, out) at a fixed batch size, then run on a "
+        "random input (onnxruntime on CPU, or torch.jit.load) and compared with the PyTorch model; the command "
+        "prints the largest difference and fails when it is above the precision's tolerance.",
+    )
+    xp.add_argument("--checkpoint", required=True, help="our checkpoint directory, or an official CAST checkpoint")
+    xp.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    xp.add_argument(
+        "--expert",
+        nargs="*",
+        default=[],
+        help="expert weights, e.g. spatial=ViT-B-16.pt (default: the paths the checkpoint recorded)",
+    )
+    xp.add_argument("--batch", type=int, default=1, help="the graph's fixed batch size (default 1)")
+    xp.add_argument(
+        "--precision",
+        choices=["fp32", "fp16"],
+        default="fp32",
+        help="fp16: float16 matrix products and convolutions, float32 inputs and outputs (default fp32)",
+    )
+    xp.add_argument("--out", help="the file to write (default: next to the checkpoint, named after it and the options)")
+    xp.set_defaults(func=cmd_export)
 
     rp = sub.add_parser(
         "report",
