@@ -41,7 +41,7 @@ from torch import nn
 from ..data.recipe import InputRecipe
 from ..errors import CheckpointError, ConfigError
 from ..models import ModelConfig, MultiExpertModel
-from .experts import EXPERT_ENV, load_expert_weights
+from .experts import EXPERT_ENV, expert_file, load_expert_weights
 from .official_cast import load_official_cast
 
 __all__ = [
@@ -267,7 +267,7 @@ def load_model(path: str | Path, experts: dict[str, str] | None = None, **overri
     if not record.get("include_experts"):
         paths = {**record.get("experts", {}), **(experts or {})}
         for kind in model.experts:
-            source = paths.get(kind) or os.environ.get(EXPERT_ENV.get(kind, ""))
+            source = expert_file(kind, paths.get(kind))
             if not source:
                 raise CheckpointError(
                     f"{path}: holds only the trainable weights; the {kind} expert's weights are "

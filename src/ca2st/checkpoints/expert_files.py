@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
-from .experts import EXPERT_ENV
+from .experts import EXPERT_ENV, expert_file
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +76,7 @@ def resolve_expert_files(
         env = EXPERT_ENV.get(kind, "")
         source = ref.get("source")
         here = [p for p in (recorded.get(kind), source) if p and Path(p).exists()]
-        path = experts.get(kind) or next(iter(here), None) or os.environ.get(env)
+        path = expert_file(kind, experts.get(kind) or next(iter(here), None))
         if path is None:
             raise CheckpointError(
                 f"{where}: needs the {kind} expert's weights {ref.get('name')!r} (source {source}, sha256 "

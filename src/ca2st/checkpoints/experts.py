@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -20,6 +21,12 @@ log = logging.getLogger(__name__)
 
 # environment variables naming each expert's weight file when a config or record gives none
 EXPERT_ENV = {"spatial": "CLIP_PATH", "temporal": "VMAE_PATH", "audio": "AST_PATH"}
+
+
+def expert_file(kind: str, given: str | os.PathLike | None = None) -> str | None:
+    """The weight file of the ``kind`` expert: ``given`` when set, else its environment variable's (``None``
+    without either)."""
+    return (str(given) if given else None) or os.environ.get(EXPERT_ENV.get(kind, "")) or None
 
 
 def _own_format(kind: str):

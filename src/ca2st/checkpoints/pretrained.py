@@ -22,7 +22,7 @@ from typing import Any, Sequence
 from ..errors import CheckpointError
 from .ca2st import load_model, read_record, write_model_folder
 from .expert_files import expert_reference, resolve_expert_files
-from .experts import EXPERT_ENV
+from .experts import EXPERT_ENV, expert_file
 from .model_card import model_card
 
 __all__ = ["save_pretrained", "from_pretrained"]
@@ -36,7 +36,7 @@ def _expert_paths(model, experts: dict[str, str] | None) -> dict[str, str]:
     experts = experts or {}
     paths = {}
     for kind in model.experts:
-        path = experts.get(kind) or os.environ.get(EXPERT_ENV.get(kind, ""))
+        path = expert_file(kind, experts.get(kind))
         if not path:
             raise CheckpointError(
                 f"save_pretrained: the {kind} expert's weights are referenced, not stored: pass "

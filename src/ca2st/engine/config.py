@@ -17,7 +17,7 @@ from typing import Any, Sequence, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from ..checkpoints.experts import EXPERT_ENV
+from ..checkpoints.experts import EXPERT_ENV, expert_file
 from ..errors import ConfigError
 from ..models.registry import get_config
 from .config_rules import RULES
@@ -126,8 +126,8 @@ class RunConfig:
     def expert_paths(self) -> dict[str, str]:
         """Expert weight files: the config's, else the environment's (CLIP_PATH, VMAE_PATH, AST_PATH)."""
         out = {}
-        for kind, env in EXPERT_ENV.items():
-            value = self.experts.get(kind) or os.environ.get(env)
+        for kind in EXPERT_ENV:
+            value = expert_file(kind, self.experts.get(kind))
             if value:
                 out[kind] = value
         unknown = sorted(set(self.experts) - set(EXPERT_ENV))
