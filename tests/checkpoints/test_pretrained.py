@@ -169,3 +169,36 @@ def test_an_unavailable_hub_id_is_named(monkeypatch, tmp_path):
         ca2st.from_pretrained("someone/no-such-ca2st-model")
     with pytest.raises(CheckpointError, match=r"not/a/hub/id: neither a model folder nor a Hub id"):
         ca2st.from_pretrained("not/a/hub/id")
+
+
+def test_a_hub_id_downloads_only_the_model_files(saved, tmp_path, monkeypatch):
+    """A Hub repository may hold much else (training logs, other checkpoints): only the folder's files come down,
+    and they suffice to load the model."""
+    hub = pytest.importorskip("huggingface_hub")
+    import fnmatch
+    import shutil
+
+    model, experts, folder = saved
+    (folder / "runs").mkdir()
+    (folder / "runs" / "checkpoint-last.pt").write_bytes(b"\0" * 1000)
+    calls = []
+
+    def fake_snapshot_download(repo_id, revision=None, allow_patterns=None, **kw):
+        calls.append((repo_id, revision, allow_patterns))
+        local = tmp_path / "hub-cache" / repo_id.replace("/", "--")
+        for path in folder.rglob("*"):
+            rel = path.relative_to(folder).as_posix()
+            if path.is_file() and any(fnmatch.fnmatch(rel, p) for p in allow_patterns or ["*"]):
+                (local / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, local / rel)
+        return str(local)
+
+    monkeypatch.setattr(hub, "snapshot_download", fake_snapshot_download)
+    loaded = ca2st.from_pretrained("someone/tiny-cast", experts=experts, revision="v1")
+    [(repo_id, revision, patterns)] = calls
+    assert (repo_id, revision) == ("someone/tiny-cast", "v1")
+    local = tmp_path / "hub-cache" / "someone--tiny-cast"
+    assert sorted(p.name for p in local.iterdir()) == ["README.md", "config.json", "model.safetensors", "results.json"]
+    video = torch.randn(1, 3, 4, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(video), model(video), rtol=0, atol=0)

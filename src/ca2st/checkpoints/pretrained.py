@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import CheckpointError
-from .ca2st import load_model, read_record, write_model_folder
+from .ca2st import RECORD, WEIGHTS, load_model, read_record, write_model_folder
 from .expert_files import expert_reference, resolve_expert_files
 from .experts import EXPERT_ENV, expert_file
 from .model_card import model_card
@@ -30,6 +30,7 @@ __all__ = ["save_pretrained", "from_pretrained"]
 CARD = "README.md"
 RESULTS = "results.json"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_FILES = (RECORD, WEIGHTS, CARD, RESULTS)  # what a download fetches: never the rest of the repository
 
 
 def _expert_paths(model, experts: dict[str, str] | None) -> dict[str, str]:
@@ -94,7 +95,7 @@ def _download(hub_id: str, revision: str | None) -> Path:
     except ImportError as err:
         raise CheckpointError(f"{hub_id}: loading from the Hub needs huggingface_hub: pip install ca2st[hub]") from err
     try:
-        return Path(snapshot_download(repo_id=hub_id, revision=revision))
+        return Path(snapshot_download(repo_id=hub_id, revision=revision, allow_patterns=list(HUB_FILES)))
     except Exception as err:  # huggingface_hub's offline, not-found and HTTP errors share no base class
         offline = " (HF_HUB_OFFLINE is set: only cached snapshots load)" if os.environ.get("HF_HUB_OFFLINE") else ""
         raise CheckpointError(
