@@ -96,8 +96,12 @@ def test_features_choice_segments_and_views(videos, cast, tmp_path):
     assert set(feats) == {"fused", "starts", "ends"}
     assert feats["starts"].tolist() == [10.0, 13.0, 16.0, 17.0]  # the windows lie in the segment
     assert feats["ends"].tolist() == [14.0, 17.0, 20.0, 21.0]
-    with pytest.raises(ConfigError, match="tokens"):
-        run(cast, [item], tmp_path / "b", features=["tokens"])
+    with pytest.raises(ConfigError, match="leave num_clips at 1 to extract tokens"):
+        run(cast, [item], tmp_path / "b", features=["tokens"], num_clips=2)
+    with pytest.raises(ConfigError, match="unknown features.*patches"):
+        run(cast, [item], tmp_path / "b", features=["patches"])
+    with pytest.raises(ConfigError, match="tokens_dtype"):
+        run(cast, [item], tmp_path / "b", features=["tokens"], tokens_dtype="int8")
     # without a window: one window over the whole video
     run(cast, [VideoItem(item.path, "whole")], tmp_path / "c", features=["pooled"])
     whole = load_file(tmp_path / "c" / "whole.safetensors")
@@ -187,6 +191,11 @@ def test_an_annotation_file_and_the_command_line(videos, cast, tmp_path, capsys)
     assert feats["starts"].tolist() == [0.0, 20.0, 40.0] and feats["fused"].shape == (3, 32)
     assert (tmp_path / "b" / "sub" / "short.safetensors").exists()
 
+    code = main([*common[:1], str(videos / "sub"), *common[1:], "--out", str(tmp_path / "c"), "--features", "tokens"])
+    assert code == 0, capsys.readouterr()
+    tokens = load_file(tmp_path / "c" / "short.safetensors")
+    assert tokens["tokens.temporal"].shape == (1, 2, 4, 32) and tokens["tokens.temporal"].dtype == torch.float16
+
 
 def test_an_audio_model_with_time_codes_and_a_composition_model(tmp_path):
     clip = make_video(tmp_path / "talk.mp4", seconds=6, fps=5, size=(24, 32), audio=True)
@@ -243,3 +252,68 @@ def test_bad_options_are_refused(videos, cast, tmp_path):
         run(cast, [item], tmp_path, rank=2, world_size=2)
     with pytest.raises(DataError, match="no video files"):
         run(cast, tmp_path, tmp_path / "out")
+
+
+def test_tokens_are_the_streams_the_pooled_features_come_from(videos, cast, tmp_path):
+    run(
+        cast,
+        videos / "long.mp4",
+        tmp_path / "a",
+        window=8,
+        stride=5,
+        features=["tokens", "pooled"],
+        tokens_dtype="float32",
+    )
+    feats = load_file(tmp_path / "a" / "long.safetensors")
+    assert set(feats) == {"spatial", "temporal", "tokens.spatial", "tokens.temporal", "starts", "ends"}
+    # (windows, time slots, special tokens + patches, width): CLIP sees every other frame with its class token
+    assert feats["tokens.spatial"].shape == (12, 2, 1 + 4, 32) and feats["tokens.temporal"].shape == (12, 2, 4, 32)
+    with safe_open(str(tmp_path / "a" / "long.safetensors"), "pt") as f:
+        assert json.loads(f.metadata()["special_tokens"]) == {"spatial": 1, "temporal": 0}
+    with torch.no_grad():
+        for kind, expert in cast.experts.items():
+            torch.testing.assert_close(expert.pool(feats[f"tokens.{kind}"]), feats[kind], atol=1e-5, rtol=0)
+        recipe = cast.input_recipe.replace(test_clips=1, test_crops=1)
+        clip = inference_dataset([Sample("x", str(videos / "long.mp4"), None, 25.0, 33.0)], recipe)[0][0]
+        streams = cast.forward_streams(clip)
+    for kind in cast.experts:
+        torch.testing.assert_close(feats[f"tokens.{kind}"][5], streams[kind][0], atol=1e-5, rtol=0)
+    # by default tokens are stored in float16, half the bytes
+    run(cast, videos / "sub" / "short.mp4", tmp_path / "b", window=6, features=["tokens"])
+    half = load_file(tmp_path / "b" / "short.safetensors")
+    assert set(half) == {"tokens.spatial", "tokens.temporal", "starts", "ends"}
+    assert half["tokens.spatial"].dtype == torch.float16 and half["tokens.spatial"].shape[0] == 2
+
+
+def test_a_video_is_decoded_in_one_pass_per_batch_and_workers_split_the_videos(videos, cast, tmp_path, monkeypatch):
+    from ca2st.data.datasets import video_dataset
+
+    reader = video_dataset.frame_reader
+    calls = []
+
+    def counting_reader(*args, **kwargs):
+        read = reader(*args, **kwargs)
+        return lambda path, wanted: (calls.append((str(path), list(wanted))), read(path, wanted))[1]
+
+    monkeypatch.setattr(video_dataset, "frame_reader", counting_reader)
+    run(cast, videos / "long.mp4", tmp_path / "one", window=8, stride=5, batch_size=12)
+    assert len(calls) == 1  # 12 windows, one pass
+    frames = calls[0][1]
+    assert frames == sorted(set(frames)) and len(frames) <= 12 * 4
+    calls.clear()
+    run(cast, videos / "long.mp4", tmp_path / "three", window=8, stride=5, batch_size=5)
+    assert [len(c[1]) > 0 for c in calls] == [True] * 3  # 5 + 5 + 2 windows
+    one, three = (load_file(tmp_path / d / "long.safetensors") for d in ("one", "three"))
+    for name in one:
+        torch.testing.assert_close(one[name], three[name], atol=1e-5, rtol=0)
+
+    # two loader processes, each reading whole videos: the same files as without workers
+    monkeypatch.undo()
+    report = extract_features(cast, videos, tmp_path / "w2", window=6, num_workers=2, progress=False)
+    assert sorted(report.written) == ["long", "sub/short"]
+    run(cast, videos, tmp_path / "w0", window=6)
+    for key in ("long", "sub/short"):
+        a, b = (load_file(tmp_path / d / f"{key}.safetensors") for d in ("w2", "w0"))
+        assert a.keys() == b.keys()
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=0)

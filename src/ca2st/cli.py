@@ -238,6 +238,7 @@ def cmd_extract(args) -> int:
         stride=args.stride,
         num_clips=args.clips,
         features=[f.strip() for f in args.features.split(",") if f.strip()],
+        tokens_dtype=args.tokens_dtype,
         root=args.root,
         format=args.format,
         annotation_options={"num_classes": args.num_classes, "classes": args.classes},
@@ -422,9 +423,10 @@ def build_parser() -> argparse.ArgumentParser:
         "extract",
         help="per-window features of every expert and the fused head input, one safetensors file per video",
         description="ca2st extract videos/ --checkpoint runs/x/checkpoint-best --out feats --window 2 --stride 1: "
-        "OUT/<video>.safetensors (each expert's pooled feature, 'fused', 'starts', 'ends') and OUT/index.jsonl. "
-        "Finished videos are skipped; under torchrun the processes split the videos. Broken videos are named "
-        "and counted; the exit status is then 1.",
+        "OUT/<video>.safetensors (each expert's pooled feature, 'fused', with --features tokens each expert's "
+        "'tokens.<expert>', 'starts', 'ends') and OUT/index.jsonl. Each batch of a video's windows is decoded in "
+        "one pass. Finished videos are skipped; under torchrun the processes split the videos. Broken videos are "
+        "named and counted; the exit status is then 1.",
     )
     xt.add_argument("source", help="a folder of videos, a video file, or an annotation file")
     xt.add_argument("--checkpoint", required=True, help="our checkpoint directory, or an official CAST checkpoint")
@@ -432,7 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
     xt.add_argument("--window", type=float, help="window length in seconds (default: one window per video)")
     xt.add_argument("--stride", type=float, help="window stride in seconds (default: the window)")
     xt.add_argument("--clips", type=int, help="temporal views per window, features averaged (default 1)")
-    xt.add_argument("--features", default="pooled,fused", help="comma-separated: pooled, fused (default: both)")
+    xt.add_argument(
+        "--features",
+        default="pooled,fused",
+        help="comma-separated: pooled, fused, tokens (each expert's final token stream; large) (default: pooled,fused)",
+    )
+    xt.add_argument("--tokens-dtype", default="float16", choices=("float16", "float32"), help="how tokens are stored")
     xt.add_argument("--root", help="folder the annotation's video paths are relative to (default: its folder)")
     xt.add_argument("--format", help="annotation format (guessed when omitted)")
     xt.add_argument("--classes", help="class-map file for the format's parser (Kinetics, VGG-Sound, ...)")
@@ -445,8 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     xt.add_argument("--device", default="auto")
     xt.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="fp16 on GPUs only")
-    xt.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
-    xt.add_argument("--workers", type=int, help="loader processes decoding the windows (default: up to 4)")
+    xt.add_argument(
+        "--batch-size", type=int, default=8, help="windows per forward pass and per decoding pass (default 8)"
+    )
+    xt.add_argument("--workers", type=int, help="loader processes, each reading whole videos (default: up to 4)")
     xt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     xt.set_defaults(func=cmd_extract)
 

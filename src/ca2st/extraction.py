@@ -1,10 +1,13 @@
-"""Feature extraction for long videos: every expert's pooled feature and the head's fused input, per window.
+"""Feature extraction for long videos: every expert's pooled feature, the head's fused input and, on request, every
+expert's final tokens, per window.
 
 Each video (or annotated segment) is cut into sliding windows (:func:`~ca2st.prediction.sliding_windows`; without
-``window``, one window over the whole video or segment). The windows go through
-:func:`~ca2st.engine.data.inference_dataset` under the model's input recipe (one view per window unless
-``num_clips`` is given), are decoded by loader workers and batched through ``model.forward_features``; with
-several views the features are averaged over them.
+``window``, one window over the whole video or segment), sampled under the model's input recipe (one view per
+window unless ``num_clips`` is given). Loader workers split the videos; each reads its videos from start to end,
+``batch_size`` windows at a time, every batch's frames decoded in one pass over the file (frames that overlapping
+windows share are decoded once) and its audio in one read. The batches go through ``model.forward_streams``
+(``tokens``), ``model.pool`` (``pooled``) and the head's ``fuse_features`` (``fused``); with several views the
+pooled and fused features are averaged over them.
 
 **On-disk layout** (``out_dir``)::
 
@@ -18,11 +21,16 @@ Every ``<key>.safetensors`` holds, for its ``W`` windows (in time order):
   ``temporal``, ``audio``, ...), with ``--features pooled``;
 * ``fused`` ``(W, d)`` float32: the classifier's input (the sum of the head's fused expert features, before
   dropout); for composition models one per task, ``fused.verb``, ``fused.noun``; with ``--features fused``;
+* ``tokens.<expert>`` ``(W, T, L, D)`` float16 (or float32): each expert's final token stream after the last
+  exchange, before pooling (``model.experts[name].pool`` of it gives ``<expert>``): T time slots of L tokens, the
+  expert's special tokens first (class token; ``special_tokens`` in the metadata), then its patch grid in raster
+  order; with ``--features tokens`` (one view per window). Large: a CLIP-B/16 spatial expert gives 8 × 197 × 768
+  values per window (2.4 MB in float16);
 * ``starts``, ``ends`` ``(W,)`` float64: each window's start and end in seconds of the video file;
 
-and string metadata: ``video`` (the file), ``experts`` (comma-separated), ``window``, ``stride`` (empty without windows),
-``views`` (per window) and ``recipe`` (the input recipe as JSON). ``safetensors.safe_open`` or
-``safetensors.numpy.load_file`` read it without ca2st.
+and string metadata: ``video`` (the file), ``experts`` (comma-separated), ``special_tokens`` (JSON: expert ->
+count), ``window``, ``stride`` (empty without windows), ``views`` (per window) and ``recipe`` (the input recipe as
+JSON). ``safetensors.safe_open`` or ``safetensors.numpy.load_file`` read it without ca2st (float16 tokens too).
 
 ``index.jsonl`` is appended to (one line per video and run; under ``torchrun`` by every process): ``status`` is
 ``"ok"`` (the file is complete) or ``"failed"`` (``error`` says why; no file is written). Where a video has several
@@ -36,11 +44,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
 from .errors import Ca2stError, ConfigError, DataError
@@ -51,7 +61,8 @@ __all__ = ["extract_features", "ExtractionReport", "VideoItem", "find_videos", "
 
 log = logging.getLogger(__name__)
 
-FEATURES = ("pooled", "fused")
+FEATURES = ("pooled", "fused", "tokens")
+TOKEN_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 INDEX_NAME = "index.jsonl"
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
 
@@ -159,50 +170,96 @@ def window_spans(item: VideoItem, window: float | None, stride: float | None) ->
     return [(round(start + s, 6), round(start + e, 6)) for s, e in sliding_windows(end - start, window, stride)]
 
 
+CHUNK_BYTES = 512 * 2**20  # decoded frames one worker holds at a time
+
+
+@dataclass
+class Chunk:
+    """Consecutive windows of one video, decoded in one pass: item ``video`` (its position in the list), the
+    windows ``first .. first + count`` of ``total``, and the loader's batch; or ``error``."""
+
+    video: int
+    first: int = 0
+    total: int = 0
+    spans: list[tuple[float, float]] = field(default_factory=list)
+    batch: tuple | None = None
+    error: str = ""
+
+    @property
+    def last(self) -> bool:
+        return not self.error and self.first + len(self.spans) == self.total
+
+    def pin_memory(self) -> "Chunk":
+        """The chunk with its clips in pinned memory (the loader calls this for a GPU)."""
+        if self.batch is None:
+            return self
+        video, audio, target, meta = self.batch
+        pinned = (video.pin_memory(), None if audio is None else audio.pin_memory(), target, meta)
+        return replace(self, batch=pinned)
+
+
+class WindowChunks(IterableDataset):
+    """The windows of ``items`` in :class:`Chunk` s of up to ``batch_size`` windows, each chunk's frames decoded in
+    one pass over the file (:meth:`~ca2st.data.datasets.VideoDataset.load_group`) and its audio in one read.
+    Loader workers split the videos (worker ``w`` of ``n`` takes the videos ``i % n == w``), so each video is read
+    by one process, from start to end; chunks hold at most :data:`CHUNK_BYTES` of decoded frames."""
+
+    def __init__(self, items: Sequence[VideoItem], spans_of, recipe, tasks, batch_size: int):
+        self.items, self.spans_of, self.recipe, self.tasks = list(items), spans_of, recipe, tasks
+        self.batch_size = max(1, int(batch_size))
+
+    def __iter__(self):
+        worker = get_worker_info()
+        wid, n = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+        for k in range(wid, len(self.items), n):
+            yield from self.chunks(k)
+
+    def chunks(self, k: int):
+        from .data.datasets import Sample, collate
+        from .data.decode import probe
+        from .engine.data import inference_dataset
+
+        item = self.items[k]
+        try:
+            spans = self.spans_of(item)
+            samples = [Sample(id=str(w), path=item.path, label=None, start=s, end=e) for w, (s, e) in enumerate(spans)]
+            dataset = inference_dataset(samples, self.recipe, tasks=self.tasks, on_error="error")
+            info = probe(item.path)
+            frame_bytes = max(1, info.width * info.height * 3) * dataset.num_frames * dataset.num_clips
+            size = min(self.batch_size, max(1, CHUNK_BYTES // frame_bytes))
+            for first in range(0, len(spans), size):
+                last = min(first + size, len(spans))
+                yield Chunk(k, first, len(spans), spans[first:last], collate(dataset.load_group(range(first, last))))
+        except (Ca2stError, OSError) as err:  # unreadable files; anything else is a bug and stops the run
+            yield Chunk(k, error=str(err) or type(err).__name__)
+
+
 @torch.inference_mode()
-def window_features(
-    model, item: VideoItem, spans, recipe, features, *, device, precision, batch_size, num_workers
-) -> dict[str, torch.Tensor]:
-    """``{name: (W, d)}`` features of ``spans`` of one video (see the module docstring for the names)."""
-    from .data.datasets import Sample
-    from .engine.data import build_loader, inference_dataset
+def chunk_features(model, chunk: Chunk, features, *, device, precision, tokens_dtype) -> dict[str, torch.Tensor]:
+    """``{name: (count, ...)}`` features of a chunk's windows (names: the module docstring), on the CPU."""
     from .precision import autocast
 
-    tasks = list(model.tasks)
-    samples = [Sample(id=str(k), path=item.path, label=None, start=s, end=e) for k, (s, e) in enumerate(spans)]
-    dataset = inference_dataset(samples, recipe, tasks=tasks if tasks != [SINGLE] else None, on_error="exclude")
-    if num_workers is None:
-        num_workers = min(4, os.cpu_count() or 1, len(spans)) if len(spans) > 1 else 0
-    loader = build_loader(dataset, max(1, int(batch_size)), num_workers, device=device)
+    video, audio, _, meta = chunk.batch
     dev = torch.device(device)
-    use_times = getattr(model, "time_codes", None) is not None
-    parts: dict[str, list[torch.Tensor]] = {}
-    order = []
-    for video, audio, _, meta in loader:
-        bad = torch.as_tensor(meta.get("excluded", torch.zeros(video.shape[0]))).reshape(-1).bool()
-        if bad.any():
-            i = int(torch.nonzero(bad)[0])
-            s, e = spans[int(torch.as_tensor(meta.get("requested", meta["index"])).reshape(-1)[i])]
-            raise DataError(f"{item.path}: window {s:g}-{e:g} s could not be read: {meta['error'][i]}")
-        b, views = video.shape[:2]
-        kwargs = {}
-        if use_times and "intervals" in meta:
-            kwargs["times"] = torch.as_tensor(meta["intervals"]).flatten(0, 1).to(dev)
-        v = video.flatten(0, 1).to(dev, non_blocking=True)
-        a = None if audio is None else audio.flatten(0, 1).to(dev, non_blocking=True)
-        with autocast(precision, dev):
-            pooled = model.forward_features(v, a, **kwargs)
-            out = dict(pooled) if "pooled" in features else {}
-            if "fused" in features:
-                for task, x in as_task_dict(model.head.fuse_features(pooled)).items():
-                    out["fused" if task == SINGLE else f"fused.{task}"] = x
-        for name, x in out.items():
-            parts.setdefault(name, []).append(x.float().reshape(b, views, -1).mean(1).cpu())
-        order.append(torch.as_tensor(meta.get("requested", meta["index"])).reshape(-1))
-    if sum(len(o) for o in order) != len(spans):
-        raise DataError(f"{item.path}: {len(spans)} windows asked, {sum(len(o) for o in order)} came back")
-    perm = torch.argsort(torch.cat(order))
-    return {name: torch.cat(xs)[perm].contiguous() for name, xs in parts.items()}
+    b, views = video.shape[:2]
+    kwargs = {}
+    if getattr(model, "time_codes", None) is not None and "intervals" in meta:
+        kwargs["times"] = torch.as_tensor(meta["intervals"]).flatten(0, 1).to(dev)
+    v = video.flatten(0, 1).to(dev, non_blocking=True)
+    a = None if audio is None else audio.flatten(0, 1).to(dev, non_blocking=True)
+    out = {}
+    with autocast(precision, dev):
+        streams = model.forward_streams(v, a, **kwargs)
+        pooled = model.pool(streams)
+        if "pooled" in features:
+            out.update({kind: x.float() for kind, x in pooled.items()})
+        if "fused" in features:
+            for task, x in as_task_dict(model.head.fuse_features(pooled)).items():
+                out["fused" if task == SINGLE else f"fused.{task}"] = x.float()
+    result = {name: x.reshape(b, views, -1).mean(1).cpu() for name, x in out.items()}
+    if "tokens" in features:  # one view per window (checked): no average
+        result.update({f"tokens.{kind}": x.to(tokens_dtype).cpu() for kind, x in streams.items()})
+    return result
 
 
 def save_features(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
@@ -252,7 +309,8 @@ def extract_features(
     window: float | None = None,
     stride: float | None = None,
     num_clips: int | None = None,
-    features: Sequence[str] = FEATURES,
+    features: Sequence[str] = ("pooled", "fused"),
+    tokens_dtype: str = "float16",
     root=None,
     format: str | None = None,
     annotation_options: dict | None = None,
@@ -270,9 +328,12 @@ def extract_features(
     :class:`VideoItem` s; ``annotation_options`` go to the format's parser (``num_classes``, ``classes``, ...).
     ``window``/``stride`` (seconds) cut each video into sliding windows (default: one window
     per video or segment). ``num_clips``: temporal views per window, features averaged (default 1, one crop).
-    ``features``: any of ``'pooled'`` and ``'fused'``. ``rank``/``world_size``: this process's share (default:
-    ``RANK``/``WORLD_SIZE`` from the environment). Videos whose file exists are skipped; a broken video is logged,
-    indexed as failed and listed in the report's ``failures``. ``model`` must already be on ``device``.
+    ``features``: any of ``'pooled'``, ``'fused'`` and ``'tokens'`` (one view per window; stored as
+    ``tokens_dtype``, ``'float16'`` or ``'float32'``). ``batch_size``: windows per forward pass (and per decoding
+    pass). ``num_workers``: loader processes, each reading whole videos (default: up to 4, no more than videos).
+    ``rank``/``world_size``: this process's share (default: ``RANK``/``WORLD_SIZE`` from the environment).
+    Videos whose file exists are skipped; a broken video is logged, indexed as failed and listed in the report's
+    ``failures``. ``model`` must already be on ``device``.
     """
     from .precision import check_precision
 
@@ -286,6 +347,10 @@ def extract_features(
         raise ConfigError("stride needs window (both in seconds)")
     if num_clips is not None and num_clips < 1:
         raise ConfigError(f"num_clips must be >= 1, got {num_clips}")
+    if "tokens" in features and (num_clips or 1) > 1:
+        raise ConfigError("tokens are stored per window from one view: leave num_clips at 1 to extract tokens")
+    if tokens_dtype not in TOKEN_DTYPES:
+        raise ConfigError(f"tokens_dtype must be one of {', '.join(TOKEN_DTYPES)}, got {tokens_dtype!r}")
     check_precision(precision)
     env = env_rank()
     rank, world_size = env[0] if rank is None else rank, env[1] if world_size is None else world_size
@@ -303,51 +368,71 @@ def extract_features(
     index = out / INDEX_NAME
     done = indexed_ok(index)
     report = ExtractionReport(out, rank=rank, world_size=world_size)
+    todo = []
+    for item in shard(items, rank, world_size):
+        path = out / f"{item.key}.safetensors"
+        if not path.exists():
+            todo.append(item)
+            continue
+        report.skipped.append(item.key)
+        if item.key not in done:  # killed between the rename and the index line
+            append_index(index, row(item, path.relative_to(out).as_posix(), len(safetensors_starts(path)), "ok"))
+    if not todo:
+        return report
     metadata = {
         "experts": ",".join(getattr(model, "experts", {})),
+        "special_tokens": json.dumps({k: e.num_special for k, e in getattr(model, "experts", {}).items()}),
         "window": "" if window is None else f"{window:g}",
         "stride": "" if window is None else f"{stride if stride is not None else window:g}",
         "views": str(num_clips or 1),
         "recipe": json.dumps(recipe.to_dict()),
     }
+    tasks = list(model.tasks)
+    chunks = WindowChunks(
+        todo,
+        partial(window_spans, window=window, stride=stride),
+        recipe,
+        tasks if tasks != [SINGLE] else None,
+        batch_size,
+    )
+    if num_workers is None:
+        num_workers = min(4, os.cpu_count() or 1, len(todo))
+    loader = DataLoader(
+        chunks, batch_size=None, num_workers=num_workers, pin_memory=torch.device(device).type == "cuda"
+    )
+    pending: dict[int, dict[str, list[torch.Tensor]]] = {}
     was_training = model.training
     model.eval()
+    bar = tqdm(total=len(todo), desc="extract", unit="video", disable=not progress)
     try:
-        bar = tqdm(shard(items, rank, world_size), desc="extract", unit="video", disable=not progress)
-        for item in bar:
-            path = out / f"{item.key}.safetensors"
-            rel = path.relative_to(out).as_posix()
-            if path.exists():
-                report.skipped.append(item.key)
-                if item.key not in done:
-                    windows = len(safetensors_starts(path))
-                    append_index(index, row(item, rel, windows, "ok"))
+        for chunk in loader:
+            item = todo[chunk.video]
+            rel = f"{item.key}.safetensors"
+            if chunk.error:
+                pending.pop(chunk.video, None)
+                log.warning("extract: %s failed: %s", item.path, chunk.error)
+                report.failures.append((item.path, chunk.error))
+                append_index(index, row(item, rel, 0, "failed", chunk.error))
+                bar.update()
                 continue
-            try:
-                spans = window_spans(item, window, stride)
-                tensors = window_features(
-                    model,
-                    item,
-                    spans,
-                    recipe,
-                    features,
-                    device=device,
-                    precision=precision,
-                    batch_size=batch_size,
-                    num_workers=num_workers,
-                )
-            except (Ca2stError, OSError) as err:  # unreadable files; anything else is a bug and stops the run
-                reason = str(err) or type(err).__name__
-                log.warning("extract: %s failed: %s", item.path, reason)
-                report.failures.append((item.path, reason))
-                append_index(index, row(item, rel, 0, "failed", reason))
+            found = chunk_features(
+                model, chunk, features, device=device, precision=precision, tokens_dtype=TOKEN_DTYPES[tokens_dtype]
+            )
+            parts = pending.setdefault(chunk.video, {})
+            for name, x in found.items():
+                parts.setdefault(name, []).append(x)
+            parts.setdefault("spans", []).append(torch.tensor(chunk.spans, dtype=torch.float64).reshape(-1, 2))
+            if not chunk.last:
                 continue
-            tensors["starts"] = torch.tensor([s for s, _ in spans], dtype=torch.float64)
-            tensors["ends"] = torch.tensor([e for _, e in spans], dtype=torch.float64)
-            save_features(path, tensors, {**metadata, "video": item.path})
-            append_index(index, row(item, rel, len(spans), "ok"))
+            tensors = {name: torch.cat(xs).contiguous() for name, xs in pending.pop(chunk.video).items()}
+            spans = tensors.pop("spans")
+            tensors["starts"], tensors["ends"] = spans[:, 0].contiguous(), spans[:, 1].contiguous()
+            save_features(out / rel, tensors, {**metadata, "video": item.path})
+            append_index(index, row(item, rel, spans.shape[0], "ok"))
             report.written.append(item.key)
+            bar.update()
     finally:
+        bar.close()
         model.train(was_training)
     return report
 

@@ -236,3 +236,52 @@ def test_empty_dataset_and_bad_options(media):
         AudioSpec(50, missing="zeros")
     with pytest.raises(ConfigError, match="audio_window"):
         AudioSpec(50, window="file")
+
+
+def test_load_group_reads_a_file_once_and_equals_single_items(tmp_path, monkeypatch):
+    """The windows of one long file: one decoding pass for their frames, one audio read (44.1 kHz, resampled), and
+    items equal to loading each sample alone."""
+    from ca2st.data import decode
+
+    path = make_video(tmp_path / "long.mp4", num_frames=200, fps=20, sample_rate=44100, tone_hz=700.0)
+    samples = [Sample(str(k), str(path), None, start=1.5 * k, end=1.5 * k + 2.0) for k in range(6)]
+    spec = AudioSpec(frames=64)
+    ds = dataset(samples, None, num_frames=4, sampling_rate=3, num_clips=2, audio=spec)
+    frame_calls, audio_calls = [], []
+    reader, read_audio = ds.read_frames, decode.read_audio
+    ds.read_frames = lambda p, wanted: (frame_calls.append(list(wanted)), reader(p, wanted))[1]
+    monkeypatch.setattr(decode, "read_audio", lambda *a, **k: (audio_calls.append(a[1:3]), read_audio(*a, **k))[1])
+    group = ds.load_group(range(6))
+    assert len(frame_calls) == 1 and frame_calls[0] == sorted(set(frame_calls[0]))
+    assert audio_calls == [(0.0, 9.5)]  # the union of the windows' spans, read once
+
+    frame_calls.clear(), audio_calls.clear()
+    for k, (video, audio, _, meta) in enumerate(group):
+        alone = ds[k]
+        assert torch.equal(video, alone[0]) and video.shape == (2, 3, 4, 32, 32)
+        torch.testing.assert_close(audio, alone[1], atol=1e-4, rtol=0)  # log-mel of waves equal to ~1e-7
+        for key in ("times", "window", "intervals"):
+            torch.testing.assert_close(meta[key], alone[3][key], atol=1e-6, rtol=0)
+        assert meta["id"] == str(k) and meta["index"] == k
+    assert len(frame_calls) == 6 and len(audio_calls) == 6  # alone: a pass and a read per sample
+
+    with pytest.raises(ValueError, match="one video file"):
+        other = make_video(tmp_path / "other.mp4", num_frames=40, audio=False)
+        dataset([samples[0], Sample("x", str(other), None)], None).load_group([0, 1])
+    broken = dataset([samples[0], Sample("y", str(tmp_path / "gone.mp4"), None)], None)
+    with pytest.raises(DataError, match="gone.mp4: video file not found"):
+        broken.load_group([0, 1])
+
+
+def test_audio_window_is_read_audio_of_the_window(tmp_path):
+    from ca2st.data.decode import audio_window, read_audio
+
+    path = make_video(tmp_path / "a.mp4", num_frames=100, fps=25, sample_rate=48000)
+    whole = read_audio(path, 0.3, 3.7)
+    for start, end in ((0.3, 1.0), (1.234, 2.5), (2.0, 3.7)):
+        part = audio_window(whole, 0.3, start, end, path=str(path))
+        torch.testing.assert_close(part, read_audio(path, start, end), atol=1e-6, rtol=0)
+    to_end = read_audio(path, 3.0, 10.0)  # cut short at the end of the track, as read_audio is
+    torch.testing.assert_close(audio_window(read_audio(path, 2.0, 10.0), 2.0, 3.0, 10.0), to_end, atol=1e-6, rtol=0)
+    with pytest.raises(DataError, match="outside the audio track"):
+        audio_window(whole, 0.3, 3.8, 4.0, path=str(path))

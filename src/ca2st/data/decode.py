@@ -44,7 +44,16 @@ from .frame_index import FrameIndex, NotIndexable, cached_index, demux_only
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VideoInfo", "probe", "has_audio", "display_rotation", "read_frames", "read_audio", "decoder_threads"]
+__all__ = [
+    "VideoInfo",
+    "probe",
+    "has_audio",
+    "display_rotation",
+    "read_frames",
+    "read_audio",
+    "audio_window",
+    "decoder_threads",
+]
 
 # Containers (FFmpeg demuxer names) whose video timestamps we trust for seeking, and codecs excluded there.
 _SEEK_FORMATS = ("mov", "mp4", "matroska", "webm")
@@ -598,6 +607,25 @@ def read_audio(path, start: float | None = None, end: float | None = None, sampl
         )
         n1 = limit
     return wave[n0 - origin : n1 - origin].clamp(-1.0, 1.0).contiguous()
+
+
+def audio_window(
+    wave: torch.Tensor, wave_start: float, start: float, end: float, sample_rate: int = 16000, path: str = ""
+) -> torch.Tensor:
+    """The ``[start, end]`` seconds of ``wave = read_audio(path, wave_start, ..., sample_rate)``: the samples
+    ``read_audio(path, start, end, sample_rate)`` returns (the same output grid, so one read of a long span serves
+    every window inside it). Raises DataError, as ``read_audio`` does, when ``start`` lies past the end of the
+    track (``wave`` ends there)."""
+    origin = int(round(float(wave_start) * sample_rate))
+    n0, n1 = int(round(float(start) * sample_rate)) - origin, int(round(float(end) * sample_rate)) - origin
+    if n0 < 0:
+        raise ValueError(f"window start {start} s is before the waveform's start {wave_start} s")
+    if n0 >= wave.shape[0]:
+        raise DataError(
+            f"{path}: audio window [{start}, {end}] s is outside the audio track, which ends at "
+            f"{wave_start + wave.shape[0] / sample_rate:.3f} s"
+        )
+    return wave[n0:n1]
 
 
 def _decode_audio(container, stream, path: str, rate: int, lo: int, hi: int | None):

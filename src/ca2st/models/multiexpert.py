@@ -230,12 +230,25 @@ class MultiExpertModel(nn.Module):
     def forward_features(
         self, video: torch.Tensor | None, audio: torch.Tensor | None = None, times: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        """Pooled, normalised feature of every expert, keyed by expert kind.
+        """Pooled, normalised feature of every expert, keyed by expert kind: :meth:`pool` of
+        :meth:`forward_streams`.
 
         ``video``: ``(B, 3, T, S, S)`` normalised float clips, or uint8 pixels (normalised here with the input
         recipe's mean and std). ``times`` (optional, time-encoding models): ``(B, 1 + T, 2)`` seconds, the audio
         window then each video time slot; by default audio and video are taken as aligned over the audio window.
         """
+        return self.pool(self.forward_streams(video, audio, times))
+
+    def pool(self, streams: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each expert's pooled, normalised feature of its final stream."""
+        return {kind: expert.pool(streams[kind]) for kind, expert in self.experts.items()}
+
+    def forward_streams(
+        self, video: torch.Tensor | None, audio: torch.Tensor | None = None, times: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Every expert's final token stream after the last layer's exchanges, before pooling, keyed by expert kind:
+        ``(B, T, L, D)`` — T time slots of L tokens (the expert's special tokens first, then its patch grid; see
+        :mod:`ca2st.models.experts.base`). Inputs as for :meth:`forward_features`."""
         self._check_video(video)
         video = self.normalize_video(video)
         streams = self.embed(video, audio)
@@ -255,7 +268,7 @@ class MultiExpertModel(nn.Module):
                     )
             else:
                 streams = self.forward_layer(i, streams, codes)
-        return {kind: expert.pool(streams[kind]) for kind, expert in self.experts.items()}
+        return streams
 
     def forward(self, video: torch.Tensor | None, audio: torch.Tensor | None = None, times: torch.Tensor | None = None):
         return self.head(self.forward_features(video, audio, times))

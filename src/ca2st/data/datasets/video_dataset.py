@@ -71,6 +71,43 @@ class AudioSpec:
             raise ConfigError(f"audio_window must be 'sample' or 'clip', got {self.window!r}")
 
 
+@dataclass
+class ClipPlan:
+    """What one item reads: its sample, file, probe, frame range and sampled clips."""
+
+    index: int
+    sample: Sample
+    where: str
+    path: Path
+    info: object
+    first: int
+    count: int
+    generator: torch.Generator | None
+    clips: list
+
+
+class Waveforms:
+    """The audio waveforms of one load, each ``(file, start, end)`` read once; with ``span`` set, one read of the
+    whole span serves every window inside it (:func:`~ca2st.data.decode.audio_window`)."""
+
+    def __init__(self, span: tuple[float, float] | None = None):
+        self.span = span
+        self.read: dict[tuple, torch.Tensor] = {}
+
+    def __call__(self, path: Path, start: float, end: float) -> torch.Tensor:
+        from ..decode import audio_window, read_audio
+
+        if (path, start, end) not in self.read:
+            if self.span is not None and self.span[0] <= start and end <= self.span[1]:
+                if (path, *self.span) not in self.read:
+                    self.read[(path, *self.span)] = read_audio(path, *self.span, sample_rate=AUDIO_RATE)
+                whole = self.read[(path, *self.span)]
+                self.read[(path, start, end)] = audio_window(whole, self.span[0], start, end, AUDIO_RATE, str(path))
+            else:
+                self.read[(path, start, end)] = read_audio(path, start, end, sample_rate=AUDIO_RATE)
+        return self.read[(path, start, end)]
+
+
 class VideoDataset(Dataset):
     """A dataset over parsed annotations (any parser's :class:`Annotations`) or a list of :class:`Sample`.
 
@@ -207,7 +244,34 @@ class VideoDataset(Dataset):
             return video, audio, target, meta
         raise DataError(f"{self.max_skips} consecutive samples from index {index} are unusable; last: {err}")
 
+    def load_group(self, indices: Sequence[int]) -> list[tuple]:
+        """The items of several samples of one file (e.g. the windows of a long video): the frames they share are
+        decoded once, in one pass over the file, and their audio in one read. Errors raise (``on_error`` is not
+        applied: the group fails as one)."""
+        plans = [self._plan(i) for i in indices]
+        if not plans:
+            return []
+        path = plans[0].path
+        if any(p.path != path for p in plans):
+            raise ValueError("load_group takes samples of one video file")
+        where = plans[0].where if len(plans) == 1 else f" ({len(plans)} samples)"
+        wanted = sorted({i for p in plans for c in p.clips for i in c.indices})
+        frames = self.read_frames(path, wanted)
+        if frames.shape[0] != len(wanted):
+            raise DataError(f"{path}: decoded {frames.shape[0]} of {len(wanted)} requested frames{where}")
+        frames = to_tchw(frames)
+        pos = {f: k for k, f in enumerate(wanted)}
+        waves = Waveforms()
+        if self.audio is not None and len(plans) > 1:
+            spans = [span for p in plans for span in self._audio_spans(p, self._clip_windows(p))[0]]
+            waves.span = (min(s for s, _ in spans), max(e for _, e in spans))
+        return [self._build(p, frames, pos, waves) for p in plans]
+
     def _load(self, index: int):
+        return self.load_group([index])[0]
+
+    def _plan(self, index: int) -> ClipPlan:
+        """Probe the sample's file and choose its clips' frames."""
         from ..decode import probe
 
         sample = self.samples[index]
@@ -223,23 +287,26 @@ class VideoDataset(Dataset):
         )
         g = self.generator(index) if self.train else None
         clips = self.sampler(count, info.fps, first=first, train=self.train, generator=g)
-        wanted = sorted({i for c in clips for i in c.indices})
-        frames = self.read_frames(path, wanted)
-        if frames.shape[0] != len(wanted):
-            raise DataError(f"{path}: decoded {frames.shape[0]} of {len(wanted)} requested frames{where}")
-        frames = to_tchw(frames)
-        pos = {f: k for k, f in enumerate(wanted)}
-        videos, times, windows = [], [], []
-        for clip in clips:
+        return ClipPlan(index, sample, where, path, info, first, count, g, clips)
+
+    @staticmethod
+    def _clip_windows(plan: ClipPlan) -> list[tuple[float, float]]:
+        return [(clip.start, clip.end) for clip in plan.clips]
+
+    def _build(self, plan: ClipPlan, frames: torch.Tensor, pos: dict[int, int], waves: Waveforms):
+        """One item from its plan and the decoded ``frames`` (``pos``: frame number -> row)."""
+        g = plan.generator
+        videos, times = [], []
+        for clip in plan.clips:
             x = self.transform(frames[[pos[i] for i in clip.indices]], g)
             videos.append(x if self.train else x.reshape(-1, *x.shape[-4:]))
             times.append(torch.tensor(clip.times, dtype=torch.float32))
-            windows.append((clip.start, clip.end))
+        windows = self._clip_windows(plan)
         meta = {
-            "index": index,
-            "requested": index,
-            "id": sample.id,
-            "path": str(path),
+            "index": plan.index,
+            "requested": plan.index,
+            "id": plan.sample.id,
+            "path": str(plan.path),
             "skipped": 0,
             "excluded": 0,
             "silent_audio": 0,
@@ -247,8 +314,7 @@ class VideoDataset(Dataset):
         }
         audio = None
         if self.audio is not None:
-            seg = (first / info.fps, (first + count) / info.fps)
-            audio, windows, silent = self._audio(sample, path, info, seg, windows, g, where)
+            audio, windows, silent = self._audio(plan, windows, waves)
             meta["silent_audio"] = int(silent)
         if self.train:
             video = videos[0]
@@ -261,45 +327,42 @@ class VideoDataset(Dataset):
                 audio = audio.repeat_interleave(self.num_crops, 0)
         if meta["times"].shape[-1] % 2 == 0:
             meta["intervals"] = time_intervals(meta["times"], meta["window"])
-        return video, audio, self._target(sample.label), meta
+        return video, audio, self._target(plan.sample.label), meta
 
-    def _audio(self, sample: Sample, path: Path, info, seg, windows, g, where):
+    def _audio_spans(self, plan: ClipPlan, windows) -> tuple[list[tuple[float, float]], list[float]]:
+        """The audio spans (seconds) an item reads and where in each its log-mel crop lies (0 to 1)."""
+        if self.audio.window == "clip":
+            return list(windows), [0.5] * len(windows)
+        seg = (plan.first / plan.info.fps, (plan.first + plan.count) / plan.info.fps)
+        if self.train:
+            return [seg], [float(torch.rand((), generator=plan.generator))]
+        return [seg] * len(windows), [(v + 0.5) / len(windows) for v in range(len(windows))]
+
+    def _audio(self, plan: ClipPlan, windows, waves: Waveforms):
         from ..audio import log_mel
-        from ..decode import has_audio, read_audio
+        from ..decode import has_audio
 
+        sample, path, where = plan.sample, plan.path, plan.where
         apath = self.resolve(sample.audio_path, self.audio_root) if sample.audio_path else path
         if apath != path and not apath.is_file():
             present = False
             reason = f"{apath}: audio file not found{where}"
         else:
-            present = info.has_audio if apath == path else has_audio(apath)
+            present = plan.info.has_audio if apath == path else has_audio(apath)
             reason = f"{apath}: the file has no audio track, but the model needs audio{where}"
         spec_cfg = self.audio
         if not present and spec_cfg.missing == "error":
             raise DataError(reason + " (override data.missing_audio=silence to feed silence instead)")
-        if spec_cfg.window == "sample":
-            spans = [seg] * len(windows)
-            positions = (
-                [float(torch.rand((), generator=g))]
-                if self.train
-                else [(v + 0.5) / len(windows) for v in range(len(windows))]
-            )
-        else:
-            spans = windows
-            positions = [0.5] * len(windows)
+        spans, positions = self._audio_spans(plan, windows)
         feats, out_windows = [], []
-        cache: dict = {}
         for (start, end), position in zip(spans, positions):
-            if (start, end) not in cache:
-                if present:
-                    wave = read_audio(apath, start, end, sample_rate=AUDIO_RATE)
-                else:
-                    wave = torch.zeros(max(int(round((end - start) * AUDIO_RATE)), 400))
-                cache[(start, end)] = wave
-            wave = cache[(start, end)]
+            if present:
+                wave = waves(apath, start, end)
+            else:
+                wave = torch.zeros(max(int(round((end - start) * AUDIO_RATE)), 400))
             spec = log_mel(wave, AUDIO_RATE, num_frames=spec_cfg.frames, crop_position=position)
             if self.train and spec_cfg.spec_augment is not None:
-                spec = spec_cfg.spec_augment(spec, g)
+                spec = spec_cfg.spec_augment(spec, plan.generator)
             feats.append(spec)
             # the audio window actually covered, in seconds (for time encoding)
             total = max(0, 1 + (wave.shape[0] - 400) // 160)
