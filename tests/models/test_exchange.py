@@ -67,7 +67,7 @@ def test_position_table_shapes_follow_the_window():
     [
         ("time", (4, 9), (2, 9), "equal time slots"),
         ("space", (4, 9), (2, 9), "equal time slots"),
-        ("time", (4, 9), (4, 16), "4x4 and 3x3 positions needs one to divide the other"),
+        ("time", (4, 9), (4, 16), "from a 3x3 query grid onto finer 4x4 keys needs 3 to divide 4"),
         ("time", (4, 8), (4, 16), "needs square grids"),
         ("diagonal", (4, 9), (4, 9), "window must be one of"),
     ],
@@ -114,3 +114,22 @@ def test_special_tokens_skip_attention_but_pass_through_the_bottleneck():
     xa3 = xa.clone()
     xa3[:, :, 0] += 5
     torch.testing.assert_close(ex(xa3, xb)[1], yb)
+
+
+def test_a_coarser_key_grid_that_does_not_divide_is_laid_by_nearest_neighbour():
+    """DINOv2's 16x16 patches query VideoMAE's 14x14 tokens along time: each query position takes the keys of the
+    nearest key cell, the rule of F.interpolate(mode="nearest") (and plain repetition when the sides divide)."""
+    from ca2st.models.exchange import align_grid
+
+    kv = torch.randn(2, 3, 14 * 14, 5)
+    out = align_grid(kv, 16 * 16)
+    grid = kv.view(2 * 3, 14, 14, 5).permute(0, 3, 1, 2)
+    expected = torch.nn.functional.interpolate(grid, size=(16, 16), mode="nearest")
+    torch.testing.assert_close(out, expected.permute(0, 2, 3, 1).reshape(2, 3, 256, 5), rtol=0, atol=0)
+    small = torch.randn(1, 2, 4, 3)  # 2x2 onto 4x4: the divisible case, unchanged
+    repeated = small.view(1, 2, 2, 1, 2, 1, 3).expand(1, 2, 2, 2, 2, 2, 3).reshape(1, 2, 16, 3)
+    torch.testing.assert_close(align_grid(small, 16), repeated, rtol=0, atol=0)
+    # an exchange between the two grids runs, and its time window reads the aligned keys
+    attn = WindowedCrossAttention(16, 2, "time", (4, 16 * 16), (4, 14 * 14))
+    q, k = torch.randn(1, 4, 256, 16), torch.randn(1, 4, 196, 16)
+    assert attn(q, k).shape == (1, 4, 256, 16)

@@ -277,3 +277,36 @@ def test_checkpointing_keeps_attention_outputs_instead_of_recomputing_them(monke
     assert reruns == 0
     for n, g in plain.items():
         assert torch.equal(kept[n], g), n
+
+
+def test_own_normalization_feeds_each_video_expert_its_own_statistics():
+    """Official presets give every expert the recipe's (ImageNet) statistics, as the official CAST does; with
+    own_normalization each video expert sees the pixels under the statistics its weights were trained with."""
+    from ca2st.data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, normalize_clips
+
+    pixels = torch.randint(0, 256, (2, 3, 4, 32, 32), dtype=torch.uint8)
+    shared, own = tiny().eval(), tiny(own_normalization=True).eval()
+    own.load_state_dict(shared.state_dict())
+    assert own.experts["spatial"].mean == CLIP_MEAN and own.input_recipe.mean == IMAGENET_MEAN
+    with torch.no_grad():
+        imagenet = normalize_clips(pixels, IMAGENET_MEAN, IMAGENET_STD)
+        clip = normalize_clips(pixels, CLIP_MEAN, CLIP_STD)
+        for x in (pixels, imagenet):  # uint8 input, or float input normalised with the recipe's statistics
+            streams = own.embed(own.normalize_video(x))
+            torch.testing.assert_close(streams["spatial"], own.experts["spatial"].embed(clip), atol=1e-5, rtol=0)
+            torch.testing.assert_close(streams["temporal"], own.experts["temporal"].embed(imagenet), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            shared.embed(shared.normalize_video(pixels))["spatial"], shared.experts["spatial"].embed(imagenet)
+        )
+
+
+def test_expert_architectures_are_chosen_by_name():
+    from ca2st.models.experts.archs import ARCHS, arch_names
+
+    assert {"clip", "resnet50"} <= set(arch_names("spatial")) and "videomae" in arch_names("temporal")
+    for name, arch in ARCHS.items():
+        assert arch.kind in ("spatial", "temporal", "audio") and arch.cls.weights_license != "unknown", name
+    with pytest.raises(ConfigError, match=r"temporal_arch must be one of \[.*'videomae'.*\], got 'mamba'"):
+        tiny(temporal_arch="mamba")
+    with pytest.raises(ConfigError, match="img_size 32 is not a multiple of spatial_patch_size 14"):
+        tiny(spatial_patch_size=14)

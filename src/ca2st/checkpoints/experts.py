@@ -12,6 +12,7 @@ from torch import nn
 from ..errors import CheckpointError
 from ..models.adapter import Adapter
 from ..models.experts import ASTExpert, CLIPExpert, Expert, VideoMAEExpert
+from ..models.experts.archs import ARCHS
 from ..models.experts.resnet import ResNetExpert
 from ..models.layers import resize_pos_table
 from . import ast, hf, openai_clip, torchvision_resnet, videomae
@@ -55,6 +56,8 @@ FORMATS: list[tuple[str, str, type, Callable[[StateDict], bool], Callable]] = [
     ("Hugging Face VideoMAE", "temporal", VideoMAEExpert, hf.is_hf_videomae, hf.convert_videomae),
     ("VideoMAE", "temporal", VideoMAEExpert, videomae.is_videomae, videomae.convert),
 ]
+# the formats of the further experts, declared with their architectures
+FORMATS += [(f.name, a.kind, a.cls, f.detect, f.convert) for a in ARCHS.values() for f in a.formats]
 
 
 def detect_format(sd: StateDict, path, expert: str | None = None) -> tuple[str, str, type, Callable]:
@@ -66,10 +69,8 @@ def detect_format(sd: StateDict, path, expert: str | None = None) -> tuple[str, 
             return match
     if matches:
         return matches[0]
-    raise CheckpointError(
-        f"{path}: not a known expert checkpoint (OpenAI CLIP, Hugging Face CLIP/VideoMAE/AST, "
-        f"VideoMAE, AST, torchvision ResNet-50); first keys: {sorted(sd)[:8]}"
-    )
+    known = ", ".join(dict.fromkeys(name for name, *_ in FORMATS))
+    raise CheckpointError(f"{path}: not a known expert checkpoint ({known}); first keys: {sorted(sd)[:8]}")
 
 
 def load_expert_weights(model: nn.Module, path: str | Path, expert: str | None = None) -> str:

@@ -35,6 +35,7 @@ __all__ = [
     "to_tchw",
     "normalize",
     "normalize_clips",
+    "renormalize_clips",
     "to_uint8",
     "ClipRandAugment",
     "TrainTransform",
@@ -70,6 +71,19 @@ def normalize_clips(video: torch.Tensor, mean: Sequence[float], std: Sequence[fl
     for c, (m, s) in enumerate(zip(mean, std)):
         out.select(-4, c).mul_(1.0 / (255.0 * s)).sub_(m / s)
     return out
+
+
+def renormalize_clips(video: torch.Tensor, source: tuple, target: tuple) -> torch.Tensor:
+    """Clips ``(..., C, T, H, W)`` normalised with ``source = (mean, std)`` re-expressed under ``target``: the
+    per-channel affine map ``(x · s_src + m_src - m_tgt) / s_tgt``, on the clips' device (Python constants). The
+    clips themselves when both agree."""
+    (m_src, s_src), (m_tgt, s_tgt) = source, target
+    if tuple(m_src) == tuple(m_tgt) and tuple(s_src) == tuple(s_tgt):
+        return video
+    scale = [a / b for a, b in zip(s_src, s_tgt)]
+    shift = [(a - b) / c for a, b, c in zip(m_src, m_tgt, s_tgt)]
+    channels = [video.select(-4, c) * scale[c] + shift[c] for c in range(len(scale))]
+    return torch.stack(channels, dim=-4)
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:

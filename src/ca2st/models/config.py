@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from .experts.archs import KINDS as EXPERT_KINDS
+from .experts.archs import arch_names
 
-EXPERT_KINDS = ("spatial", "temporal", "audio")
-SPATIAL_ARCHS = ("clip", "resnet50")
 FUSIONS = ("sequential", "parallel")
 RETIRED_FIELDS = ("grad_checkpointing",)  # read from older checkpoints, ignored
 
@@ -35,7 +35,11 @@ class ModelConfig:
     """Architecture of a multi-expert model. Every field can be overridden by ``build_model``."""
 
     experts: tuple[str, ...] = ("spatial", "temporal")
-    spatial_arch: str = "clip"  # or "resnet50": torchvision's ResNet-50 interleaved with the temporal expert
+    spatial_arch: str = "clip"  # an expert architecture (models/experts/archs.py), e.g. "resnet50"
+    temporal_arch: str = "videomae"
+    audio_arch: str = "ast"
+    spatial_patch_size: int | None = None  # None: patch_size (e.g. 14 for DINOv2)
+    own_normalization: bool = False  # each video expert gets its own mean/std (False: the input recipe's, as CAST)
     embed_dim: int = 768
     depth: int = 12
     num_heads: int = 12
@@ -84,10 +88,10 @@ class ModelConfig:
                 f"model config: exchange width {bottleneck} (embed_dim × bottleneck_ratio) is not "
                 f"divisible by {self.heads_in_exchanges} exchange heads; set exchange_heads"
             )
-        if self.img_size % self.patch_size:
-            raise ConfigError(
-                f"model config: img_size {self.img_size} is not a multiple of patch_size {self.patch_size}"
-            )
+        for name in ("patch_size", "spatial_patch_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value <= 0 or self.img_size % value):
+                raise ConfigError(f"model config: img_size {self.img_size} is not a multiple of {name} {value!r}")
         if self.num_frames % self.tubelet_size:
             raise ConfigError(
                 f"model config: num_frames {self.num_frames} is not a multiple of tubelet_size {self.tubelet_size}"
@@ -95,7 +99,7 @@ class ModelConfig:
         if len(set(self.experts)) != len(self.experts) or not self.experts:
             raise ConfigError(f"model config: experts must name different experts, got {self.experts}")
         for name, value, allowed in (
-            ("spatial_arch", self.spatial_arch, SPATIAL_ARCHS),
+            *((f"{kind}_arch", getattr(self, f"{kind}_arch"), arch_names(kind)) for kind in EXPERT_KINDS),
             ("fusion", self.fusion, FUSIONS),
         ):
             if value not in allowed:

@@ -4,8 +4,9 @@ Windows (``q`` and ``kv`` are patch-token grids ``(B, T, N, d)``):
 
 * ``time``: for each position n, the T query tokens attend to the T key tokens at n (CAST's T2S).
   Equal T on both sides; when the two square grids differ in size (a ResNet stage against ViT
-  tokens), a coarser key grid is repeated onto the query grid (nearest) and a finer key grid gives
-  each query position the keys of its whole spatial cell, over all T;
+  tokens, DINOv2's 16×16 patches against VideoMAE's 14×14), a coarser key grid is laid onto the query
+  grid by nearest neighbour (repeated r×r times when r divides) and a finer key grid whose side is r
+  times the query's gives each query position the keys of its whole r×r cell, over all T;
 * ``space``: for each slot t, the N query tokens attend to the key tokens of slot t (CAST's S2T);
 * ``global``: every query token attends to every key token (the audio exchanges).
 
@@ -36,17 +37,24 @@ def _side(n: int) -> int:
 
 def _sides(kv_positions: int, q_positions: int) -> tuple[int, int]:
     src, dst = _side(kv_positions), _side(q_positions)
-    if dst % src and src % dst:
+    if src > dst and src % dst:
         raise ValueError(
-            f"a time window between grids of {src}x{src} and {dst}x{dst} positions needs one to divide the other"
+            f"a time window from a {dst}x{dst} query grid onto finer {src}x{src} keys needs {dst} to divide {src}"
         )
     return src, dst
+
+
+def nearest_rows(src: int, dst: int) -> torch.Tensor:
+    """For each of ``dst`` cells along an axis, the nearest of ``src`` coarser cells (cell centres compared; the
+    ``nearest`` rule of ``F.interpolate``): ``floor(i · src / dst)``."""
+    return torch.arange(dst) * src // dst
 
 
 def align_grid(kv: torch.Tensor, q_positions: int) -> torch.Tensor:
     """Regroup key tokens ``(B, T, N, d)`` onto ``q_positions`` square-grid cells: ``(B, T', q_positions, d)``.
 
-    A coarser key grid is repeated (nearest); a finer one stacks the r×r keys of each cell along time.
+    A coarser key grid is laid on the query grid by nearest neighbour (each key repeated r×r times when r divides);
+    a finer one stacks the r×r keys of each cell along time.
     """
     B, T, N, d = kv.shape
     if N == q_positions:
@@ -56,6 +64,9 @@ def align_grid(kv: torch.Tensor, q_positions: int) -> torch.Tensor:
     if dst % src == 0:
         r = dst // src
         return grid[:, :, :, None, :, None].expand(B, T, src, r, src, r, d).reshape(B, T, q_positions, d)
+    if dst > src:  # nearest neighbour, e.g. 14x14 keys onto 16x16 queries
+        rows = nearest_rows(src, dst).to(kv.device)
+        return grid[:, :, rows][:, :, :, rows].reshape(B, T, q_positions, d)
     r = src // dst
     cells = grid.view(B, T, dst, r, dst, r, d).permute(0, 1, 3, 5, 2, 4, 6)
     return cells.reshape(B, T * r * r, q_positions, d)

@@ -13,14 +13,13 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..data.recipe import InputRecipe
-from ..data.transforms import normalize_clips
+from ..data.transforms import normalize_clips, renormalize_clips
 from ..errors import ConfigError
 from ..tasks import check_class_names, model_tasks
 from .attention import recompute_probabilities
-from .config import ModelConfig, resnet_stage_layers
+from .config import ModelConfig
 from .exchange import Exchange
-from .experts import ASTExpert, CLIPExpert, Expert, VideoMAEExpert
-from .experts.resnet import ResNetExpert
+from .experts.archs import build_expert
 from .heads import ClassifierHead, CompositionHead
 from .recompute import selective_checkpoint_context
 from .time_encoding import TimeCodes, default_times
@@ -28,44 +27,6 @@ from .time_encoding import TimeCodes, default_times
 # Which experts feed which composition task: nouns from appearance, verbs from motion, both with sound.
 COMPOSITION_SOURCES = {"noun": ("spatial", "audio"), "verb": ("temporal", "audio")}
 AUDIO_HOP_SECONDS = 0.01  # log-mel frame shift
-
-
-def build_expert(kind: str, cfg: ModelConfig, drop_path_rates: list[float]) -> Expert:
-    common = dict(
-        embed_dim=cfg.embed_dim,
-        depth=cfg.depth,
-        num_heads=cfg.num_heads,
-        mlp_ratio=cfg.mlp_ratio,
-        adapter_ratio=cfg.adapter_ratio,
-        drop_path_rates=drop_path_rates,
-    )
-    video = dict(img_size=cfg.img_size, num_frames=cfg.num_frames)
-    if kind == "spatial" and cfg.spatial_arch == "resnet50":
-        return ResNetExpert(
-            frame_stride=cfg.tubelet_size,
-            frame_offset=cfg.tubelet_size - 1,
-            stage_layers=resnet_stage_layers(cfg.depth),
-            **video,
-        )
-    if kind == "spatial":
-        return CLIPExpert(
-            patch_size=cfg.patch_size,
-            frame_stride=cfg.tubelet_size,
-            frame_offset=cfg.tubelet_size - 1,
-            **video,
-            **common,
-        )
-    if kind == "temporal":
-        return VideoMAEExpert(patch_size=cfg.patch_size, tubelet_size=cfg.tubelet_size, **video, **common)
-    if kind == "audio":
-        return ASTExpert(
-            num_mel_bins=cfg.num_mel_bins,
-            num_frames=cfg.audio_frames,
-            patch_size=cfg.patch_size,
-            stride=cfg.audio_stride,
-            **common,
-        )
-    raise ConfigError(f"unknown expert {kind!r}")
 
 
 class MultiExpertModel(nn.Module):
@@ -178,6 +139,9 @@ class MultiExpertModel(nn.Module):
                     f"this model's {kind} expert needs {expert.modality} input, but none was given: "
                     f"call model(video, audio) with audio as (B, frames, mel bins) log-mel features"
                 )
+            if self.config.own_normalization and expert.modality == "video":
+                recipe = self.input_recipe
+                x = renormalize_clips(x, (recipe.mean, recipe.std), (expert.mean, expert.std))
             streams[kind] = expert.embed(x).float()  # the residual streams stay float32 (ca2st.precision)
         return streams
 

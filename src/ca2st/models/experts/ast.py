@@ -25,6 +25,8 @@ class ASTExpert(Expert):
     modality = "audio"
     num_special = 2
     per_slot_attention = False
+    mean = std = None  # log-mel input, normalised by the data pipeline (ca2st.data.audio)
+    weights_license = "BSD-3-Clause (AST)"
 
     def __init__(
         self,

@@ -1,7 +1,28 @@
-"""The frozen-expert interface: embed an input into a stream, run layers in two halves, pool.
+"""The frozen-expert interface (the *expert contract*): embed an input into a stream, run layers in two halves, pool.
 
 A *stream* is one tensor ``(B, T, L, D)``: T time slots, each holding ``num_special`` special tokens
-(class/distillation tokens) followed by N patch tokens, ``L = num_special + N``.
+(class/distillation/register tokens) followed by N patch tokens, ``L = num_special + N``.
+
+Every expert declares, as class or instance attributes:
+
+* ``modality``: ``'video'`` (input ``(B, 3, F, S, S)``) or ``'audio'`` (log-mel ``(B, L, mel)``);
+* ``grid = (T, N)``: time slots × patch positions of its stream (square patch grids for video experts, raster
+  order); ``grid_at(layer)`` / ``dim_at(layer)`` when they change with depth (ResNet stages);
+* ``num_special``: special tokens leading each slot; they take part in the expert's own attention but never in a
+  B-CA window (the exchanges see patch tokens only);
+* ``patch_size`` and ``frames_per_slot`` (1 for image experts applied to every ``frame_stride``-th frame, the tubelet
+  size for video experts);
+* ``mean``/``std``/``color_order``: the RGB statistics (of [0, 1] pixels) and channel order its weights were
+  trained with. The official presets feed every expert the input recipe's statistics (ImageNet's, as the
+  official CAST does); a config with ``own_normalization`` gives each video expert its own (the model converts);
+* ``per_slot_attention``: self-attention inside each time slot (image experts) or over the whole stream;
+* ``pool(stream) -> (B, feature_dim)``: its pooled output (documented per expert), the head's input;
+* ``norm``: its final norm, trained with the adapters (``trainable_modules``);
+* ``weights_license``: the licence of its usual released weights (the user's to honour);
+* ``pos_tables()``: its resizable position tables, resized at load time by the expert's rule
+  (:func:`ca2st.models.layers.resize_pos_table` unless the expert says otherwise).
+
+Experts are registered by architecture name in :mod:`ca2st.models.experts.archs`.
 """
 
 from __future__ import annotations
@@ -12,6 +33,7 @@ import torch
 from timm.layers import DropPath
 from torch import nn
 
+from ...data.recipe import IMAGENET_MEAN, IMAGENET_STD
 from ..adapter import Adapter
 from ..layers import Mlp, SelfAttention
 
@@ -62,10 +84,8 @@ class ExpertBlock(nn.Module):
 class Expert(nn.Module):
     """Base class of the frozen experts.
 
-    Subclasses set ``modality`` (``'video'`` or ``'audio'``), ``num_special``, ``grid`` (T, N),
-    ``per_slot_attention`` (True: self-attention inside each time slot; False: over the whole
-    stream), build ``blocks`` (a ModuleList of ExpertBlock) and ``norm`` (the final, trainable
-    norm), and implement ``embed`` and ``pool``.
+    Subclasses declare the attributes of the expert contract (the module docstring), build ``blocks`` (a
+    ModuleList of ExpertBlock) and ``norm`` (the final, trainable norm), and implement ``embed`` and ``pool``.
     """
 
     modality: str = "video"
@@ -74,6 +94,12 @@ class Expert(nn.Module):
     grid: tuple[int, int]
     blocks: nn.ModuleList
     norm: nn.Module
+    patch_size: int = 16
+    frames_per_slot: int = 1
+    mean: tuple[float, ...] | None = IMAGENET_MEAN
+    std: tuple[float, ...] | None = IMAGENET_STD
+    color_order: str = "RGB"
+    weights_license: str = "unknown"
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

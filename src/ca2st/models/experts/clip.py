@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...data.transforms import CLIP_MEAN, CLIP_STD
 from ..layers import QuickGELU
 from .base import Expert, ExpertBlock, block_stack
 
@@ -21,6 +22,8 @@ class CLIPExpert(Expert):
     modality = "video"
     num_special = 1
     per_slot_attention = True
+    mean, std = CLIP_MEAN, CLIP_STD  # the official presets feed ImageNet's instead, as the official CAST does
+    weights_license = "MIT (OpenAI CLIP)"
 
     def __init__(
         self,

@@ -22,6 +22,8 @@ class ResNetExpert(Expert):
 
     modality = "video"
     num_special = 0
+    patch_size = 32  # the stride of its last stage
+    weights_license = "BSD-3-Clause (torchvision)"
 
     def __init__(
         self,

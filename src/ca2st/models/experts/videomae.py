@@ -22,6 +22,7 @@ class VideoMAEExpert(Expert):
     modality = "video"
     num_special = 0
     per_slot_attention = False
+    weights_license = "CC-BY-NC-4.0 (VideoMAE)"
 
     def __init__(
         self,
@@ -42,6 +43,7 @@ class VideoMAEExpert(Expert):
         if num_frames % tubelet_size:
             raise ValueError(f"num_frames {num_frames} is not a multiple of tubelet_size {tubelet_size}")
         side = img_size // patch_size
+        self.patch_size, self.frames_per_slot = patch_size, tubelet_size
         self.grid = (num_frames // tubelet_size, side * side)
         self.patch_embed = nn.Conv3d(
             3, embed_dim, (tubelet_size, patch_size, patch_size), (tubelet_size, patch_size, patch_size)

@@ -1,0 +1,132 @@
+"""Expert architectures by name: what ``spatial_arch``, ``temporal_arch`` and ``audio_arch`` of a model config build.
+
+An :class:`ExpertArch` names an :class:`~ca2st.models.experts.base.Expert` subclass, the function that builds it
+from a :class:`~ca2st.models.config.ModelConfig`, and the released weight layouts it reads (each a
+:class:`WeightFormat`: a detector and a converter to the expert's own parameter names, used by
+:func:`ca2st.checkpoints.experts.load_expert_weights`).
+
+Adding an expert takes one module under ``ca2st/models/experts/`` (the Expert subclass honouring the contract of
+:mod:`~ca2st.models.experts.base`, its ``build`` function and its weight formats) and one entry in
+:data:`ARCHS` below; presets then name it (``spatial_arch="..."``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .ast import ASTExpert
+from .base import Expert
+from .clip import CLIPExpert
+from .resnet import ResNetExpert
+from .videomae import VideoMAEExpert
+
+__all__ = ["ExpertArch", "WeightFormat", "ARCHS", "KINDS", "arch_names", "build_expert", "get_arch"]
+
+KINDS = ("spatial", "temporal", "audio")
+
+
+@dataclass(frozen=True)
+class WeightFormat:
+    """A released weight layout: ``detect(state_dict) -> bool`` and ``convert(state_dict) -> (tensors under the
+    expert's own names, keys that fit nothing)``."""
+
+    name: str
+    detect: Callable[[dict], bool]
+    convert: Callable[[dict], tuple[dict, list[str]]]
+
+
+@dataclass(frozen=True)
+class ExpertArch:
+    """An expert architecture: its ``kind`` (the role it plays), class, builder ``build(config, drop_path_rates)``
+    and weight ``formats`` (the formats of the four original experts are listed in
+    :mod:`ca2st.checkpoints.experts`)."""
+
+    name: str
+    kind: str
+    cls: type[Expert]
+    build: Callable[[Any, list[float]], Expert]
+    formats: tuple[WeightFormat, ...] = ()
+
+
+def common_options(cfg, drop_path_rates: list[float]) -> dict:
+    """The transformer options every ViT expert takes from a model config."""
+    return dict(
+        embed_dim=cfg.embed_dim,
+        depth=cfg.depth,
+        num_heads=cfg.num_heads,
+        mlp_ratio=cfg.mlp_ratio,
+        adapter_ratio=cfg.adapter_ratio,
+        drop_path_rates=drop_path_rates,
+    )
+
+
+def frame_options(cfg) -> dict:
+    """Image experts see every ``tubelet_size``-th frame, the last of each tubelet: one slot per temporal slot."""
+    return dict(
+        img_size=cfg.img_size,
+        num_frames=cfg.num_frames,
+        frame_stride=cfg.tubelet_size,
+        frame_offset=cfg.tubelet_size - 1,
+    )
+
+
+def spatial_patch(cfg) -> int:
+    """The spatial expert's patch size: ``spatial_patch_size`` when set, else ``patch_size``."""
+    return cfg.spatial_patch_size or cfg.patch_size
+
+
+def _clip(cfg, rates):
+    return CLIPExpert(patch_size=spatial_patch(cfg), **frame_options(cfg), **common_options(cfg, rates))
+
+
+def _resnet(cfg, rates):
+    from ..config import resnet_stage_layers  # the config module imports this one
+
+    return ResNetExpert(stage_layers=resnet_stage_layers(cfg.depth), **frame_options(cfg))
+
+
+def _videomae(cfg, rates):
+    return VideoMAEExpert(
+        patch_size=cfg.patch_size,
+        tubelet_size=cfg.tubelet_size,
+        img_size=cfg.img_size,
+        num_frames=cfg.num_frames,
+        **common_options(cfg, rates),
+    )
+
+
+def _ast(cfg, rates):
+    return ASTExpert(
+        num_mel_bins=cfg.num_mel_bins,
+        num_frames=cfg.audio_frames,
+        patch_size=cfg.patch_size,
+        stride=cfg.audio_stride,
+        **common_options(cfg, rates),
+    )
+
+
+ARCHS: dict[str, ExpertArch] = {
+    arch.name: arch
+    for arch in (
+        ExpertArch("clip", "spatial", CLIPExpert, _clip),
+        ExpertArch("resnet50", "spatial", ResNetExpert, _resnet),
+        ExpertArch("videomae", "temporal", VideoMAEExpert, _videomae),
+        ExpertArch("ast", "audio", ASTExpert, _ast),
+    )
+}
+
+
+def arch_names(kind: str) -> tuple[str, ...]:
+    """The architectures that can play ``kind``."""
+    return tuple(name for name, arch in ARCHS.items() if arch.kind == kind)
+
+
+def get_arch(cfg, kind: str) -> ExpertArch:
+    """The architecture a config names for ``kind`` (``<kind>_arch``)."""
+    return ARCHS[getattr(cfg, f"{kind}_arch")]
+
+
+def build_expert(kind: str, cfg, drop_path_rates: list[float]) -> Expert:
+    """The ``kind`` expert of a model config, with its per-layer drop-path rates."""
+    return get_arch(cfg, kind).build(cfg, drop_path_rates)
