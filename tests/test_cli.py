@@ -26,6 +26,19 @@ def test_info_with_overrides(capsys):
     assert "1 time slot x 196 positions" in (out := capsys.readouterr().out) and "in 1 layer\n" in out
 
 
+def test_info_names_each_experts_architecture_statistics_and_licence(capsys):
+    assert main(["info", "cast_b16"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "expert spatial   clip: 8 time slots x 196 positions + 1 special token; the recipe's ImageNet statistics" in out
+    )
+    assert "weights MIT (OpenAI CLIP)" in out and "videomae: 8 time slots x 196 positions; the recipe's ImageNet" in out
+    assert main(["info", "cava_b16", "own_normalization=true"]) == 0
+    out = capsys.readouterr().out
+    assert "clip: 8 time slots x 196 positions + 1 special token; its own CLIP statistics" in out
+    assert "expert audio     ast: 1 time slot x 468 positions + 2 special tokens; log-mel input" in out
+
+
 def test_bad_override_is_a_readable_error(capsys):
     assert main(["info", "cast_b16", "num_class=3"]) == 2
     err = capsys.readouterr().err

@@ -24,8 +24,12 @@ def cmd_info(args) -> int:
     for name in names:
         s = summarize(name, **parse_overrides(args.overrides))
         print(f"{s.name}")
-        for kind, (t, n) in s.experts.items():
-            print(f"  expert {kind:<9} {plural(t, 'time slot')} x {plural(n, 'position')}")
+        for kind, e in s.experts.items():
+            special = f" + {plural(e.num_special, 'special token')}" if e.num_special else ""
+            print(
+                f"  expert {kind:<9} {e.arch}: {plural(e.grid[0], 'time slot')} x {plural(e.grid[1], 'position')}"
+                f"{special}; {e.statistics}; weights {e.weights_license}"
+            )
         for ex, layers in s.exchange_layers.items():
             print(f"  exchange {ex:<16} in {plural(layers, 'layer')}")
         print(f"  input            {', '.join(f'{k} {tuple(v)}' for k, v in s.input_shapes.items())}")

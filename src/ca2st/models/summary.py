@@ -11,14 +11,26 @@ from .registry import build_model
 
 
 @dataclass
+class ExpertSummary:
+    """What ``ca2st info`` says of one expert: its architecture, grid, special tokens, input statistics (where
+    they come from) and the licence of its usual weights."""
+
+    arch: str
+    grid: tuple[int, int]
+    num_special: int
+    statistics: str
+    weights_license: str
+
+
+@dataclass
 class ModelSummary:
     name: str
     total_params: int
     trainable_params: int
     gflops: float
     input_shapes: dict[str, tuple[int, ...]]
-    experts: dict[str, tuple[int, int]]  # kind -> (time slots, positions)
     exchange_layers: dict[str, int]  # exchange name -> number of layers carrying it
+    experts: dict[str, ExpertSummary]
 
 
 def example_inputs(model, batch_size: int = 1, device="cpu") -> dict[str, torch.Tensor | None]:
@@ -54,6 +66,31 @@ def summarize(name: str, **overrides) -> ModelSummary:
         trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
         gflops=count_flops(model) / 1e9,
         input_shapes={k: tuple(v.shape) for k, v in example_inputs(model, 1, "meta").items() if v is not None},
-        experts={k: tuple(e.grid) for k, e in model.experts.items()},
         exchange_layers=exchange_layers,
+        experts={k: expert_summary(model, k) for k in model.experts},
+    )
+
+
+def statistics_name(mean) -> str:
+    """The usual name of a set of RGB means."""
+    from ..data.transforms import CLIP_MEAN, IMAGENET_MEAN
+
+    known = {tuple(IMAGENET_MEAN): "ImageNet", tuple(CLIP_MEAN): "CLIP", (0.5, 0.5, 0.5): "0.5/0.5"}
+    return known.get(tuple(mean), "mean " + "/".join(f"{m:g}" for m in mean))
+
+
+def expert_summary(model, kind: str) -> ExpertSummary:
+    expert = model.experts[kind]
+    if expert.modality != "video":
+        statistics = "log-mel input"
+    elif model.config.own_normalization:
+        statistics = f"its own {statistics_name(expert.mean)} statistics"
+    else:
+        statistics = f"the recipe's {statistics_name(model.input_recipe.mean)} statistics"
+    return ExpertSummary(
+        arch=getattr(model.config, f"{kind}_arch"),
+        grid=tuple(expert.grid),
+        num_special=expert.num_special,
+        statistics=statistics,
+        weights_license=expert.weights_license,
     )
