@@ -87,6 +87,8 @@ def test_model_card(saved):
     assert "# someone/tiny-cast" in card and "model preset: `cast_b16`" in card
     assert 'ca2st.from_pretrained("someone/tiny-cast", experts={"spatial": "spatial.safetensors", "temporal": ' in card
     assert hashlib.sha256(experts["temporal"].read_bytes()).hexdigest() in card
+    assert "- experts: spatial (clip), temporal (videomae); tasks: class (7 classes)" in card
+    assert f"`{hashlib.sha256(experts['temporal'].read_bytes()).hexdigest()}` | CC-BY-NC-4.0 (VideoMAE) |" in card
 
 
 def test_many_classes_are_counted_not_listed(tmp_path, monkeypatch):

@@ -22,7 +22,8 @@ def _recipe(record: dict[str, Any]) -> list[str]:
     model, recipe = record.get("model", {}), record.get("input", {})
     lines = ["## Recipe", "", f"- model preset: `{record.get('model_name', 'custom')}`"]
     tasks = ", ".join(f"{task} ({count} classes)" for task, count in (record.get("tasks") or {}).items())
-    lines.append(f"- experts: {', '.join(model.get('experts', []))}; tasks: {tasks}")
+    experts = ", ".join(f"{kind} ({expert_arch(model, kind)})" for kind in model.get("experts", []))
+    lines.append(f"- experts: {experts}; tasks: {tasks}")
     if recipe:
         lines.append(
             f"- input: {recipe['num_frames']} frames ({recipe['sampler']} sampling, rate {recipe['sampling_rate']}), "
@@ -33,9 +34,28 @@ def _recipe(record: dict[str, Any]) -> list[str]:
     files = record.get("expert_files", {})
     if files:
         lines += ["", "Frozen experts (not in this folder; `from_pretrained` checks their SHA-256):", ""]
-        lines += ["| expert | file | source | SHA-256 |", "|---|---|---|---|"]
-        lines += [f"| {k} | {r['name']} | {r['source']} | `{r['sha256']}` |" for k, r in files.items()]
+        lines += ["| expert | file | source | SHA-256 | usual licence |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {k} | {r['name']} | {r['source']} | `{r['sha256']}` | {weights_license(model, k)} |"
+            for k, r in files.items()
+        ]
     return lines
+
+
+def expert_arch(model: dict[str, Any], kind: str) -> str:
+    """The architecture a recorded model config names for ``kind`` (records before named architectures: the
+    defaults)."""
+    from ..models.config import ModelConfig
+
+    return model.get(f"{kind}_arch") or getattr(ModelConfig, f"{kind}_arch")
+
+
+def weights_license(model: dict[str, Any], kind: str) -> str:
+    """The licence of the usual weights of a recorded expert."""
+    from ..models.experts.archs import ARCHS
+
+    arch = ARCHS.get(expert_arch(model, kind))
+    return arch.cls.weights_license if arch else "unknown"
 
 
 def _metrics(results: dict[str, Any]) -> list[str]:
