@@ -194,32 +194,27 @@ class TrainTransform:
         return x.permute(1, 0, 2, 3).contiguous()
 
     def _augment_and_crop(self, video: torch.Tensor, generator) -> torch.Tensor:
-        """RandAugment, then the crop resized to ``size`` in float. With the random-resized crop, RandAugment
-        computes only the crop's pixels (:meth:`ClipRandAugment.apply`); the draws come in the same order."""
-        if self.rand_augment is None or self.jitter is not None:
-            if self.rand_augment is not None:
-                video = self.rand_augment(video, generator)
-            return self._crop(video, generator)
-        ops, seed = self.rand_augment.sample(generator)
-        h, w = video.shape[-2:]
-        top, left, ch, cw = _rrc_params(h, w, self.scale, self.ratio, generator)
-        region = self.rand_augment.apply(video, ops, seed, box=(top, left, top + ch, left + cw))
-        return _resize(region.float().div_(255.0), (self.size, self.size), self.antialias)
-
-    def _crop(self, video: torch.Tensor, generator) -> torch.Tensor:
-        """The crop (scale jitter or random-resized) of uint8 frames, resized to ``size`` in float."""
+        """RandAugment, then the crop (random-resized, or scale jitter) resized to ``size`` in float. With the
+        random-resized crop, RandAugment computes only the crop's pixels (:meth:`ClipRandAugment.apply`); the draws
+        come in the same order (operations, then the crop)."""
         s = self.size
         if self.jitter is not None:
+            if self.rand_augment is not None:
+                video = self.rand_augment(video, generator)
             short = int(torch.randint(self.jitter[0], self.jitter[1] + 1, (), generator=generator))
             x = _resize_short(video.float().div_(255.0), max(short, s), self.antialias)
             h, w = x.shape[-2:]
             top = int(torch.randint(h - s + 1, (), generator=generator))
             left = int(torch.randint(w - s + 1, (), generator=generator))
             return x[..., top : top + s, left : left + s]
+        drawn = self.rand_augment.sample(generator) if self.rand_augment is not None else None
         h, w = video.shape[-2:]
         top, left, ch, cw = _rrc_params(h, w, self.scale, self.ratio, generator)
-        x = video[..., top : top + ch, left : left + cw].float().div_(255.0)
-        return _resize(x, (s, s), self.antialias)
+        if drawn is None:
+            region = video[..., top : top + ch, left : left + cw]
+        else:
+            region = self.rand_augment.apply(video, *drawn, box=(top, left, top + ch, left + cw))
+        return _resize(region.float().div_(255.0), (s, s), self.antialias)
 
     def _color(self, x: torch.Tensor, generator) -> torch.Tensor:
         from torchvision.transforms.v2 import functional as TF
