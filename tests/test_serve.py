@@ -4,6 +4,7 @@ panel), and the page itself driven in headless Chromium (skipped where chromium,
 missing)."""
 
 import importlib.util
+import os
 import shutil
 import socket
 import sys
@@ -237,3 +238,18 @@ def test_the_maps_panel_uses_ca2st_explain_where_it_exists(page, media, monkeypa
     monkeypatch.setattr(ca2st, "explain", lambda model, video: 1 / 0)
     result = page.analyse(media[0])  # the labels still show
     assert result.ok and result.maps == [] and "could not be drawn" in result.maps_note
+
+
+def test_the_work_folder_keeps_the_last_requests_images_only(tmp_path):
+    from ca2st import serve
+
+    page = VideoPage(smoke_model(), work_dir=tmp_path / "work")
+    made = []
+    for i in range(serve.KEPT_REQUESTS + 5):
+        made.append(page.request_dir())
+        (made[-1] / "map.png").write_bytes(b"png")
+        os.utime(made[-1], ns=(i * 10**9, i * 10**9))  # request i is the i-th newest
+    left = sorted(p for p in page.work_dir.iterdir())
+    assert left == sorted(made[-serve.KEPT_REQUESTS :])
+    temporary = VideoPage(smoke_model())  # no work_dir: a temporary folder, removed at exit
+    assert temporary.work_dir.name.startswith("ca2st-serve-") and temporary.work_dir.is_dir()

@@ -14,10 +14,12 @@ gradio page and :func:`launch` serves that. gradio is imported only there.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass, field
@@ -29,6 +31,8 @@ from .tasks import SINGLE
 from .text import plural
 
 log = logging.getLogger(__name__)
+
+KEPT_REQUESTS = 16  # requests whose images stay in the work folder
 
 DEMO_DIR = "runs/demo"  # where `ca2st demo` writes by default
 DEMO_MODEL = "ca2st"  # the demo model the page serves: all three experts
@@ -99,7 +103,8 @@ class PageResult:
 class VideoPage:
     """A model ready to answer the page: ``analyse(path)`` predicts (with a timeline when the video is longer
     than ``window`` seconds, by default one clip's span: frames × sampling rate at the video's frame rate) and
-    writes its images under ``work_dir``."""
+    writes its images under ``work_dir``, keeping the last :data:`KEPT_REQUESTS` requests' images (gradio has
+    copied them to its own cache by then). A temporary ``work_dir`` (the default) is removed at exit."""
 
     def __init__(
         self,
@@ -120,6 +125,8 @@ class VideoPage:
         self.topk = int(topk)
         self.device = device
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="ca2st-serve-"))
+        if work_dir is None:
+            atexit.register(shutil.rmtree, self.work_dir, ignore_errors=True)
         self.title = title
 
     @property
@@ -172,7 +179,7 @@ class VideoPage:
             num_workers=0,
             progress=False,
         )
-        out = self.work_dir / uuid.uuid4().hex
+        out = self.request_dir()
         result = PageResult(message=self.describe(pred), labels=self.label_values(pred))
         if pred.has_timeline:
             progress(0.7, "drawing the timeline")
@@ -181,6 +188,16 @@ class VideoPage:
         result.maps, result.maps_note = attention_maps(self.model, path, out / "maps")
         progress(1.0, "done")
         return result
+
+    def request_dir(self) -> Path:
+        """A new folder for one request's images; the oldest beyond the last :data:`KEPT_REQUESTS` are removed."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        done = sorted((p for p in self.work_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime_ns)
+        for old in done[: max(0, len(done) - KEPT_REQUESTS + 1)]:
+            shutil.rmtree(old, ignore_errors=True)
+        out = self.work_dir / uuid.uuid4().hex
+        out.mkdir()
+        return out
 
     def label_values(self, pred) -> dict[str, dict[str, float]]:
         """``{panel: {name: probability}}`` of the top-k per task (and the top verb–noun actions)."""
