@@ -159,6 +159,13 @@ def test_hub_layout_loads_strictly(tmp_path, change, message):
         ca2st.load_expert_weights(expert(), write(tmp_path, "hub", sd))
 
 
+def test_an_image_vit_under_model_is_not_taken_for_videomae_v2(tmp_path):
+    sd = hub_layout(reference())
+    sd["model.patch_embed.proj.weight"] = sd["model.patch_embed.proj.weight"][:, :, 0]  # a Conv2d patch embedding
+    with pytest.raises(CheckpointError, match="not a known expert checkpoint"):
+        ca2st.load_expert_weights(expert(), write(tmp_path, "hub", sd))
+
+
 def tiny(name):
     return ca2st.build_model(name, **tiny_overrides(num_frames=FRAMES))
 

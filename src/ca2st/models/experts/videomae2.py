@@ -50,8 +50,10 @@ def build(cfg, drop_path_rates: list[float]) -> VideoMAE2Expert:
 
 
 def is_hub_layout(sd: dict) -> bool:
-    """A state dict of the Hub's remote-code ``VideoMAEv2`` model (the VisionTransformer under ``model.``)."""
-    return HUB_PREFIX + "patch_embed.proj.weight" in sd
+    """A state dict of the Hub's remote-code ``VideoMAEv2`` model: a tubelet (Conv3d) embedding under ``model.``
+    (an image ViT wrapped as ``model`` has a Conv2d one)."""
+    weight = sd.get(HUB_PREFIX + "patch_embed.proj.weight")
+    return weight is not None and weight.dim() == 5
 
 
 def convert_hub_layout(sd: dict) -> tuple[dict, list[str]]:
