@@ -145,11 +145,12 @@ def test_routing_between_videomae_and_videomae_v2(tmp_path, caplog):
             {"model.cls_token": torch.zeros(1, 1, WIDTH)},
             r"keys that fit no temporal expert weight: \['model.cls_token'\]",
         ),
+        ({"model.blocks.0.gamma_1": torch.ones(WIDTH)}, r"fit no temporal expert weight: \['model.blocks.0.gamma_1'\]"),
         ({"decoder.norm.weight": torch.ones(WIDTH)}, r"fit no temporal expert weight: \['decoder.norm.weight'\]"),
         ({"model.blocks.1.mlp.fc2.weight": None}, r"missing keys: blocks.1.mlp.fc2.weight"),
         ({"model.blocks.0.attn.q_bias": torch.zeros(WIDTH + 1)}, r"blocks.0.attn.q_bias"),
     ],
-    ids=["unknown key", "key outside model.", "missing key", "wrong shape"],
+    ids=["unknown key", "layer scale", "key outside model.", "missing key", "wrong shape"],
 )
 def test_hub_layout_loads_strictly(tmp_path, change, message):
     sd = hub_layout(reference())
