@@ -69,5 +69,12 @@ def cast_r50_b16() -> ModelConfig:
     return ModelConfig(experts=("spatial", "temporal"), spatial_arch="resnet50", num_classes=400)
 
 
-for _name in ("cast_b16", "cava_b16", "ca2st_b16", "cast_r50_b16"):
+@register("cast_vmae2_b16")
+def cast_vmae2_b16() -> ModelConfig:
+    """CAST with a VideoMAE V2 ViT-B temporal expert (e.g. the K710 model distilled from ViT-g): CLIP spatial,
+    S&T B-CA in all 12 layers. VideoMAE V2 was trained on ImageNet-normalised input, as the official presets."""
+    return ModelConfig(experts=("spatial", "temporal"), temporal_arch="videomae2", num_classes=400)
+
+
+for _name in ("cast_b16", "cava_b16", "ca2st_b16", "cast_r50_b16", "cast_vmae2_b16"):
     register(f"{_name}_ek100")(_with_composition(_PRESETS[_name]))

@@ -106,6 +106,9 @@ def _ast(cfg, rates):
     )
 
 
+# experts declared in their own modules; they import WeightFormat and the option helpers above
+from . import videomae2  # noqa: E402
+
 ARCHS: dict[str, ExpertArch] = {
     arch.name: arch
     for arch in (
@@ -113,6 +116,7 @@ ARCHS: dict[str, ExpertArch] = {
         ExpertArch("resnet50", "spatial", ResNetExpert, _resnet),
         ExpertArch("videomae", "temporal", VideoMAEExpert, _videomae),
         ExpertArch("ast", "audio", ASTExpert, _ast),
+        ExpertArch("videomae2", "temporal", videomae2.VideoMAE2Expert, videomae2.build, (videomae2.HUB_FORMAT,)),
     )
 }
 
