@@ -6,8 +6,9 @@ from a :class:`~ca2st.models.config.ModelConfig`, and the released weight layout
 :func:`ca2st.checkpoints.experts.load_expert_weights`).
 
 Adding an expert takes one module under ``ca2st/models/experts/`` (the Expert subclass honouring the contract of
-:mod:`~ca2st.models.experts.base`, its ``build`` function and its weight formats) and one entry in
-:data:`ARCHS` below; presets then name it (``spatial_arch="..."``).
+:mod:`~ca2st.models.experts.base`, its ``build`` function and its weight formats, declared with
+:mod:`~ca2st.models.experts.building`) and one entry in :data:`ARCHS` below; presets then name it
+(``spatial_arch="..."``).
 """
 
 from __future__ import annotations
@@ -15,25 +16,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from . import videomae2
 from .ast import ASTExpert
 from .base import Expert
+from .building import WeightFormat, common_options, frame_options, spatial_patch
 from .clip import CLIPExpert
 from .resnet import ResNetExpert
 from .videomae import VideoMAEExpert
 
-__all__ = ["ExpertArch", "WeightFormat", "ARCHS", "KINDS", "arch_names", "build_expert", "get_arch"]
+__all__ = ["ExpertArch", "ARCHS", "KINDS", "arch_names", "build_expert", "get_arch"]
 
 KINDS = ("spatial", "temporal", "audio")
-
-
-@dataclass(frozen=True)
-class WeightFormat:
-    """A released weight layout: ``detect(state_dict) -> bool`` and ``convert(state_dict) -> (tensors under the
-    expert's own names, keys that fit nothing)``."""
-
-    name: str
-    detect: Callable[[dict], bool]
-    convert: Callable[[dict], tuple[dict, list[str]]]
 
 
 @dataclass(frozen=True)
@@ -47,33 +40,6 @@ class ExpertArch:
     cls: type[Expert]
     build: Callable[[Any, list[float]], Expert]
     formats: tuple[WeightFormat, ...] = ()
-
-
-def common_options(cfg, drop_path_rates: list[float]) -> dict:
-    """The transformer options every ViT expert takes from a model config."""
-    return dict(
-        embed_dim=cfg.embed_dim,
-        depth=cfg.depth,
-        num_heads=cfg.num_heads,
-        mlp_ratio=cfg.mlp_ratio,
-        adapter_ratio=cfg.adapter_ratio,
-        drop_path_rates=drop_path_rates,
-    )
-
-
-def frame_options(cfg) -> dict:
-    """Image experts see every ``tubelet_size``-th frame, the last of each tubelet: one slot per temporal slot."""
-    return dict(
-        img_size=cfg.img_size,
-        num_frames=cfg.num_frames,
-        frame_stride=cfg.tubelet_size,
-        frame_offset=cfg.tubelet_size - 1,
-    )
-
-
-def spatial_patch(cfg) -> int:
-    """The spatial expert's patch size: ``spatial_patch_size`` when set, else ``patch_size``."""
-    return cfg.spatial_patch_size or cfg.patch_size
 
 
 def _clip(cfg, rates):
@@ -105,9 +71,6 @@ def _ast(cfg, rates):
         **common_options(cfg, rates),
     )
 
-
-# experts declared in their own modules; they import WeightFormat and the option helpers above
-from . import videomae2  # noqa: E402
 
 ARCHS: dict[str, ExpertArch] = {
     arch.name: arch

@@ -19,7 +19,7 @@ Weight layouts:
 
 from __future__ import annotations
 
-from .archs import WeightFormat, common_options
+from .building import WeightFormat, common_options
 from .videomae import VideoMAEExpert
 
 HUB_PREFIX = "model."
