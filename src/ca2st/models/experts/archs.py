@@ -19,6 +19,7 @@ from .ast import ASTExpert
 from .base import Expert
 from .clip import CLIPExpert
 from .resnet import ResNetExpert
+from .siglip2 import SigLIP2Expert, convert_hf_siglip, is_hf_siglip, is_hf_siglip2_naflex
 from .videomae import VideoMAEExpert
 
 __all__ = ["ExpertArch", "WeightFormat", "ARCHS", "KINDS", "arch_names", "build_expert", "get_arch"]
@@ -96,6 +97,21 @@ def _videomae(cfg, rates):
     )
 
 
+def _siglip2(pooling: str):
+    def build(cfg, rates):
+        return SigLIP2Expert(
+            patch_size=spatial_patch(cfg), pooling=pooling, **frame_options(cfg), **common_options(cfg, rates)
+        )
+
+    return build
+
+
+SIGLIP2_FORMATS = (
+    WeightFormat("Hugging Face SigLIP", is_hf_siglip, convert_hf_siglip),
+    WeightFormat("Hugging Face SigLIP 2 NaFlex", is_hf_siglip2_naflex, convert_hf_siglip),
+)
+
+
 def _ast(cfg, rates):
     return ASTExpert(
         num_mel_bins=cfg.num_mel_bins,
@@ -113,6 +129,8 @@ ARCHS: dict[str, ExpertArch] = {
         ExpertArch("resnet50", "spatial", ResNetExpert, _resnet),
         ExpertArch("videomae", "temporal", VideoMAEExpert, _videomae),
         ExpertArch("ast", "audio", ASTExpert, _ast),
+        ExpertArch("siglip2", "spatial", SigLIP2Expert, _siglip2("map"), SIGLIP2_FORMATS),
+        ExpertArch("siglip2_mean", "spatial", SigLIP2Expert, _siglip2("mean")),
     )
 }
 
