@@ -130,7 +130,7 @@ ARCHS: dict[str, ExpertArch] = {
         ExpertArch("videomae", "temporal", VideoMAEExpert, _videomae),
         ExpertArch("ast", "audio", ASTExpert, _ast),
         ExpertArch("siglip2", "spatial", SigLIP2Expert, _siglip2("map"), SIGLIP2_FORMATS),
-        ExpertArch("siglip2_mean", "spatial", SigLIP2Expert, _siglip2("mean")),
+        ExpertArch("siglip2_mean", "spatial", SigLIP2Expert, _siglip2("mean")),  # same class: siglip2's formats
     )
 }
 
