@@ -45,7 +45,7 @@ def _own_format(kind: str):
 
 # (format name, expert kind, expert class, detector, converter); the first detector that matches wins.
 FORMATS: list[tuple[str, str, type, Callable[[StateDict], bool], Callable]] = [
-    ("ca2st", "spatial", (CLIPExpert, ResNetExpert), *_own_format("spatial")),
+    ("ca2st", "spatial", Expert, *_own_format("spatial")),  # any spatial architecture; load_strict checks the keys
     ("ca2st", "temporal", VideoMAEExpert, *_own_format("temporal")),
     ("ca2st", "audio", ASTExpert, *_own_format("audio")),
     ("AST", "audio", ASTExpert, ast.is_official_ast, ast.convert_official),

@@ -44,7 +44,8 @@ VIDEOMAE_IGNORED = ("classifier.", "layernorm.", "decoder.", "encoder_to_decoder
 
 
 def is_hf_clip(sd: StateDict) -> bool:
-    return any(k.endswith("embeddings.patch_embedding.weight") for k in sd)
+    # the class embedding tells CLIP from SigLIP, whose vision tower shares the patch embedding's name
+    return any(k.endswith("embeddings.class_embedding") for k in sd)
 
 
 def is_hf_videomae(sd: StateDict) -> bool:

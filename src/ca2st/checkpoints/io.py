@@ -150,8 +150,9 @@ def resize_tables(sd: StateDict, tables: Mapping[str, tuple[str, tuple[int, ...]
     """Resize position tables whose grid differs from the model's (see ``resize_pos_table``).
 
     ``tables`` maps a key to (kind, model grid): ``time`` (T rows), ``space`` (N rows, a square grid),
-    ``cls+space`` (one class row, then a square grid) or ``audio`` (CLS and DIST rows, then AST's
-    frequency × time grid, resized along time only: the frequency rows must match).
+    ``space-antialias`` (the same, resized bilinearly with antialiasing: SigLIP 2's rule), ``cls+space``
+    (one class row, then a square grid) or ``audio`` (CLS and DIST rows, then AST's frequency × time
+    grid, resized along time only: the frequency rows must match).
     """
     out = dict(sd)
     for key, (kind, grid) in tables.items():
@@ -179,7 +180,8 @@ def resize_tables(sd: StateDict, tables: Mapping[str, tuple[str, tuple[int, ...]
                 raise CheckpointError(
                     f"position table {key}: cannot resize {src_rows} positions to {rows} (both must be square grids)"
                 )
-            out[key] = resize_pos_table(table, (src_side, src_side), (dst_side, dst_side), prefix)
+            smooth = dict(mode="bilinear", antialias=True) if kind == "space-antialias" else {}
+            out[key] = resize_pos_table(table, (src_side, src_side), (dst_side, dst_side), prefix, **smooth)
     return out
 
 

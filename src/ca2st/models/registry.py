@@ -76,5 +76,12 @@ def cast_vmae2_b16() -> ModelConfig:
     return ModelConfig(experts=("spatial", "temporal"), temporal_arch="videomae2", num_classes=400)
 
 
-for _name in ("cast_b16", "cava_b16", "ca2st_b16", "cast_r50_b16", "cast_vmae2_b16"):
+@register("cast_siglip2_b16")
+def cast_siglip2_b16() -> ModelConfig:
+    """CAST with a SigLIP 2 ViT-B/16 spatial expert (attention-pooled; ``spatial_arch="siglip2_mean"`` for the
+    token mean) + VideoMAE temporal; each expert normalised with its own statistics (SigLIP's are 0.5/0.5)."""
+    return ModelConfig(experts=("spatial", "temporal"), spatial_arch="siglip2", own_normalization=True, num_classes=400)
+
+
+for _name in ("cast_b16", "cava_b16", "ca2st_b16", "cast_r50_b16", "cast_vmae2_b16", "cast_siglip2_b16"):
     register(f"{_name}_ek100")(_with_composition(_PRESETS[_name]))

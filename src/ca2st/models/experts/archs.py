@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import videomae2
+from . import siglip2, videomae2
 from .ast import ASTExpert
 from .base import Expert
 from .building import WeightFormat, common_options, frame_options, spatial_patch
@@ -80,6 +80,9 @@ ARCHS: dict[str, ExpertArch] = {
         ExpertArch("videomae", "temporal", VideoMAEExpert, _videomae),
         ExpertArch("ast", "audio", ASTExpert, _ast),
         ExpertArch("videomae2", "temporal", videomae2.VideoMAE2Expert, videomae2.build, (videomae2.HUB_FORMAT,)),
+        ExpertArch("siglip2", "spatial", siglip2.SigLIP2Expert, siglip2.builder("map"), siglip2.FORMATS),
+        # the same class: siglip2's formats serve it
+        ExpertArch("siglip2_mean", "spatial", siglip2.SigLIP2Expert, siglip2.builder("mean")),
     )
 }
 
