@@ -151,12 +151,16 @@ def resize_tables(sd: StateDict, tables: Mapping[str, tuple[str, tuple[int, ...]
 
     ``tables`` maps a key to (kind, model grid): ``time`` (T rows), ``space`` (N rows, a square grid),
     ``cls+space`` (one class row, then a square grid) or ``audio`` (CLS and DIST rows, then AST's
-    frequency × time grid, resized along time only: the frequency rows must match).
+    frequency × time grid, resized along time only: the frequency rows must match). A square-grid kind
+    may end in ``:antialias`` (e.g. ``cls+space:antialias``): resized with the antialiased bicubic filter.
     """
     out = dict(sd)
     for key, (kind, grid) in tables.items():
         if key not in out:
             continue
+        kind, _, option = kind.partition(":")
+        if option not in ("", "antialias"):
+            raise ValueError(f"position table {key}: unknown resize option {option!r}")
         table = out[key]
         prefix = {"cls+space": 1, "audio": 2}.get(kind, 0)
         src_rows = table.shape[0] - prefix
@@ -179,7 +183,9 @@ def resize_tables(sd: StateDict, tables: Mapping[str, tuple[str, tuple[int, ...]
                 raise CheckpointError(
                     f"position table {key}: cannot resize {src_rows} positions to {rows} (both must be square grids)"
                 )
-            out[key] = resize_pos_table(table, (src_side, src_side), (dst_side, dst_side), prefix)
+            out[key] = resize_pos_table(
+                table, (src_side, src_side), (dst_side, dst_side), prefix, antialias=option == "antialias"
+            )
     return out
 
 
