@@ -45,9 +45,9 @@ def _own_format(kind: str):
 
 # (format name, expert kind, expert class, detector, converter); the first detector that matches wins.
 FORMATS: list[tuple[str, str, type, Callable[[StateDict], bool], Callable]] = [
-    ("ca2st", "spatial", (CLIPExpert, ResNetExpert), *_own_format("spatial")),
-    ("ca2st", "temporal", VideoMAEExpert, *_own_format("temporal")),
-    ("ca2st", "audio", ASTExpert, *_own_format("audio")),
+    ("ca2st", "spatial", Expert, *_own_format("spatial")),  # any architecture: the names are the expert's own
+    ("ca2st", "temporal", Expert, *_own_format("temporal")),
+    ("ca2st", "audio", Expert, *_own_format("audio")),
     ("AST", "audio", ASTExpert, ast.is_official_ast, ast.convert_official),
     ("Hugging Face AST", "audio", ASTExpert, ast.is_hf_ast, ast.convert_hf),
     ("OpenAI CLIP", "spatial", CLIPExpert, openai_clip.is_openai_clip, openai_clip.convert),

@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from . import dinov2
 from .ast import ASTExpert
-from .base import Expert
+from .base import Expert, WeightFormat
 from .clip import CLIPExpert
 from .resnet import ResNetExpert
 from .videomae import VideoMAEExpert
@@ -24,16 +25,6 @@ from .videomae import VideoMAEExpert
 __all__ = ["ExpertArch", "WeightFormat", "ARCHS", "KINDS", "arch_names", "build_expert", "get_arch"]
 
 KINDS = ("spatial", "temporal", "audio")
-
-
-@dataclass(frozen=True)
-class WeightFormat:
-    """A released weight layout: ``detect(state_dict) -> bool`` and ``convert(state_dict) -> (tensors under the
-    expert's own names, keys that fit nothing)``."""
-
-    name: str
-    detect: Callable[[dict], bool]
-    convert: Callable[[dict], tuple[dict, list[str]]]
 
 
 @dataclass(frozen=True)
@@ -113,6 +104,8 @@ ARCHS: dict[str, ExpertArch] = {
         ExpertArch("resnet50", "spatial", ResNetExpert, _resnet),
         ExpertArch("videomae", "temporal", VideoMAEExpert, _videomae),
         ExpertArch("ast", "audio", ASTExpert, _ast),
+        ExpertArch("dinov2", "spatial", dinov2.DINOv2Expert, dinov2.build, dinov2.FORMATS),
+        ExpertArch("dinov2_reg", "spatial", dinov2.DINOv2Expert, dinov2.build_with_registers, dinov2.FORMATS),
     )
 }
 
