@@ -74,7 +74,9 @@ def detect_format(sd: StateDict, path, expert: str | None = None) -> tuple[str, 
 
 
 def load_expert_weights(model: nn.Module, path: str | Path, expert: str | None = None) -> str:
-    """Load a CLIP, VideoMAE, AST or ResNet-50 checkpoint into the matching expert of ``model`` (or a bare Expert).
+    """Load an expert checkpoint (CLIP, VideoMAE, AST, ResNet-50, or a format an architecture of
+    :data:`~ca2st.models.experts.archs.ARCHS` declares, e.g. DINOv2) into the matching expert of ``model`` (or a
+    bare Expert).
 
     The format is detected from the keys; position tables are resized to the expert's grid. Every
     frozen weight must be present (adapters are new; the final norm is optional); unknown keys raise

@@ -20,7 +20,8 @@ Every expert declares, as class or instance attributes:
 * ``norm``: its final norm, trained with the adapters (``trainable_modules``);
 * ``weights_license``: the licence of its usual released weights (the user's to honour);
 * ``pos_tables()``: its resizable position tables, resized at load time by the expert's rule
-  (:func:`ca2st.models.layers.resize_pos_table` unless the expert says otherwise).
+  (:func:`ca2st.models.layers.resize_pos_table` unless the expert says otherwise, e.g. ``cls+space:antialias``
+  for the antialiased filter; see :func:`ca2st.checkpoints.io.resize_tables`).
 
 Experts are registered by architecture name in :mod:`ca2st.models.experts.archs`.
 """

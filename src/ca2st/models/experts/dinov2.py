@@ -23,8 +23,8 @@ class DINOv2Expert(Expert):
     this model's grid (16×16 at 224 px) — bicubic to the target size with ``align_corners=False`` in float32,
     with the antialiased filter for the models with registers: what transformers' ``Dinov2Model`` and
     ``Dinov2WithRegistersModel`` compute on every forward, so tokens match theirs. (The original repository's
-    models without registers sample at a scale of 16.1/37 instead of 16/37, its ``interpolate_offset``; ours
-    follow transformers.)
+    models without registers interpolate by a scale factor of (16 + 0.1)/37, its ``interpolate_offset``, which
+    samples the table slightly differently; ours follow transformers.)
     """
 
     modality = "video"
