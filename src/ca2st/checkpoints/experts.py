@@ -45,9 +45,9 @@ def _own_format(kind: str):
 
 # (format name, expert kind, expert class, detector, converter); the first detector that matches wins.
 FORMATS: list[tuple[str, str, type, Callable[[StateDict], bool], Callable]] = [
-    ("ca2st", "spatial", Expert, *_own_format("spatial")),  # any spatial architecture; load_strict checks the keys
-    ("ca2st", "temporal", VideoMAEExpert, *_own_format("temporal")),
-    ("ca2st", "audio", ASTExpert, *_own_format("audio")),
+    ("ca2st", "spatial", Expert, *_own_format("spatial")),  # any architecture: the names are the expert's own
+    ("ca2st", "temporal", Expert, *_own_format("temporal")),
+    ("ca2st", "audio", Expert, *_own_format("audio")),
     ("AST", "audio", ASTExpert, ast.is_official_ast, ast.convert_official),
     ("Hugging Face AST", "audio", ASTExpert, ast.is_hf_ast, ast.convert_hf),
     ("OpenAI CLIP", "spatial", CLIPExpert, openai_clip.is_openai_clip, openai_clip.convert),
@@ -74,7 +74,9 @@ def detect_format(sd: StateDict, path, expert: str | None = None) -> tuple[str, 
 
 
 def load_expert_weights(model: nn.Module, path: str | Path, expert: str | None = None) -> str:
-    """Load a CLIP, VideoMAE, AST or ResNet-50 checkpoint into the matching expert of ``model`` (or a bare Expert).
+    """Load an expert checkpoint (CLIP, VideoMAE, AST, ResNet-50, or a format an architecture of
+    :data:`~ca2st.models.experts.archs.ARCHS` declares, e.g. DINOv2) into the matching expert of ``model`` (or a
+    bare Expert).
 
     The format is detected from the keys; position tables are resized to the expert's grid. Every
     frozen weight must be present (adapters are new; the final norm is optional); unknown keys raise

@@ -49,7 +49,8 @@ def is_hf_clip(sd: StateDict) -> bool:
 
 
 def is_hf_videomae(sd: StateDict) -> bool:
-    return any(k.endswith("embeddings.patch_embeddings.projection.weight") for k in sd)
+    """A tubelet (Conv3d) patch embedding: image ViTs share the key with a 4-D weight (DINOv2)."""
+    return any(k.endswith("embeddings.patch_embeddings.projection.weight") and v.dim() == 5 for k, v in sd.items())
 
 
 def fuse_qkv(sd: StateDict, pattern: str, parts: tuple[str, str, str], fused: str) -> StateDict:

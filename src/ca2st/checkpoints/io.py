@@ -146,18 +146,26 @@ def _listing(keys: Iterable[str], limit: int = 20) -> str:
     return ", ".join(keys[:limit]) + more
 
 
+RESIZE_OPTIONS = {"antialias", "bilinear"}  # of a square-grid table kind, after a colon
+
+
 def resize_tables(sd: StateDict, tables: Mapping[str, tuple[str, tuple[int, ...]]]) -> StateDict:
     """Resize position tables whose grid differs from the model's (see ``resize_pos_table``).
 
     ``tables`` maps a key to (kind, model grid): ``time`` (T rows), ``space`` (N rows, a square grid),
-    ``space-antialias`` (the same, resized bilinearly with antialiasing: SigLIP 2's rule), ``cls+space``
-    (one class row, then a square grid) or ``audio`` (CLS and DIST rows, then AST's frequency × time
-    grid, resized along time only: the frequency rows must match).
+    ``cls+space`` (one class row, then a square grid) or ``audio`` (CLS and DIST rows, then AST's
+    frequency × time grid, resized along time only: the frequency rows must match). A square-grid kind may end in
+    resize options after a colon, comma-separated: ``antialias`` (PyTorch's antialiased filter) and ``bilinear``
+    (instead of bicubic): ``cls+space:antialias`` (DINOv2 with registers), ``space:bilinear,antialias`` (SigLIP 2).
     """
     out = dict(sd)
     for key, (kind, grid) in tables.items():
         if key not in out:
             continue
+        kind, _, listed = kind.partition(":")
+        options = set(filter(None, listed.split(",")))
+        if options - RESIZE_OPTIONS:
+            raise ValueError(f"position table {key}: unknown resize options {sorted(options - RESIZE_OPTIONS)}")
         table = out[key]
         prefix = {"cls+space": 1, "audio": 2}.get(kind, 0)
         src_rows = table.shape[0] - prefix
@@ -180,8 +188,14 @@ def resize_tables(sd: StateDict, tables: Mapping[str, tuple[str, tuple[int, ...]
                 raise CheckpointError(
                     f"position table {key}: cannot resize {src_rows} positions to {rows} (both must be square grids)"
                 )
-            smooth = dict(mode="bilinear", antialias=True) if kind == "space-antialias" else {}
-            out[key] = resize_pos_table(table, (src_side, src_side), (dst_side, dst_side), prefix, **smooth)
+            out[key] = resize_pos_table(
+                table,
+                (src_side, src_side),
+                (dst_side, dst_side),
+                prefix,
+                mode="bilinear" if "bilinear" in options else None,
+                antialias="antialias" in options,
+            )
     return out
 
 

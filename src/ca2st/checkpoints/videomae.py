@@ -21,9 +21,11 @@ IGNORED_PREFIXES = ("head.", "decoder.", "encoder_to_decoder.", "mask_token", "n
 
 
 def is_videomae(sd: StateDict) -> bool:
-    return "patch_embed.proj.weight" in strip_prefixes(
+    """A tubelet (Conv3d) patch embedding: image ViTs share the key with a 4-D weight (DINOv2)."""
+    patch = strip_prefixes(
         {k: v for k, v in sd.items() if k.endswith("patch_embed.proj.weight")}, ("encoder.", "backbone.")
-    )
+    ).get("patch_embed.proj.weight")
+    return patch is not None and patch.dim() == 5
 
 
 def convert(sd: StateDict) -> tuple[StateDict, list[str]]:

@@ -31,6 +31,17 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+class LayerScale(nn.Module):
+    """A learned per-channel scale of a residual branch (CaiT's layer scale; DINOv2's ``ls1``/``ls2``)."""
+
+    def __init__(self, dim: int, init_value: float = 1.0):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), init_value))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with one fused q/k/v projection and :func:`~ca2st.models.attention.attention`.
 
@@ -90,9 +101,9 @@ def resize_pos_table(
     """Resize a position table laid out as ``num_prefix`` free rows then a row-major grid.
 
     The rule (used for every table in ca2st): prefix rows (class tokens) are kept; the grid is
-    interpolated with ``align_corners=False`` — linearly along a 1-D axis (time), bicubically on a
-    2-D grid (space), trilinearly on a 3-D grid (time × space); ``mode`` overrides the choice and
-    ``antialias`` widens the filter when shrinking (bilinear and bicubic modes only).
+    interpolated in float32 to the target size with ``align_corners=False`` — linearly along a 1-D axis
+    (time), bicubically on a 2-D grid (space), trilinearly on a 3-D grid (time × space); ``mode`` overrides
+    the choice, ``antialias`` selects PyTorch's antialiased filter (bilinear and bicubic only).
     """
     if tuple(src_grid) == tuple(dst_grid):
         return table

@@ -83,5 +83,28 @@ def cast_siglip2_b16() -> ModelConfig:
     return ModelConfig(experts=("spatial", "temporal"), spatial_arch="siglip2", own_normalization=True, num_classes=400)
 
 
-for _name in ("cast_b16", "cava_b16", "ca2st_b16", "cast_r50_b16", "cast_vmae2_b16", "cast_siglip2_b16"):
+@register("cast_dinov2_b14")
+def cast_dinov2_b14() -> ModelConfig:
+    """CAST with a DINOv2 ViT-B/14 spatial expert (16×16 patches at 224 px) + VideoMAE-B/16: the S&T time window
+    lays VideoMAE's 14×14 keys on DINOv2's 16×16 queries by nearest neighbour. Both experts take ImageNet
+    statistics."""
+    return ModelConfig(experts=("spatial", "temporal"), spatial_arch="dinov2", spatial_patch_size=14, num_classes=400)
+
+
+@register("cast_dinov2_reg_b14")
+def cast_dinov2_reg_b14() -> ModelConfig:
+    """``cast_dinov2_b14`` with DINOv2 with registers (4 register tokens beside the class token)."""
+    return cast_dinov2_b14().replace(spatial_arch="dinov2_reg")
+
+
+for _name in (
+    "cast_b16",
+    "cava_b16",
+    "ca2st_b16",
+    "cast_r50_b16",
+    "cast_vmae2_b16",
+    "cast_siglip2_b16",
+    "cast_dinov2_b14",
+    "cast_dinov2_reg_b14",
+):
     register(f"{_name}_ek100")(_with_composition(_PRESETS[_name]))

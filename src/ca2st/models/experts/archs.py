@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import siglip2, videomae2
+from . import dinov2, siglip2, videomae2
 from .ast import ASTExpert
 from .base import Expert
 from .building import WeightFormat, common_options, frame_options, spatial_patch
@@ -83,6 +83,8 @@ ARCHS: dict[str, ExpertArch] = {
         ExpertArch("siglip2", "spatial", siglip2.SigLIP2Expert, siglip2.builder("map"), siglip2.FORMATS),
         # the same class: siglip2's formats serve it
         ExpertArch("siglip2_mean", "spatial", siglip2.SigLIP2Expert, siglip2.builder("mean")),
+        ExpertArch("dinov2", "spatial", dinov2.DINOv2Expert, dinov2.build, dinov2.FORMATS),
+        ExpertArch("dinov2_reg", "spatial", dinov2.DINOv2Expert, dinov2.build_with_registers, dinov2.FORMATS),
     )
 }
 

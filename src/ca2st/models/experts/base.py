@@ -20,7 +20,8 @@ Every expert declares, as class or instance attributes:
 * ``norm``: its final norm, trained with the adapters (``trainable_modules``);
 * ``weights_license``: the licence of its usual released weights (the user's to honour);
 * ``pos_tables()``: its resizable position tables, resized at load time by the expert's rule
-  (:func:`ca2st.models.layers.resize_pos_table` unless the expert says otherwise).
+  (:func:`ca2st.models.layers.resize_pos_table` unless the expert says otherwise, e.g. ``cls+space:antialias``
+  for the antialiased filter; see :func:`ca2st.checkpoints.io.resize_tables`).
 
 Experts are registered by architecture name in :mod:`ca2st.models.experts.archs`.
 """
@@ -35,15 +36,19 @@ from torch import nn
 
 from ...data.recipe import IMAGENET_MEAN, IMAGENET_STD
 from ..adapter import Adapter
-from ..layers import Mlp, SelfAttention
+from ..layers import LayerScale, Mlp, SelfAttention
 
 
 class ExpertBlock(nn.Module):
     """A frozen pre-LN transformer block with the two trainable adapters of CAST.
 
-    ``attend``: ``x + A(attn(norm1(x)))`` where A keeps its input (adapter with skip).
-    ``feed_forward``: ``x + mlp(norm2(x)) + drop_path(0.5 * A'(norm2(x)))`` (adapter without skip).
-    ``adapter_ratio=0`` builds the plain expert block.
+    ``attend``: ``x + A(ls1(attn(norm1(x))))`` where A keeps its input (adapter with skip).
+    ``feed_forward``: ``x + ls2(mlp(norm2(x))) + drop_path(0.5 * A'(norm2(x)))`` (adapter without skip).
+    ``ls1``/``ls2`` are the frozen layer scales of ``layer_scale=True`` (DINOv2), identities otherwise. The
+    adapters sit outside them, as CAST places its adapters around a block's branches: the attention adapter
+    wraps the whole attention branch (its layer-scaled output) and the MLP adapter runs parallel to the whole
+    layer-scaled MLP branch, so the frozen scales never scale the adapters' updates and the zero-initialised
+    adapters still leave the block unchanged at initialisation. ``adapter_ratio=0`` builds the plain block.
     """
 
     def __init__(
@@ -56,12 +61,15 @@ class ExpertBlock(nn.Module):
         qkv_bias: str,
         adapter_ratio: float,
         drop_path: float = 0.0,
+        layer_scale: bool = False,
     ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = SelfAttention(dim, num_heads, qkv_bias)
+        self.ls1 = LayerScale(dim) if layer_scale else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer)
+        self.ls2 = LayerScale(dim) if layer_scale else nn.Identity()
         if adapter_ratio:
             self.attn_adapter = Adapter(dim, adapter_ratio, skip=True)
             self.mlp_adapter = Adapter(dim, adapter_ratio, skip=False)
@@ -71,11 +79,11 @@ class ExpertBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def attend(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.attn_adapter(self.attn(self.norm1(x)))
+        return x + self.attn_adapter(self.ls1(self.attn(self.norm1(x))))
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         u = self.norm2(x)
-        out = x + self.mlp(u)
+        out = x + self.ls2(self.mlp(u))
         if self.mlp_adapter is not None:
             out = out + self.drop_path(0.5 * self.mlp_adapter(u))
         return out

@@ -124,7 +124,7 @@ class SigLIP2Expert(Expert):
         return self.head(tokens.reshape(B * T, N, D)).view(B, T, D).mean(dim=1)
 
     def pos_tables(self):
-        return {"pos_embed": ("space-antialias", (self.grid[1],))}
+        return {"pos_embed": ("space:bilinear,antialias", (self.grid[1],))}
 
 
 # ---------------------------------------------------------------------------------------------- weight layouts
