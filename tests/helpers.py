@@ -59,6 +59,17 @@ def tiny_overrides(**kw):
     return base
 
 
+def randomize_frozen_(model: torch.nn.Module) -> torch.nn.Module:
+    """Random frozen expert weights (adapters and up-projections keep their zero initialisation), for checking
+    that a fresh model computes each expert's own function."""
+    with torch.no_grad():
+        for expert in model.experts.values():
+            for p in expert.parameters():
+                if not p.requires_grad:
+                    p.normal_(0, 0.05 if p.dim() == 4 else 0.2)
+    return model
+
+
 def randomize_(model: torch.nn.Module, std: float = 0.2) -> torch.nn.Module:
     """Give every parameter random non-zero values, so zero-initialised paths contribute too."""
     with torch.no_grad():

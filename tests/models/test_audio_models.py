@@ -7,7 +7,7 @@ import ca2st
 from ca2st.errors import ConfigError
 from ca2st.models.time_encoding import TimeCodes, audio_column_groups
 
-from helpers import randomize_
+from helpers import randomize_, randomize_frozen_
 
 PRESETS = ["cast_b16", "cava_b16", "ca2st_b16", "cast_r50_b16"]
 
@@ -24,15 +24,6 @@ def tiny(name, **kw):
 
 def inputs(batch=2):
     return torch.randn(batch, 3, 4, 64, 64), torch.randn(batch, 46, 32)
-
-
-def randomize_frozen_(model):
-    with torch.no_grad():
-        for expert in model.experts.values():
-            for p in expert.parameters():
-                if not p.requires_grad:
-                    p.normal_(0, 0.05 if p.dim() == 4 else 0.2)
-    return model
 
 
 @pytest.mark.parametrize("name", PRESETS)

@@ -15,7 +15,7 @@ from ca2st.engine.train import train
 from ca2st.errors import CheckpointError
 from ca2st.models.experts import DINOv2Expert, ExpertBlock
 
-from helpers import randomize_, smoke_config, tiny_overrides
+from helpers import randomize_, randomize_frozen_, smoke_config, tiny_overrides
 
 transformers = pytest.importorskip("transformers")
 
@@ -232,15 +232,6 @@ def test_space_time_exchange_lays_the_14x14_style_keys_on_the_finer_queries(name
     assert not changed[:s].any()  # special tokens never attend
     assert changed[s:].tolist() == (cells == row * 7 + col).tolist()
     assert changed[s:].sum() == 2  # key row 0 covers query rows 0 and 1; key column 5 query column 6 only
-
-
-def randomize_frozen_(model):
-    with torch.no_grad():
-        for expert in model.experts.values():
-            for p in expert.parameters():
-                if not p.requires_grad:
-                    p.normal_(0, 0.05 if p.dim() == 4 else 0.2)
-    return model
 
 
 @pytest.mark.parametrize("name", PRESETS)

@@ -17,7 +17,7 @@ from ca2st.errors import CheckpointError
 from ca2st.models.experts import CLIPExpert
 from ca2st.models.experts.siglip2 import SigLIP2Expert
 
-from helpers import randomize_, smoke_config
+from helpers import randomize_, randomize_frozen_, smoke_config
 
 transformers = pytest.importorskip("transformers")
 
@@ -203,15 +203,6 @@ def test_preset_expert_contract():
     assert (spatial.num_special, spatial.grid, spatial.per_slot_attention) == (0, (2, 16), True)
     assert spatial.mean == spatial.std == (0.5, 0.5, 0.5) and model.config.own_normalization
     assert tiny("cast_siglip2_b16", spatial_arch="siglip2_mean").experts["spatial"].pooling == "mean"
-
-
-def randomize_frozen_(model):
-    with torch.no_grad():
-        for expert_ in model.experts.values():
-            for p in expert_.parameters():
-                if not p.requires_grad:
-                    p.normal_(0, 0.05 if p.dim() == 4 else 0.2)
-    return model
 
 
 @pytest.mark.parametrize("arch", ["siglip2", "siglip2_mean"])

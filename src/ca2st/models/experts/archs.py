@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import dinov2, siglip2, videomae2
+from . import dinov2, siglip2, videomae, videomae2
 from .ast import ASTExpert
 from .base import Expert
 from .building import WeightFormat, common_options, frame_options, spatial_patch
@@ -52,16 +52,6 @@ def _resnet(cfg, rates):
     return ResNetExpert(stage_layers=resnet_stage_layers(cfg.depth), **frame_options(cfg))
 
 
-def _videomae(cfg, rates):
-    return VideoMAEExpert(
-        patch_size=cfg.patch_size,
-        tubelet_size=cfg.tubelet_size,
-        img_size=cfg.img_size,
-        num_frames=cfg.num_frames,
-        **common_options(cfg, rates),
-    )
-
-
 def _ast(cfg, rates):
     return ASTExpert(
         num_mel_bins=cfg.num_mel_bins,
@@ -77,7 +67,7 @@ ARCHS: dict[str, ExpertArch] = {
     for arch in (
         ExpertArch("clip", "spatial", CLIPExpert, _clip),
         ExpertArch("resnet50", "spatial", ResNetExpert, _resnet),
-        ExpertArch("videomae", "temporal", VideoMAEExpert, _videomae),
+        ExpertArch("videomae", "temporal", VideoMAEExpert, videomae.build),
         ExpertArch("ast", "audio", ASTExpert, _ast),
         ExpertArch("videomae2", "temporal", videomae2.VideoMAE2Expert, videomae2.build, (videomae2.HUB_FORMAT,)),
         ExpertArch("siglip2", "spatial", siglip2.SigLIP2Expert, siglip2.builder("map"), siglip2.FORMATS),

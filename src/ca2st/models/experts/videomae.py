@@ -7,6 +7,7 @@ from torch import nn
 
 from ..layers import sincos_table
 from .base import Expert, ExpertBlock, block_stack
+from .building import common_options
 
 
 class VideoMAEExpert(Expert):
@@ -69,3 +70,14 @@ class VideoMAEExpert(Expert):
     def load_pos_embed(self, table: torch.Tensor) -> None:
         """Use a learned ``(T·N, D)`` table from a checkpoint (already resized to this grid)."""
         self.pos_embed.copy_(table.reshape(self.pos_embed.shape))
+
+
+def build(cfg, drop_path_rates: list[float], cls: type[VideoMAEExpert] = VideoMAEExpert) -> VideoMAEExpert:
+    """The temporal expert of a model config (``cls``: this expert or a variant with its computation)."""
+    return cls(
+        patch_size=cfg.patch_size,
+        tubelet_size=cfg.tubelet_size,
+        img_size=cfg.img_size,
+        num_frames=cfg.num_frames,
+        **common_options(cfg, drop_path_rates),
+    )

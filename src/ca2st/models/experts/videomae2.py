@@ -19,7 +19,8 @@ Weight layouts:
 
 from __future__ import annotations
 
-from .building import WeightFormat, common_options
+from . import videomae
+from .building import WeightFormat
 from .videomae import VideoMAEExpert
 
 HUB_PREFIX = "model."
@@ -40,13 +41,7 @@ class VideoMAE2Expert(VideoMAEExpert):
 
 def build(cfg, drop_path_rates: list[float]) -> VideoMAE2Expert:
     """The temporal expert of a model config (``temporal_arch="videomae2"``)."""
-    return VideoMAE2Expert(
-        patch_size=cfg.patch_size,
-        tubelet_size=cfg.tubelet_size,
-        img_size=cfg.img_size,
-        num_frames=cfg.num_frames,
-        **common_options(cfg, drop_path_rates),
-    )
+    return videomae.build(cfg, drop_path_rates, VideoMAE2Expert)
 
 
 def is_hub_layout(sd: dict) -> bool:
