@@ -59,6 +59,20 @@ def tiny_overrides(**kw):
     return base
 
 
+def check_bf16_autocast(model: torch.nn.Module, *inputs) -> None:
+    """``model(*inputs)`` under CPU bf16 autocast gives finite outputs, and the same outputs bit for bit once its
+    matrix weights are stored in bf16 (``cast_matmul_weights_``, what eval and predict do)."""
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(*inputs)
+        values = list(out.values()) if isinstance(out, dict) else [out]
+        assert all(torch.isfinite(v.float()).all() for v in values)
+        model.cast_matmul_weights_(torch.bfloat16, trainable=True)
+        cast = model(*inputs)
+    assert all(m.weight.dtype == torch.bfloat16 for m in model.modules() if isinstance(m, torch.nn.Linear))
+    for a, b in zip(values, list(cast.values()) if isinstance(cast, dict) else [cast]):
+        assert torch.equal(a, b)  # autocast casts these weights to the same values on every call
+
+
 def randomize_frozen_(model: torch.nn.Module) -> torch.nn.Module:
     """Random frozen expert weights (adapters and up-projections keep their zero initialisation), for checking
     that a fresh model computes each expert's own function."""

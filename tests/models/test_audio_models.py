@@ -7,7 +7,7 @@ import ca2st
 from ca2st.errors import ConfigError
 from ca2st.models.time_encoding import TimeCodes, audio_column_groups
 
-from helpers import randomize_, randomize_frozen_
+from helpers import check_bf16_autocast, randomize_, randomize_frozen_
 
 PRESETS = ["cast_b16", "cava_b16", "ca2st_b16", "cast_r50_b16"]
 
@@ -163,15 +163,7 @@ def test_shared_bottlenecks_are_saved_once():
 def test_bf16_autocast_runs(name):
     model = randomize_(tiny(name), std=0.05).eval()
     video, audio = inputs(1)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(video, audio)
-        values = out.values() if isinstance(out, dict) else [out]
-        assert all(torch.isfinite(v.float()).all() for v in values)
-        model.cast_matmul_weights_(torch.bfloat16, trainable=True)  # what eval and predict do
-        cast = model(video, audio)
-    assert all(m.weight.dtype == torch.bfloat16 for m in model.modules() if isinstance(m, torch.nn.Linear))
-    for a, b in zip(values, cast.values() if isinstance(cast, dict) else [cast]):
-        assert torch.equal(a, b)  # autocast casts these weights to the same values on every call
+    check_bf16_autocast(model, video, audio)
 
 
 @pytest.mark.parametrize("name", PRESETS[1:])

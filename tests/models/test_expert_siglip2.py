@@ -17,7 +17,7 @@ from ca2st.errors import CheckpointError
 from ca2st.models.experts import CLIPExpert
 from ca2st.models.experts.siglip2 import SigLIP2Expert
 
-from helpers import randomize_, randomize_frozen_, smoke_config
+from helpers import check_bf16_autocast, randomize_, randomize_frozen_, smoke_config
 
 transformers = pytest.importorskip("transformers")
 
@@ -239,15 +239,7 @@ def test_gradients_reach_exactly_the_trainable_parameters(arch):
 def test_bf16_autocast_runs(name):
     model = randomize_(tiny(name), std=0.05).eval()
     video = torch.randn(1, 3, 4, 64, 64)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(video)
-        values = out.values() if isinstance(out, dict) else [out]
-        assert all(torch.isfinite(v.float()).all() for v in values)
-        model.cast_matmul_weights_(torch.bfloat16, trainable=True)
-        cast = model(video)
-    assert all(m.weight.dtype == torch.bfloat16 for m in model.modules() if isinstance(m, torch.nn.Linear))
-    for a, b in zip(values, cast.values() if isinstance(cast, dict) else [cast]):
-        assert torch.equal(a, b)
+    check_bf16_autocast(model, video)
 
 
 @pytest.mark.parametrize("arch", ["siglip2", "siglip2_mean"])

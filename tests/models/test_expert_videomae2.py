@@ -15,7 +15,7 @@ from ca2st.errors import CheckpointError
 from ca2st.models.experts.videomae import VideoMAEExpert
 from ca2st.models.experts.videomae2 import VideoMAE2Expert
 
-from helpers import randomize_, smoke_config, tiny_overrides
+from helpers import check_bf16_autocast, randomize_, smoke_config, tiny_overrides
 
 transformers = pytest.importorskip("transformers")
 
@@ -215,17 +215,7 @@ def test_gradients_reach_exactly_the_trainable_parameters(name):
 @pytest.mark.parametrize("name", PRESETS)
 def test_bf16_autocast_runs(name):
     model = randomize_(tiny(name), std=0.05).eval()
-    video = clip(1)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(video)
-        values = list(out.values()) if isinstance(out, dict) else [out]
-        assert all(torch.isfinite(v.float()).all() for v in values)
-        model.cast_matmul_weights_(torch.bfloat16, trainable=True)
-        cast = model(video)
-    cast = list(cast.values()) if isinstance(cast, dict) else [cast]
-    assert all(m.weight.dtype == torch.bfloat16 for m in model.modules() if isinstance(m, torch.nn.Linear))
-    for a, b in zip(values, cast):
-        assert torch.equal(a, b)
+    check_bf16_autocast(model, clip(1))
 
 
 def test_torch_compile_runs():
