@@ -175,8 +175,8 @@ CHUNK_BYTES = 512 * 2**20  # decoded frames one worker holds at a time
 
 @dataclass
 class Chunk:
-    """Consecutive windows of one video, decoded in one pass: item ``video`` (its position in the list), the
-    windows ``first .. first + count`` of ``total``, and the loader's batch; or ``error``."""
+    """Consecutive windows of one video, decoded in one pass: item ``video`` (its position in the list), its windows
+    ``first, first + 1, ...`` of ``total`` (their ``spans`` in seconds) and their loaded batch; or ``error``."""
 
     video: int
     first: int = 0
