@@ -114,6 +114,55 @@ def test_siglip2_naflex_parity(tmp_path, img_size):
     torch.testing.assert_close(feature, ref.pooler_output, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("layout", ["timm", "open_clip"])
+def test_timm_and_open_clip_siglip_parity(tmp_path, layout):
+    """timm's SigLIP ViT (global_pool='map'; the Hub's timm/ViT-B-16-SigLIP2), bare or as open_clip's visual trunk
+    beside a text tower. timm builds SigLIP with exact GELU unless told: the test asks for SigLIP's tanh GELU."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    ref = VisionTransformer(
+        img_size=48,
+        patch_size=16,
+        embed_dim=32,
+        depth=2,
+        num_heads=4,
+        class_token=False,
+        global_pool="map",
+        num_classes=0,
+        act_layer="gelu_tanh",
+    )
+    ref = randomize_(ref).eval()
+    sd = ref.state_dict()
+    if layout == "open_clip":
+        sd = {f"visual.trunk.{k}": v for k, v in sd.items()}
+        sd.update(
+            {
+                "text.token_embedding.weight": torch.randn(50, 16),
+                "logit_scale": torch.ones(()),
+                "logit_bias": torch.zeros(()),
+            }
+        )
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "siglip.safetensors"))
+    images = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        tokens_ref = ref.forward_features(images)
+        pooled_ref = ref.forward_head(tokens_ref, pre_logits=True)
+    from ca2st.checkpoints.experts import detect_format
+
+    path = tmp_path / "siglip.safetensors"
+    assert detect_format(read_state_dict(path), path)[0] == "timm / open_clip SigLIP"
+    model = expert()
+    ca2st.load_expert_weights(model, path)
+    tokens, feature = expert_outputs(model, images)
+    torch.testing.assert_close(tokens, tokens_ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(feature, pooled_ref, atol=1e-5, rtol=0)
+    sd["attn_pool.extra"] = torch.zeros(1)  # an unknown key is refused, named
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "extra.safetensors"))
+    with pytest.raises(CheckpointError, match="attn_pool.extra"):
+        ca2st.load_expert_weights(expert(), tmp_path / "extra.safetensors")
+
+
 def test_full_siglip2_model_uses_only_the_vision_tower(tmp_path):
     hf = hf_naflex(full=True)
     hf.save_pretrained(tmp_path / "siglip2")

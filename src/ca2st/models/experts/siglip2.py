@@ -201,6 +201,57 @@ def convert_hf_siglip(sd: StateDict) -> tuple[StateDict, list[str]]:
     return out, [k for k in unmatched if not k.startswith(SIGLIP_IGNORED)]
 
 
+# timm's VisionTransformer (``vit_base_patch16_siglip_224`` and its SigLIP 2 weights, e.g. the Hub's
+# ``timm/ViT-B-16-SigLIP2``), bare or as open_clip's ``visual.trunk``; the attention pool's q and kv are fused first
+TIMM_PREFIXES = ("visual.trunk.",)
+TIMM_RULES = (
+    ("patch_embed.proj.", "patch_embed."),
+    ("pos_embed", "pos_embed"),
+    ("blocks.{i}.norm1.", "blocks.{i}.norm1."),
+    ("blocks.{i}.attn.qkv.", "blocks.{i}.attn.qkv."),
+    ("blocks.{i}.attn.proj.", "blocks.{i}.attn.proj."),
+    ("blocks.{i}.norm2.", "blocks.{i}.norm2."),
+    ("blocks.{i}.mlp.fc1.", "blocks.{i}.mlp.fc1."),
+    ("blocks.{i}.mlp.fc2.", "blocks.{i}.mlp.fc2."),
+    ("norm.", "norm."),
+    ("attn_pool.latent", "head.probe"),
+    ("attn_pool.qkv.", "head.qkv."),
+    ("attn_pool.proj.", "head.proj."),
+    ("attn_pool.norm.", "head.norm."),
+    ("attn_pool.mlp.fc1.", "head.mlp.fc1."),
+    ("attn_pool.mlp.fc2.", "head.mlp.fc2."),
+)
+# open_clip's text tower and contrastive scale/bias; a timm classifier
+TIMM_IGNORED = ("text.", "logit_scale", "logit_bias", "head.")
+
+
+def _timm_keys(sd: StateDict) -> StateDict:
+    from ...checkpoints.io import strip_prefixes  # the checkpoints package imports the expert registry
+
+    return strip_prefixes(sd, TIMM_PREFIXES)
+
+
+def is_timm_siglip(sd: StateDict) -> bool:
+    """timm's / open_clip's SigLIP ViT: a patch conv, an attention pool and no class token."""
+    keys = _timm_keys(sd)
+    return "patch_embed.proj.weight" in keys and "attn_pool.latent" in keys and "cls_token" not in keys
+
+
+def convert_timm_siglip(sd: StateDict) -> tuple[StateDict, list[str]]:
+    """timm's names to the expert's: the position table loses its batch axis, the pool's q and kv become one."""
+    from ...checkpoints.io import Renamer  # the checkpoints package imports the expert registry
+
+    sd = _timm_keys(sd)
+    if "pos_embed" in sd:
+        sd["pos_embed"] = sd["pos_embed"].reshape(-1, sd["pos_embed"].shape[-1])
+    for kind in ("weight", "bias"):
+        q, kv = f"attn_pool.q.{kind}", f"attn_pool.kv.{kind}"
+        if q in sd and kv in sd:
+            sd[f"attn_pool.qkv.{kind}"] = torch.cat((sd.pop(q), sd.pop(kv)))
+    out, unmatched = Renamer(TIMM_RULES).convert(sd)
+    return out, [k for k in unmatched if not k.startswith(TIMM_IGNORED)]
+
+
 def builder(pooling: str):
     """The spatial expert of a model config, pooled by ``pooling``."""
 
@@ -218,4 +269,5 @@ def builder(pooling: str):
 FORMATS = (
     WeightFormat("Hugging Face SigLIP", is_hf_siglip, convert_hf_siglip),
     WeightFormat("Hugging Face SigLIP 2 NaFlex", is_hf_siglip2_naflex, convert_hf_siglip),
+    WeightFormat("timm / open_clip SigLIP", is_timm_siglip, convert_timm_siglip),
 )
