@@ -119,6 +119,33 @@ def test_original_layout_matches_timm(tmp_path):
         torch.testing.assert_close(expert.norm(tokens[:, 1]), ref_b, atol=1e-5, rtol=0)
 
 
+def test_timm_register_layout_matches_timm(tmp_path):
+    """timm's vit_base_patch14_reg4_dinov2 layout: reg_token, and no position row for the class and register
+    tokens (the class token's folded into cls_token)."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    vit = VisionTransformer(
+        img_size=SIZE,
+        patch_size=14,
+        embed_dim=32,
+        depth=2,
+        num_heads=4,
+        init_values=1.0,
+        reg_tokens=4,
+        no_embed_class=True,
+        num_classes=0,
+    )
+    vit = randomize_(vit).eval()
+    torch.save(vit.state_dict(), tmp_path / "reg4.pth")
+    expert = dinov2_expert(registers=4)
+    ca2st.load_expert_weights(expert, tmp_path / "reg4.pth")
+    images = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        ref = vit.forward_features(images)  # class, 4 registers, patches; final norm applied
+        tokens = expert(as_video(images, images))
+    torch.testing.assert_close(expert.norm(tokens[:, 0]), ref, atol=1e-5, rtol=0)
+
+
 def original_keys(hf_sd):
     """facebookresearch/dinov2's names and shapes for a transformers DINOv2 state dict (the Hub's names)."""
     out = {}

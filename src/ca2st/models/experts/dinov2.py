@@ -176,10 +176,23 @@ def convert_hf(sd: dict) -> tuple[dict, list[str]]:
     return _as_rows(out), [k for k in unmatched if not k.startswith(HF_IGNORED)]
 
 
+def from_timm_registers(sd: dict) -> dict:
+    """timm's DINOv2-with-registers layout (``reg_token``; ``no_embed_class``: the class token's position row
+    folded into ``cls_token``, ``pos_embed`` holding the patch rows only) in the original one: a zero class row
+    in front of the table, which gives the same class-token input."""
+    if "reg_token" not in sd:
+        return sd
+    out = {k: v for k, v in sd.items() if k != "reg_token"}
+    out["register_tokens"] = sd["reg_token"]
+    pos = sd["pos_embed"].reshape(-1, sd["pos_embed"].shape[-1])
+    out["pos_embed"] = torch.cat((torch.zeros_like(pos[:1]), pos))
+    return out
+
+
 def convert_original(sd: dict) -> tuple[dict, list[str]]:
     from ...checkpoints.io import Renamer  # the checkpoints package imports the models: import on use
 
-    out, unmatched = Renamer(ORIGINAL_RULES).convert(sd)
+    out, unmatched = Renamer(ORIGINAL_RULES).convert(from_timm_registers(sd))
     return _as_rows(out), [k for k in unmatched if not k.startswith(ORIGINAL_IGNORED)]
 
 
