@@ -1,7 +1,8 @@
 """What decoding a long video's windows in one pass saves: ``ca2st extract``'s loader against one read per window.
 
-A generated H.264 video (``--seconds`` long, ``--size`` WxH, ``--fps``, a keyframe every ``--gop`` frames) is cut
-into sliding windows (``--window``/``--stride`` seconds) sampled under ``--recipe``'s input recipe, one view each.
+A generated H.264 video (``bench_data.make_videos``: moving random texture; ``--seconds`` long, ``--size`` WxH,
+``--fps``, a keyframe every ``--gop`` frames) is cut into sliding windows (``--window``/``--stride`` seconds) sampled
+under ``cast_b16``'s input recipe with ``--sampler`` (and ``--rate``), one view each.
 Timed in this process, without a model (the figure is the loader's CPU time per video, one process, one decoder
 thread): ``per-window`` loads each window as its own dataset item (probe, seek, decode, transform: what extraction
 did before, and what a dataset of windows in any video library does); ``one-pass`` is extraction's loader
@@ -19,27 +20,8 @@ import time
 from functools import partial
 from pathlib import Path
 
-import av
-import numpy as np
 import torch
-
-
-def make_video(path: Path, seconds: float, fps: int, size: tuple[int, int], gop: int) -> Path:
-    w, h = size
-    rng = np.random.default_rng(0)
-    base = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": "23", "g": str(gop), "bf": "2"}
-        for i in range(int(seconds * fps)):
-            img = np.roll(base, 3 * i, axis=1)
-            img[: h // 4, : w // 4] = (7 * i) % 256
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+from bench_data import make_videos
 
 
 def main() -> None:
@@ -69,7 +51,7 @@ def main() -> None:
     model = ca2st.build_model("cast_b16", embed_dim=32, depth=1, num_heads=2)
     recipe = model.input_recipe.replace(sampler=args.sampler, sampling_rate=args.rate, test_clips=1, test_crops=1)
     with tempfile.TemporaryDirectory() as tmp:
-        path = make_video(Path(tmp) / "long.mp4", args.seconds, args.fps, size, args.gop)
+        [path] = make_videos(Path(tmp), 1, args.seconds, args.fps, *size, keyframe_seconds=args.gop / args.fps)
         item = VideoItem(str(path), "long")
         spans = window_spans(item, args.window, args.stride)
 
