@@ -115,6 +115,13 @@ class Expert(nn.Module):
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def frame_images(self, video: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """For image experts (``frame_stride``, ``frame_offset``): the frames they read, every ``frame_stride``-th
+        from ``frame_offset``, as one image batch ``(B·T, C, H, W)``, with ``B`` and ``T``."""
+        frames = video[:, :, self.frame_offset :: self.frame_stride]
+        B, C, T, H, W = frames.shape
+        return frames.transpose(1, 2).reshape(B * T, C, H, W), B, T
+
     def attend(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         B, T, L, D = x.shape
         flat = x.reshape(B * T, L, D) if self.per_slot_attention else x.reshape(B, T * L, D)

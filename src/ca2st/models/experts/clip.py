@@ -58,10 +58,8 @@ class CLIPExpert(Expert):
         self.norm = nn.LayerNorm(embed_dim, eps=1e-5)
 
     def embed(self, video: torch.Tensor) -> torch.Tensor:
-        frames = video[:, :, self.frame_offset :: self.frame_stride]
-        B, C, T, H, W = frames.shape
-        x = self.patch_embed(frames.transpose(1, 2).reshape(B * T, C, H, W))
-        x = x.flatten(2).transpose(1, 2)
+        images, B, T = self.frame_images(video)
+        x = self.patch_embed(images).flatten(2).transpose(1, 2)
         cls = self.class_embedding.to(x.dtype).expand(B * T, 1, -1)
         x = self.norm_pre(torch.cat((cls, x), dim=1) + self.pos_embed.to(x.dtype))
         return x.view(B, T, x.shape[1], x.shape[2])

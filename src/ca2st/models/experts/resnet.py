@@ -66,9 +66,8 @@ class ResNetExpert(Expert):
         return self.widths[-1]
 
     def embed(self, video: torch.Tensor) -> torch.Tensor:
-        frames = video[:, :, self.frame_offset :: self.frame_stride]
-        B, C, T, H, W = frames.shape
-        x = self.maxpool(self.relu(self.bn1(self.conv1(frames.transpose(1, 2).reshape(B * T, C, H, W)))))
+        images, B, T = self.frame_images(video)
+        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
         return self._to_stream(x, B, T)
 
     @staticmethod

@@ -110,10 +110,9 @@ class SigLIP2Expert(Expert):
         self.head = AttentionPoolingHead(embed_dim, num_heads, mlp_ratio, 1e-6)
 
     def embed(self, video: torch.Tensor) -> torch.Tensor:
-        frames = video[:, :, self.frame_offset :: self.frame_stride]
-        B, C, T, H, W = frames.shape
-        x = self.patch_embed(frames.transpose(1, 2).reshape(B * T, C, H, W))
-        x = x.flatten(2).transpose(1, 2) + self.pos_embed.to(x.dtype)
+        images, B, T = self.frame_images(video)
+        x = self.patch_embed(images).flatten(2).transpose(1, 2)
+        x = x + self.pos_embed.to(x.dtype)
         return x.view(B, T, x.shape[1], x.shape[2])
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
