@@ -9,6 +9,15 @@ import torch
 
 from .io import Renamer, StateDict
 
+# the encoder of transformers' CLIP-style vision towers (CLIP, SigLIP, SigLIP 2), q/k/v fused by fuse_clip_qkv
+CLIP_ENCODER_RULES = [
+    ("encoder.layers.{i}.layer_norm1.", "blocks.{i}.norm1."),
+    ("encoder.layers.{i}.self_attn.qkv.", "blocks.{i}.attn.qkv."),
+    ("encoder.layers.{i}.self_attn.out_proj.", "blocks.{i}.attn.proj."),
+    ("encoder.layers.{i}.layer_norm2.", "blocks.{i}.norm2."),
+    ("encoder.layers.{i}.mlp.fc1.", "blocks.{i}.mlp.fc1."),
+    ("encoder.layers.{i}.mlp.fc2.", "blocks.{i}.mlp.fc2."),
+]
 CLIP_RENAMER = Renamer(
     [
         ("embeddings.patch_embedding.weight", "patch_embed.weight"),
@@ -16,12 +25,7 @@ CLIP_RENAMER = Renamer(
         ("embeddings.position_embedding.weight", "pos_embed"),
         ("pre_layrnorm.", "norm_pre."),
         ("post_layernorm.", "norm."),
-        ("encoder.layers.{i}.layer_norm1.", "blocks.{i}.norm1."),
-        ("encoder.layers.{i}.self_attn.qkv.", "blocks.{i}.attn.qkv."),
-        ("encoder.layers.{i}.self_attn.out_proj.", "blocks.{i}.attn.proj."),
-        ("encoder.layers.{i}.layer_norm2.", "blocks.{i}.norm2."),
-        ("encoder.layers.{i}.mlp.fc1.", "blocks.{i}.mlp.fc1."),
-        ("encoder.layers.{i}.mlp.fc2.", "blocks.{i}.mlp.fc2."),
+        *CLIP_ENCODER_RULES,
     ]
 )
 CLIP_IGNORED = ("text_model.", "visual_projection.", "text_projection.", "logit_scale", "embeddings.position_ids")
@@ -67,8 +71,8 @@ def fuse_qkv(sd: StateDict, pattern: str, parts: tuple[str, str, str], fused: st
     return out
 
 
-def convert_clip(sd: StateDict) -> tuple[StateDict, list[str]]:
-    sd = {k[len("vision_model.") :] if k.startswith("vision_model.") else k: v for k, v in sd.items()}
+def fuse_clip_qkv(sd: StateDict) -> StateDict:
+    """A CLIP-style encoder's per-layer ``self_attn.{q,k,v}_proj`` weights and biases fused into ``self_attn.qkv``."""
     for kind in ("weight", "bias"):
         sd = fuse_qkv(
             sd,
@@ -76,7 +80,12 @@ def convert_clip(sd: StateDict) -> tuple[StateDict, list[str]]:
             ("q_proj", "k_proj", "v_proj"),
             "encoder.layers.{}.self_attn.qkv." + kind,
         )
-    out, unmatched = CLIP_RENAMER.convert(sd)
+    return sd
+
+
+def convert_clip(sd: StateDict) -> tuple[StateDict, list[str]]:
+    sd = {k[len("vision_model.") :] if k.startswith("vision_model.") else k: v for k, v in sd.items()}
+    out, unmatched = CLIP_RENAMER.convert(fuse_clip_qkv(sd))
     return out, [k for k in unmatched if not k.startswith(CLIP_IGNORED)]
 
 

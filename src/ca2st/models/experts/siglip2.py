@@ -128,16 +128,11 @@ class SigLIP2Expert(Expert):
 
 # ---------------------------------------------------------------------------------------------- weight layouts
 
-# transformers' names -> the expert's (rules of ca2st.checkpoints.io.Renamer)
+# transformers' names -> the expert's (rules of ca2st.checkpoints.io.Renamer), beside the CLIP-style encoder's
+# (ca2st.checkpoints.hf.CLIP_ENCODER_RULES)
 SIGLIP_RULES = (
     ("embeddings.patch_embedding.", "patch_embed."),
     ("embeddings.position_embedding.weight", "pos_embed"),
-    ("encoder.layers.{i}.layer_norm1.", "blocks.{i}.norm1."),
-    ("encoder.layers.{i}.self_attn.qkv.", "blocks.{i}.attn.qkv."),
-    ("encoder.layers.{i}.self_attn.out_proj.", "blocks.{i}.attn.proj."),
-    ("encoder.layers.{i}.layer_norm2.", "blocks.{i}.norm2."),
-    ("encoder.layers.{i}.mlp.fc1.", "blocks.{i}.mlp.fc1."),
-    ("encoder.layers.{i}.mlp.fc2.", "blocks.{i}.mlp.fc2."),
     ("post_layernorm.", "norm."),
     ("head.probe", "head.probe"),
     ("head.attention.in_proj_weight", "head.qkv.weight"),
@@ -183,20 +178,13 @@ def naflex_patch_to_conv(weight: torch.Tensor, channels: int = 3) -> torch.Tenso
 
 def convert_hf_siglip(sd: StateDict) -> tuple[StateDict, list[str]]:
     """Either transformers layout to the expert's names; the NaFlex patch Linear becomes the conv weight."""
-    from ...checkpoints.hf import fuse_qkv  # the checkpoints package imports the expert registry
+    from ...checkpoints.hf import CLIP_ENCODER_RULES, fuse_clip_qkv  # the checkpoints package imports the experts
     from ...checkpoints.io import Renamer
 
     sd = _vision_keys(sd)
     if PATCH_WEIGHT in sd and sd[PATCH_WEIGHT].dim() == 2:
         sd[PATCH_WEIGHT] = naflex_patch_to_conv(sd[PATCH_WEIGHT])
-    for kind in ("weight", "bias"):
-        sd = fuse_qkv(
-            sd,
-            r"encoder\.layers\.(\d+)\.self_attn\.{part}\." + kind,
-            ("q_proj", "k_proj", "v_proj"),
-            "encoder.layers.{}.self_attn.qkv." + kind,
-        )
-    out, unmatched = Renamer(SIGLIP_RULES).convert(sd)
+    out, unmatched = Renamer((*SIGLIP_RULES, *CLIP_ENCODER_RULES)).convert(fuse_clip_qkv(sd))
     return out, [k for k in unmatched if not k.startswith(SIGLIP_IGNORED)]
 
 
