@@ -285,3 +285,16 @@ def test_audio_window_is_read_audio_of_the_window(tmp_path):
     torch.testing.assert_close(audio_window(read_audio(path, 2.0, 10.0), 2.0, 3.0, 10.0), to_end, atol=1e-6, rtol=0)
     with pytest.raises(DataError, match="outside the audio track"):
         audio_window(whole, 0.3, 3.8, 4.0, path=str(path))
+
+
+def test_load_group_in_training_draws_what_single_items_draw(tmp_path):
+    """The group's union audio span is worked out without touching an item's random generator: each item gets the
+    clip, augmentation and audio crop it gets when loaded alone."""
+    path = make_video(tmp_path / "long.mp4", num_frames=120, fps=20, sample_rate=16000)
+    samples = [Sample(str(k), str(path), None, start=1.0 * k, end=1.0 * k + 2.5) for k in range(3)]
+    ds = dataset(samples, None, train=True, num_frames=4, sampling_rate=2, audio=AudioSpec(frames=64))
+    for k, (video, audio, _, meta) in enumerate(ds.load_group(range(3))):
+        alone = ds[k]
+        assert torch.equal(video, alone[0])
+        torch.testing.assert_close(audio, alone[1], atol=1e-4, rtol=0)
+        torch.testing.assert_close(meta["window"], alone[3]["window"], atol=1e-6, rtol=0)

@@ -263,7 +263,7 @@ class VideoDataset(Dataset):
         pos = {f: k for k, f in enumerate(wanted)}
         waves = Waveforms()
         if self.audio is not None and len(plans) > 1:
-            spans = [span for p in plans for span in self._audio_spans(p, self._clip_windows(p))[0]]
+            spans = [span for p in plans for span in self._audio_spans(p, self._clip_windows(p))]
             waves.span = (min(s for s, _ in spans), max(e for _, e in spans))
         return [self._build(p, frames, pos, waves) for p in plans]
 
@@ -329,14 +329,22 @@ class VideoDataset(Dataset):
             meta["intervals"] = time_intervals(meta["times"], meta["window"])
         return video, audio, self._target(plan.sample.label), meta
 
-    def _audio_spans(self, plan: ClipPlan, windows) -> tuple[list[tuple[float, float]], list[float]]:
-        """The audio spans (seconds) an item reads and where in each its log-mel crop lies (0 to 1)."""
+    def _audio_spans(self, plan: ClipPlan, windows) -> list[tuple[float, float]]:
+        """The audio spans (seconds) an item reads: each clip's window, or the sample's segment (once in training,
+        once per clip in evaluation)."""
         if self.audio.window == "clip":
-            return list(windows), [0.5] * len(windows)
+            return list(windows)
         seg = (plan.first / plan.info.fps, (plan.first + plan.count) / plan.info.fps)
+        return [seg] if self.train else [seg] * len(windows)
+
+    def _audio_positions(self, plan: ClipPlan, count: int) -> list[float]:
+        """Where in each of ``count`` spans the log-mel crop lies (0 to 1): drawn in training, evenly spaced over
+        the clips in evaluation, centred for clip windows. Draws from the item's generator: call once per item."""
+        if self.audio.window == "clip":
+            return [0.5] * count
         if self.train:
-            return [seg], [float(torch.rand((), generator=plan.generator))]
-        return [seg] * len(windows), [(v + 0.5) / len(windows) for v in range(len(windows))]
+            return [float(torch.rand((), generator=plan.generator))]
+        return [(v + 0.5) / count for v in range(count)]
 
     def _audio(self, plan: ClipPlan, windows, waves: Waveforms):
         from ..audio import log_mel
@@ -353,7 +361,8 @@ class VideoDataset(Dataset):
         spec_cfg = self.audio
         if not present and spec_cfg.missing == "error":
             raise DataError(reason + " (override data.missing_audio=silence to feed silence instead)")
-        spans, positions = self._audio_spans(plan, windows)
+        spans = self._audio_spans(plan, windows)
+        positions = self._audio_positions(plan, len(spans))
         feats, out_windows = [], []
         for (start, end), position in zip(spans, positions):
             if present:
